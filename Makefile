@@ -1,0 +1,48 @@
+# contain: the two commands a fresh machine needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CONTAIN := $(VENV)/bin/contain
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv deps lint typecheck check bench install clean
+
+# Set up and run the main job: a command in a sandbox, no image needed.
+demo: venv
+	$(CONTAIN) sandbox --memory 128M --pids 64 --hostname demo -- /bin/sh -c \
+	  'echo "pid $$$$ on $$(hostname), uid $$(id -u)"; grep -E "^(CapEff|NoNewPrivs|Seccomp):" /proc/self/status; \
+	   touch /etc/x 2>/dev/null || echo "host root is read-only"; ls -a /tmp'
+
+# Install what the tests need, then lint, type-check and run the whole suite.
+test: deps venv lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+venv: $(VENV)/.ok
+$(VENV)/.ok: pyproject.toml scripts/make-launcher
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) scripts/make-launcher $(CONTAIN)
+	touch $@
+
+deps:
+	bash scripts/install-deps
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+check: lint typecheck
+
+bench: venv
+	$(CONTAIN) bench --out bench-out
+
+# Put the fast launcher on PATH (engines find the runtime by absolute path).
+install: venv
+	$(PY) scripts/make-launcher /usr/local/bin/contain
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,112 @@
+"""JSON reading and writing on the C accelerator alone.
+
+``import json`` pulls in ``re`` and the pure-Python encoder and costs ~10 ms here, a
+large share of a ``contain state`` call. The C scanner and encoder in ``_json`` do the
+work; this module gives them the few lines of glue ``json`` would have added.
+"""
+
+from __future__ import annotations
+
+import _json
+import math
+TYPE_CHECKING = False  # typing costs milliseconds to import; only mypy needs it
+if TYPE_CHECKING:
+    from typing import Any
+
+
+class _Context:
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo: dict[str, str] = {}
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[name]
+
+
+_scan = _json.make_scanner(_Context())
+_WS = " \t\n\r"
+
+
+class JSONDecodeError(ValueError):
+    def __init__(self, msg: str, doc: str, pos: int) -> None:
+        line = doc.count("\n", 0, pos) + 1
+        col = pos - doc.rfind("\n", 0, pos)
+        super().__init__(f"{msg}: line {line} column {col} (char {pos})")
+
+
+def loads(data: str | bytes) -> Any:
+    doc = data.decode("utf-8") if isinstance(data, bytes) else data
+    n = len(doc)
+    i = 0
+    while i < n and doc[i] in _WS:
+        i += 1
+    try:
+        value, end = _scan(doc, i)
+    except StopIteration as exc:
+        raise JSONDecodeError("expecting value", doc, exc.value) from None
+    except ValueError as exc:
+        raise JSONDecodeError(str(exc).split(":")[0].lower(), doc, i) from None
+    while end < n and doc[end] in _WS:
+        end += 1
+    if end != n:
+        raise JSONDecodeError("extra data", doc, end)
+    return value
+
+
+def _float(o: float) -> str:
+    if o != o or o in (math.inf, -math.inf):
+        raise ValueError(f"out of range float value {o!r}")
+    return float.__repr__(o)
+
+
+def _default(o: object) -> Any:
+    to_json = getattr(o, "to_json", None)
+    if to_json is not None:
+        return to_json()
+    raise TypeError(f"object of type {type(o).__name__} is not JSON serialisable")
+
+
+_compact = _json.make_encoder(None, _default, _json.encode_basestring_ascii, None, ":", ",",
+                              False, False, False)
+_spaced = _json.make_encoder(None, _default, _json.encode_basestring_ascii, None, ": ", ", ",
+                             False, False, False)
+
+
+def dumps(obj: Any, indent: int | None = None, compact: bool = True) -> str:
+    """Serialise *obj*; *indent* gives the layout ``json.dumps(indent=N)`` gives."""
+    if indent is None:
+        return "".join((_compact if compact else _spaced)(obj, 0))
+    out: list[str] = []
+    _pretty(obj, out, "\n", " " * indent)
+    return "".join(out)
+
+
+def _pretty(obj: Any, out: list[str], nl: str, step: str) -> None:
+    if hasattr(obj, "to_json"):
+        obj = obj.to_json()
+    if isinstance(obj, dict) and obj:
+        inner = nl + step
+        out.append("{")
+        first = True
+        for k, v in obj.items():
+            out.append(inner if first else "," + inner)
+            first = False
+            out.append(_json.encode_basestring_ascii(str(k)))
+            out.append(": ")
+            _pretty(v, out, inner, step)
+        out.append(nl + "}")
+    elif isinstance(obj, list | tuple) and obj:
+        inner = nl + step
+        out.append("[")
+        for i, v in enumerate(obj):
+            out.append(inner if i == 0 else "," + inner)
+            _pretty(v, out, inner, step)
+        out.append(nl + "]")
+    elif isinstance(obj, float):
+        out.append(_float(obj))
+    else:
+        out.extend(_compact(obj, 0))

@@ -1,0 +1,204 @@
+"""Thin typed wrappers over the system calls that :mod:`os` lacks.
+
+This is the only module of contain that uses ctypes. Every wrapper raises
+:class:`OSError` carrying errno and the syscall's name, so that callers above can
+turn a failure into a one-line message naming what failed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+_ARCH = os.uname().machine
+_NR: dict[str, dict[str, int]] = {
+    "x86_64": {
+        "pivot_root": 155, "setns": 308, "unshare": 272, "openat2": 437,
+        "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "close_range": 436,
+        "capget": 125, "capset": 126, "keyctl": 250, "ioprio_set": 251,
+        "pidfd_send_signal": 424, "bpf": 321, "seccomp": 317, "personality": 135,
+        "landlock_create_ruleset": 444, "landlock_add_rule": 445,
+        "landlock_restrict_self": 446, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+    },
+    "aarch64": {
+        "pivot_root": 41, "setns": 268, "unshare": 97, "openat2": 437,
+        "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "close_range": 436,
+        "capget": 90, "capset": 91, "keyctl": 219, "ioprio_set": 30,
+        "pidfd_send_signal": 424, "bpf": 280, "seccomp": 277, "personality": 92,
+        "landlock_create_ruleset": 444, "landlock_add_rule": 445,
+        "landlock_restrict_self": 446, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+    },
+}
+NR = _NR.get(_ARCH, _NR["x86_64"])
+
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+def _check(ret: int, name: str, detail: str | None = None) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        msg = f"{name}: {os.strerror(err)}"
+        if detail:
+            msg = f"{name} {detail}: {os.strerror(err)}"
+        raise OSError(err, msg)
+    return ret
+
+
+def _b(s: str | bytes | None) -> bytes | None:
+    if s is None:
+        return None
+    return s if isinstance(s, bytes) else os.fsencode(s)
+
+
+def syscall(name: str, *args: object) -> int:
+    """Call syscall *name* (by its number on this architecture)."""
+    return _check(_syscall(ctypes.c_long(NR[name]), *args), name)
+
+
+# -- namespaces --------------------------------------------------------------------
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+
+def sethostname(name: str) -> None:
+    b = name.encode()
+    _check(_libc.sethostname(b, ctypes.c_size_t(len(b))), "sethostname")
+
+
+def setdomainname(name: str) -> None:
+    b = name.encode()
+    _check(_libc.setdomainname(b, ctypes.c_size_t(len(b))), "setdomainname")
+
+
+# -- mounts ------------------------------------------------------------------------
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
+          data: str | None = None) -> None:
+    ret = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    if ret < 0:
+        _check(ret, "mount", f"{source or fstype or ''} on {target}")
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(_b(target), ctypes.c_int(flags)), "umount2", target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(_syscall(ctypes.c_long(NR["pivot_root"]), _b(new_root), _b(put_old)), "pivot_root")
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    ret = _syscall(ctypes.c_long(NR["openat2"]), ctypes.c_int(dirfd), _b(path),
+                   ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    return _check(ret, "openat2", path)
+
+
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    ret = _syscall(ctypes.c_long(NR["open_tree"]), ctypes.c_int(dirfd), _b(path),
+                   ctypes.c_uint(flags))
+    return _check(ret, "open_tree", path)
+
+
+def move_mount(from_dirfd: int, from_path: str, to_dirfd: int, to_path: str,
+               flags: int) -> None:
+    ret = _syscall(ctypes.c_long(NR["move_mount"]), ctypes.c_int(from_dirfd), _b(from_path),
+                   ctypes.c_int(to_dirfd), _b(to_path), ctypes.c_uint(flags))
+    _check(ret, "move_mount", to_path)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0,
+                  propagation: int = 0, userns_fd: int = 0) -> None:
+    attr = _MountAttr(attr_set, attr_clr, propagation, userns_fd)
+    ret = _syscall(ctypes.c_long(NR["mount_setattr"]), ctypes.c_int(dirfd), _b(path),
+                   ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    _check(ret, "mount_setattr", path)
+
+
+# -- processes -------------------------------------------------------------------------
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    ret = _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+                      ctypes.c_ulong(arg4), ctypes.c_ulong(arg5))
+    return _check(ret, "prctl")
+
+
+def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
+    ret = _syscall(ctypes.c_long(NR["close_range"]), ctypes.c_uint(first), ctypes.c_uint(last),
+                   ctypes.c_uint(flags))
+    _check(ret, "close_range")
+
+
+def pidfd_send_signal(pidfd: int, sig: int) -> None:
+    ret = _syscall(ctypes.c_long(NR["pidfd_send_signal"]), ctypes.c_int(pidfd), ctypes.c_int(sig),
+                   None, ctypes.c_uint(0))
+    _check(ret, "pidfd_send_signal")
+
+
+def keyctl_join_session_keyring(name: str | None) -> int:
+    ret = _syscall(ctypes.c_long(NR["keyctl"]), ctypes.c_int(1), _b(name))
+    return _check(ret, "keyctl(JOIN_SESSION_KEYRING)")
+
+
+def ioprio_set(which: int, who: int, ioprio: int) -> None:
+    ret = _syscall(ctypes.c_long(NR["ioprio_set"]), ctypes.c_int(which), ctypes.c_int(who),
+                   ctypes.c_int(ioprio))
+    _check(ret, "ioprio_set")
+
+
+def personality(persona: int) -> int:
+    ret = _syscall(ctypes.c_long(NR["personality"]), ctypes.c_ulong(persona))
+    return _check(ret, "personality")
+
+
+# -- capabilities ------------------------------------------------------------------------
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def capget(pid: int = 0) -> tuple[int, int, int]:
+    """Return (effective, permitted, inheritable) as 64-bit masks."""
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, pid)
+    data = (_CapData * 2)()
+    _check(_syscall(ctypes.c_long(NR["capget"]), ctypes.byref(hdr), data), "capget")
+    return (data[0].effective | data[1].effective << 32,
+            data[0].permitted | data[1].permitted << 32,
+            data[0].inheritable | data[1].inheritable << 32)
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in (0, 1):
+        sh = 32 * i
+        data[i].effective = (effective >> sh) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> sh) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> sh) & 0xFFFFFFFF
+    _check(_syscall(ctypes.c_long(NR["capset"]), ctypes.byref(hdr), data), "capset")

@@ -1,0 +1,719 @@
+"""The OCI runtime-spec (1.2) configuration model: config.json, decoded with JSON paths.
+
+Every object of the spec is a :class:`Model` here; unknown properties are ignored as the
+spec asks, and a wrong type or value fails with the path of the field.
+"""
+
+from __future__ import annotations
+
+from contain.spec.decode import (
+    REQUIRED,
+    Model,
+    absolute_path,
+    array,
+    boolean,
+    fail,
+    i32,
+    i64,
+    integer,
+    mapping,
+    model,
+    one_of,
+    string,
+    u16,
+    u32,
+    u64,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+OCI_VERSION = "1.2.0"
+
+_strs = array(string)
+
+
+# -- process --------------------------------------------------------------------------
+
+class Box(Model):
+    __slots__ = ("height", "width")
+    FIELDS = (("height", "height", u32, REQUIRED), ("width", "width", u32, REQUIRED))
+    height: int
+    width: int
+
+
+class User(Model):
+    __slots__ = ("uid", "gid", "umask", "additional_gids", "username")
+    FIELDS = (
+        ("uid", "uid", u32, 0),
+        ("gid", "gid", u32, 0),
+        ("umask", "umask", integer(0, 0o777), None),
+        ("additional_gids", "additionalGids", array(u32), list),
+        ("username", "username", string, None),
+    )
+    uid: int
+    gid: int
+    umask: int | None
+    additional_gids: list[int]
+    username: str | None
+
+
+class Rlimit(Model):
+    __slots__ = ("type", "soft", "hard")
+    FIELDS = (("type", "type", string, REQUIRED), ("soft", "soft", u64, REQUIRED),
+              ("hard", "hard", u64, REQUIRED))
+    type: str
+    soft: int
+    hard: int
+
+    def validate(self, path: str) -> None:
+        if not self.type.startswith("RLIMIT_"):
+            raise fail(f"{path}.type", f"unknown rlimit {self.type!r}")
+        if self.soft > self.hard:
+            raise fail(path, f"{self.type}: soft limit {self.soft} exceeds hard limit {self.hard}")
+
+
+class Capabilities(Model):
+    __slots__ = ("bounding", "effective", "inheritable", "permitted", "ambient")
+    FIELDS = (
+        ("bounding", "bounding", _strs, list),
+        ("effective", "effective", _strs, list),
+        ("inheritable", "inheritable", _strs, list),
+        ("permitted", "permitted", _strs, list),
+        ("ambient", "ambient", _strs, list),
+    )
+    bounding: list[str]
+    effective: list[str]
+    inheritable: list[str]
+    permitted: list[str]
+    ambient: list[str]
+
+
+class Scheduler(Model):
+    __slots__ = ("policy", "nice", "priority", "flags", "runtime", "deadline", "period")
+    FIELDS = (
+        ("policy", "policy", one_of("SCHED_OTHER", "SCHED_FIFO", "SCHED_RR", "SCHED_BATCH",
+                                    "SCHED_ISO", "SCHED_IDLE", "SCHED_DEADLINE"), REQUIRED),
+        ("nice", "nice", integer(-20, 19), 0),
+        ("priority", "priority", i32, 0),
+        ("flags", "flags", _strs, list),
+        ("runtime", "runtime", u64, 0),
+        ("deadline", "deadline", u64, 0),
+        ("period", "period", u64, 0),
+    )
+    policy: str
+    nice: int
+    priority: int
+    flags: list[str]
+    runtime: int
+    deadline: int
+    period: int
+
+
+class IOPriority(Model):
+    __slots__ = ("io_class", "priority")
+    FIELDS = (
+        ("io_class", "class", one_of("IOPRIO_CLASS_RT", "IOPRIO_CLASS_BE", "IOPRIO_CLASS_IDLE"),
+         REQUIRED),
+        ("priority", "priority", integer(0, 7), 0),
+    )
+    io_class: str
+    priority: int
+
+
+class CPUAffinity(Model):
+    __slots__ = ("initial", "final")
+    FIELDS = (("initial", "initial", string, None), ("final", "final", string, None))
+    initial: str | None
+    final: str | None
+
+
+class Process(Model):
+    __slots__ = ("terminal", "console_size", "cwd", "env", "args", "rlimits",
+                 "apparmor_profile", "capabilities", "no_new_privileges", "oom_score_adj",
+                 "scheduler", "selinux_label", "io_priority", "exec_cpu_affinity", "user")
+    FIELDS = (
+        ("terminal", "terminal", boolean, False),
+        ("console_size", "consoleSize", model(Box), None),
+        ("cwd", "cwd", absolute_path, REQUIRED),
+        ("env", "env", _strs, list),
+        ("args", "args", _strs, list),
+        ("rlimits", "rlimits", array(model(Rlimit)), list),
+        ("apparmor_profile", "apparmorProfile", string, None),
+        ("capabilities", "capabilities", model(Capabilities), None),
+        ("no_new_privileges", "noNewPrivileges", boolean, False),
+        ("oom_score_adj", "oomScoreAdj", integer(-1000, 1000), None),
+        ("scheduler", "scheduler", model(Scheduler), None),
+        ("selinux_label", "selinuxLabel", string, None),
+        ("io_priority", "ioPriority", model(IOPriority), None),
+        ("exec_cpu_affinity", "execCPUAffinity", model(CPUAffinity), None),
+        ("user", "user", model(User), User),
+    )
+    terminal: bool
+    console_size: Box | None
+    cwd: str
+    env: list[str]
+    args: list[str]
+    rlimits: list[Rlimit]
+    apparmor_profile: str | None
+    capabilities: Capabilities | None
+    no_new_privileges: bool
+    oom_score_adj: int | None
+    scheduler: Scheduler | None
+    selinux_label: str | None
+    io_priority: IOPriority | None
+    exec_cpu_affinity: CPUAffinity | None
+    user: User
+
+    def validate(self, path: str) -> None:
+        if not self.args:
+            raise fail(f"{path}.args", "must name the program to run")
+        seen: set[str] = set()
+        for i, rl in enumerate(self.rlimits):
+            if rl.type in seen:
+                raise fail(f"{path}.rlimits[{i}].type", f"duplicate rlimit {rl.type}")
+            seen.add(rl.type)
+
+
+# -- root and mounts ---------------------------------------------------------------------
+
+class Root(Model):
+    __slots__ = ("path", "readonly")
+    FIELDS = (("path", "path", string, REQUIRED), ("readonly", "readonly", boolean, False))
+    path: str
+    readonly: bool
+
+    def validate(self, path: str) -> None:
+        if not self.path:
+            raise fail(f"{path}.path", "must not be empty")
+
+
+class IDMapping(Model):
+    __slots__ = ("container_id", "host_id", "size")
+    FIELDS = (("container_id", "containerID", u32, REQUIRED), ("host_id", "hostID", u32, REQUIRED),
+              ("size", "size", u32, REQUIRED))
+    container_id: int
+    host_id: int
+    size: int
+
+
+def _check_mappings(maps: list[IDMapping], path: str) -> None:
+    spans = sorted((m.container_id, m.container_id + m.size, i) for i, m in enumerate(maps))
+    for (_a0, a1, _ai), (b0, _b1, bi) in zip(spans, spans[1:], strict=False):
+        if b0 < a1:
+            raise fail(f"{path}[{bi}]", "mapping overlaps another mapping")
+    for i, m in enumerate(maps):
+        if m.size == 0:
+            raise fail(f"{path}[{i}].size", "must be at least 1")
+
+
+class Mount(Model):
+    __slots__ = ("destination", "source", "options", "type", "uid_mappings", "gid_mappings")
+    FIELDS = (
+        ("destination", "destination", string, REQUIRED),
+        ("source", "source", string, None),
+        ("options", "options", _strs, list),
+        ("type", "type", string, None),
+        ("uid_mappings", "uidMappings", array(model(IDMapping)), list),
+        ("gid_mappings", "gidMappings", array(model(IDMapping)), list),
+    )
+    destination: str
+    source: str | None
+    options: list[str]
+    type: str | None
+    uid_mappings: list[IDMapping]
+    gid_mappings: list[IDMapping]
+
+    def validate(self, path: str) -> None:
+        if not self.destination.startswith("/"):
+            raise fail(f"{path}.destination", f"{self.destination!r} is not an absolute path")
+        if bool(self.uid_mappings) != bool(self.gid_mappings):
+            raise fail(path, "uidMappings and gidMappings must be given together")
+
+
+# -- hooks -----------------------------------------------------------------------------
+
+class Hook(Model):
+    __slots__ = ("path", "args", "env", "timeout")
+    FIELDS = (("path", "path", absolute_path, REQUIRED), ("args", "args", _strs, list),
+              ("env", "env", _strs, list), ("timeout", "timeout", integer(1, 2**31 - 1), None))
+    path: str
+    args: list[str]
+    env: list[str]
+    timeout: int | None
+
+
+HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+              "poststop")
+
+
+class Hooks(Model):
+    __slots__ = ("prestart", "create_runtime", "create_container", "start_container",
+                 "poststart", "poststop")
+    FIELDS = tuple((attr, key, array(model(Hook)), list) for attr, key in zip(
+        __slots__, HOOK_KINDS, strict=True))
+    prestart: list[Hook]
+    create_runtime: list[Hook]
+    create_container: list[Hook]
+    start_container: list[Hook]
+    poststart: list[Hook]
+    poststop: list[Hook]
+
+
+# -- linux: namespaces, devices, seccomp ---------------------------------------------------
+
+NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
+
+
+class Namespace(Model):
+    __slots__ = ("type", "path")
+    FIELDS = (("type", "type", one_of(*NAMESPACE_TYPES), REQUIRED),
+              ("path", "path", absolute_path, None))
+    type: str
+    path: str | None
+
+
+class TimeOffset(Model):
+    __slots__ = ("secs", "nanosecs")
+    FIELDS = (("secs", "secs", i64, 0), ("nanosecs", "nanosecs", integer(0, 999_999_999), 0))
+    secs: int
+    nanosecs: int
+
+
+class Device(Model):
+    __slots__ = ("type", "path", "major", "minor", "file_mode", "uid", "gid")
+    FIELDS = (
+        ("type", "type", one_of("c", "b", "u", "p"), REQUIRED),
+        ("path", "path", absolute_path, REQUIRED),
+        ("major", "major", i64, None),
+        ("minor", "minor", i64, None),
+        ("file_mode", "fileMode", integer(0, 0o7777), None),
+        ("uid", "uid", u32, None),
+        ("gid", "gid", u32, None),
+    )
+    type: str
+    path: str
+    major: int | None
+    minor: int | None
+    file_mode: int | None
+    uid: int | None
+    gid: int | None
+
+    def validate(self, path: str) -> None:
+        if self.type != "p" and (self.major is None or self.minor is None):
+            raise fail(path, f"device {self.path}: major and minor are required for type {self.type}")
+        for name in ("major", "minor"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v < 2**32:
+                raise fail(f"{path}.{name}", f"{v} out of range")
+
+
+class SeccompArg(Model):
+    __slots__ = ("index", "value", "value_two", "op")
+    FIELDS = (
+        ("index", "index", integer(0, 5), REQUIRED),
+        ("value", "value", u64, 0),
+        ("value_two", "valueTwo", u64, 0),
+        ("op", "op", one_of("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ",
+                            "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"), REQUIRED),
+    )
+    index: int
+    value: int
+    value_two: int
+    op: str
+
+
+SECCOMP_ACTIONS = ("SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
+                   "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW",
+                   "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY")
+SECCOMP_FLAGS = ("SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
+                 "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV")
+SECCOMP_ARCHES = ("SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM",
+                  "SCMP_ARCH_AARCH64", "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64",
+                  "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64",
+                  "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64",
+                  "SCMP_ARCH_PPC64LE", "SCMP_ARCH_S390", "SCMP_ARCH_S390X",
+                  "SCMP_ARCH_PARISC", "SCMP_ARCH_PARISC64", "SCMP_ARCH_RISCV64",
+                  "SCMP_ARCH_LOONGARCH64", "SCMP_ARCH_M68K", "SCMP_ARCH_SH", "SCMP_ARCH_SHEB")
+
+
+class SeccompSyscall(Model):
+    __slots__ = ("names", "action", "errno_ret", "args")
+    FIELDS = (
+        ("names", "names", _strs, REQUIRED),
+        ("action", "action", one_of(*SECCOMP_ACTIONS), REQUIRED),
+        ("errno_ret", "errnoRet", u32, None),
+        ("args", "args", array(model(SeccompArg)), list),
+    )
+    names: list[str]
+    action: str
+    errno_ret: int | None
+    args: list[SeccompArg]
+
+
+class Seccomp(Model):
+    __slots__ = ("default_action", "default_errno_ret", "architectures", "flags",
+                 "listener_path", "listener_metadata", "syscalls")
+    FIELDS = (
+        ("default_action", "defaultAction", one_of(*SECCOMP_ACTIONS), REQUIRED),
+        ("default_errno_ret", "defaultErrnoRet", u32, None),
+        ("architectures", "architectures", array(one_of(*SECCOMP_ARCHES)), list),
+        ("flags", "flags", array(one_of(*SECCOMP_FLAGS)), list),
+        ("listener_path", "listenerPath", absolute_path, None),
+        ("listener_metadata", "listenerMetadata", string, None),
+        ("syscalls", "syscalls", array(model(SeccompSyscall)), list),
+    )
+    default_action: str
+    default_errno_ret: int | None
+    architectures: list[str]
+    flags: list[str]
+    listener_path: str | None
+    listener_metadata: str | None
+    syscalls: list[SeccompSyscall]
+
+    def validate(self, path: str) -> None:
+        uses_notify = self.default_action == "SCMP_ACT_NOTIFY" or any(
+            s.action == "SCMP_ACT_NOTIFY" for s in self.syscalls)
+        if uses_notify and not self.listener_path:
+            raise fail(f"{path}.listenerPath", "SCMP_ACT_NOTIFY needs a listenerPath")
+        if self.default_action == "SCMP_ACT_NOTIFY":
+            raise fail(f"{path}.defaultAction", "SCMP_ACT_NOTIFY cannot be the default action")
+
+
+class Personality(Model):
+    __slots__ = ("domain", "flags")
+    FIELDS = (("domain", "domain", one_of("LINUX", "LINUX32"), REQUIRED),
+              ("flags", "flags", _strs, list))
+    domain: str
+    flags: list[str]
+
+
+# -- linux.resources ----------------------------------------------------------------------
+
+class DeviceRule(Model):
+    __slots__ = ("allow", "type", "major", "minor", "access")
+    FIELDS = (
+        ("allow", "allow", boolean, REQUIRED),
+        ("type", "type", one_of("a", "c", "b"), "a"),
+        ("major", "major", i64, None),
+        ("minor", "minor", i64, None),
+        ("access", "access", string, "rwm"),
+    )
+    allow: bool
+    type: str
+    major: int | None
+    minor: int | None
+    access: str
+
+    def validate(self, path: str) -> None:
+        if not self.access or any(c not in "rwm" for c in self.access):
+            raise fail(f"{path}.access", f"invalid access {self.access!r} (letters of rwm)")
+        for name in ("major", "minor"):
+            v = getattr(self, name)
+            if v is not None and not -1 <= v < 2**32:
+                raise fail(f"{path}.{name}", f"{v} out of range")
+
+
+class Memory(Model):
+    __slots__ = ("limit", "reservation", "swap", "kernel", "kernel_tcp", "swappiness",
+                 "disable_oom_killer", "use_hierarchy", "check_before_update")
+    FIELDS = (
+        ("limit", "limit", i64, None),
+        ("reservation", "reservation", i64, None),
+        ("swap", "swap", i64, None),
+        ("kernel", "kernel", i64, None),
+        ("kernel_tcp", "kernelTCP", i64, None),
+        ("swappiness", "swappiness", u64, None),
+        ("disable_oom_killer", "disableOOMKiller", boolean, None),
+        ("use_hierarchy", "useHierarchy", boolean, None),
+        ("check_before_update", "checkBeforeUpdate", boolean, None),
+    )
+    limit: int | None
+    reservation: int | None
+    swap: int | None
+    kernel: int | None
+    kernel_tcp: int | None
+    swappiness: int | None
+    disable_oom_killer: bool | None
+    use_hierarchy: bool | None
+    check_before_update: bool | None
+
+    def validate(self, path: str) -> None:
+        for name in ("limit", "reservation", "swap", "kernel", "kernel_tcp"):
+            v = getattr(self, name)
+            if v is not None and v < -1:
+                raise fail(f"{path}.{name}", f"{v} is negative (use -1 for unlimited)")
+        if self.swappiness is not None and self.swappiness > 100:
+            raise fail(f"{path}.swappiness", f"{self.swappiness} out of range [0, 100]")
+
+
+class CPU(Model):
+    __slots__ = ("shares", "quota", "burst", "period", "realtime_runtime", "realtime_period",
+                 "cpus", "mems", "idle")
+    FIELDS = (
+        ("shares", "shares", u64, None),
+        ("quota", "quota", i64, None),
+        ("burst", "burst", u64, None),
+        ("period", "period", u64, None),
+        ("realtime_runtime", "realtimeRuntime", i64, None),
+        ("realtime_period", "realtimePeriod", u64, None),
+        ("cpus", "cpus", string, None),
+        ("mems", "mems", string, None),
+        ("idle", "idle", i64, None),
+    )
+    shares: int | None
+    quota: int | None
+    burst: int | None
+    period: int | None
+    realtime_runtime: int | None
+    realtime_period: int | None
+    cpus: str | None
+    mems: str | None
+    idle: int | None
+
+    def validate(self, path: str) -> None:
+        if self.quota is not None and self.quota < -1:
+            raise fail(f"{path}.quota", f"{self.quota} is negative (use -1 for unlimited)")
+        if self.idle is not None and self.idle not in (0, 1):
+            raise fail(f"{path}.idle", f"{self.idle} must be 0 or 1")
+
+
+class Pids(Model):
+    __slots__ = ("limit",)
+    FIELDS = (("limit", "limit", i64, REQUIRED),)
+    limit: int
+
+
+class WeightDevice(Model):
+    __slots__ = ("major", "minor", "weight", "leaf_weight")
+    FIELDS = (("major", "major", i64, REQUIRED), ("minor", "minor", i64, REQUIRED),
+              ("weight", "weight", u16, None), ("leaf_weight", "leafWeight", u16, None))
+    major: int
+    minor: int
+    weight: int | None
+    leaf_weight: int | None
+
+
+class ThrottleDevice(Model):
+    __slots__ = ("major", "minor", "rate")
+    FIELDS = (("major", "major", i64, REQUIRED), ("minor", "minor", i64, REQUIRED),
+              ("rate", "rate", u64, REQUIRED))
+    major: int
+    minor: int
+    rate: int
+
+
+class BlockIO(Model):
+    __slots__ = ("weight", "leaf_weight", "weight_device", "throttle_read_bps_device",
+                 "throttle_write_bps_device", "throttle_read_iops_device",
+                 "throttle_write_iops_device")
+    FIELDS = (
+        ("weight", "weight", u16, None),
+        ("leaf_weight", "leafWeight", u16, None),
+        ("weight_device", "weightDevice", array(model(WeightDevice)), list),
+        ("throttle_read_bps_device", "throttleReadBpsDevice", array(model(ThrottleDevice)), list),
+        ("throttle_write_bps_device", "throttleWriteBpsDevice", array(model(ThrottleDevice)),
+         list),
+        ("throttle_read_iops_device", "throttleReadIOPSDevice", array(model(ThrottleDevice)),
+         list),
+        ("throttle_write_iops_device", "throttleWriteIOPSDevice", array(model(ThrottleDevice)),
+         list),
+    )
+    weight: int | None
+    leaf_weight: int | None
+    weight_device: list[WeightDevice]
+    throttle_read_bps_device: list[ThrottleDevice]
+    throttle_write_bps_device: list[ThrottleDevice]
+    throttle_read_iops_device: list[ThrottleDevice]
+    throttle_write_iops_device: list[ThrottleDevice]
+
+
+class HugepageLimit(Model):
+    __slots__ = ("page_size", "limit")
+    FIELDS = (("page_size", "pageSize", string, REQUIRED), ("limit", "limit", u64, REQUIRED))
+    page_size: str
+    limit: int
+
+
+class InterfacePriority(Model):
+    __slots__ = ("name", "priority")
+    FIELDS = (("name", "name", string, REQUIRED), ("priority", "priority", u32, REQUIRED))
+    name: str
+    priority: int
+
+
+class Network(Model):
+    __slots__ = ("class_id", "priorities")
+    FIELDS = (("class_id", "classID", u32, None),
+              ("priorities", "priorities", array(model(InterfacePriority)), list))
+    class_id: int | None
+    priorities: list[InterfacePriority]
+
+
+class Rdma(Model):
+    __slots__ = ("hca_handles", "hca_objects")
+    FIELDS = (("hca_handles", "hcaHandles", u32, None), ("hca_objects", "hcaObjects", u32, None))
+    hca_handles: int | None
+    hca_objects: int | None
+
+
+class Resources(Model):
+    __slots__ = ("devices", "memory", "cpu", "pids", "block_io", "hugepage_limits", "network",
+                 "rdma", "unified")
+    FIELDS = (
+        ("devices", "devices", array(model(DeviceRule)), list),
+        ("memory", "memory", model(Memory), None),
+        ("cpu", "cpu", model(CPU), None),
+        ("pids", "pids", model(Pids), None),
+        ("block_io", "blockIO", model(BlockIO), None),
+        ("hugepage_limits", "hugepageLimits", array(model(HugepageLimit)), list),
+        ("network", "network", model(Network), None),
+        ("rdma", "rdma", mapping(model(Rdma)), dict),
+        ("unified", "unified", mapping(string), dict),
+    )
+    devices: list[DeviceRule]
+    memory: Memory | None
+    cpu: CPU | None
+    pids: Pids | None
+    block_io: BlockIO | None
+    hugepage_limits: list[HugepageLimit]
+    network: Network | None
+    rdma: dict[str, Rdma]
+    unified: dict[str, str]
+
+
+class Linux(Model):
+    __slots__ = ("namespaces", "uid_mappings", "gid_mappings", "time_offsets", "devices",
+                 "cgroups_path", "resources", "rootfs_propagation", "seccomp", "sysctl",
+                 "masked_paths", "readonly_paths", "mount_label", "personality", "intel_rdt")
+    FIELDS = (
+        ("namespaces", "namespaces", array(model(Namespace)), list),
+        ("uid_mappings", "uidMappings", array(model(IDMapping)), list),
+        ("gid_mappings", "gidMappings", array(model(IDMapping)), list),
+        ("time_offsets", "timeOffsets", mapping(model(TimeOffset)), dict),
+        ("devices", "devices", array(model(Device)), list),
+        ("cgroups_path", "cgroupsPath", string, None),
+        ("resources", "resources", model(Resources), None),
+        ("rootfs_propagation", "rootfsPropagation",
+         one_of("shared", "slave", "private", "unbindable", "rshared", "rslave", "rprivate",
+                "runbindable"), None),
+        ("seccomp", "seccomp", model(Seccomp), None),
+        ("sysctl", "sysctl", mapping(string), dict),
+        ("masked_paths", "maskedPaths", array(absolute_path), list),
+        ("readonly_paths", "readonlyPaths", array(absolute_path), list),
+        ("mount_label", "mountLabel", string, None),
+        ("personality", "personality", model(Personality), None),
+        ("intel_rdt", "intelRdt", mapping(lambda v, p: v), None),
+    )
+    namespaces: list[Namespace]
+    uid_mappings: list[IDMapping]
+    gid_mappings: list[IDMapping]
+    time_offsets: dict[str, TimeOffset]
+    devices: list[Device]
+    cgroups_path: str | None
+    resources: Resources | None
+    rootfs_propagation: str | None
+    seccomp: Seccomp | None
+    sysctl: dict[str, str]
+    masked_paths: list[str]
+    readonly_paths: list[str]
+    mount_label: str | None
+    personality: Personality | None
+    intel_rdt: dict[str, Any] | None
+
+    def validate(self, path: str) -> None:
+        seen: dict[str, int] = {}
+        for i, ns in enumerate(self.namespaces):
+            if ns.type in seen:
+                raise fail(f"{path}.namespaces[{i}].type", f"duplicate namespace {ns.type!r}")
+            seen[ns.type] = i
+        _check_mappings(self.uid_mappings, f"{path}.uidMappings")
+        _check_mappings(self.gid_mappings, f"{path}.gidMappings")
+        new_user = "user" in seen and self.namespaces[seen["user"]].path is None
+        if new_user and not (self.uid_mappings and self.gid_mappings):
+            raise fail(f"{path}.uidMappings", "a new user namespace needs uidMappings and gidMappings")
+        if (self.uid_mappings or self.gid_mappings) and "user" not in seen:
+            raise fail(f"{path}.uidMappings", "mappings given without a user namespace")
+        for key in self.time_offsets:
+            if key not in ("monotonic", "boottime"):
+                raise fail(f"{path}.timeOffsets.{key}", "unknown clock (monotonic or boottime)")
+        if self.time_offsets and not ("time" in seen and self.namespaces[seen["time"]].path is None):
+            raise fail(f"{path}.timeOffsets", "time offsets need a new time namespace")
+        for i, dev in enumerate(self.devices):
+            if dev.path.startswith("/dev/") is False:
+                raise fail(f"{path}.devices[{i}].path", f"{dev.path!r} is not under /dev")
+        if self.intel_rdt:
+            raise fail(f"{path}.intelRdt", "Intel RDT is not supported by this host")
+
+    def namespace(self, kind: str) -> Namespace | None:
+        for ns in self.namespaces:
+            if ns.type == kind:
+                return ns
+        return None
+
+
+# -- the document ------------------------------------------------------------------------
+
+def _version(value: Any, path: str) -> str:
+    string(value, path)
+    if not value.startswith("1."):
+        raise fail(path, f"unsupported OCI version {value!r} (1.x is supported)")
+    return value
+
+
+class Spec(Model):
+    __slots__ = ("oci_version", "process", "root", "hostname", "domainname", "mounts", "hooks",
+                 "annotations", "linux")
+    FIELDS = (
+        ("oci_version", "ociVersion", _version, REQUIRED),
+        ("process", "process", model(Process), None),
+        ("root", "root", model(Root), None),
+        ("hostname", "hostname", string, None),
+        ("domainname", "domainname", string, None),
+        ("mounts", "mounts", array(model(Mount)), list),
+        ("hooks", "hooks", model(Hooks), None),
+        ("annotations", "annotations", mapping(string), dict),
+        ("linux", "linux", model(Linux), None),
+    )
+    oci_version: str
+    process: Process | None
+    root: Root | None
+    hostname: str | None
+    domainname: str | None
+    mounts: list[Mount]
+    hooks: Hooks | None
+    annotations: dict[str, str]
+    linux: Linux | None
+
+    def validate(self, path: str) -> None:
+        if self.root is None:
+            raise fail(f"{path}.root", "required field is missing")
+        linux = self.linux
+        if self.hostname and (linux is None or not _new_ns(linux, "uts")):
+            raise fail(f"{path}.hostname", "setting the hostname needs a new uts namespace")
+        if self.domainname and (linux is None or not _new_ns(linux, "uts")):
+            raise fail(f"{path}.domainname", "setting the domainname needs a new uts namespace")
+
+
+def _new_ns(linux: Linux, kind: str) -> bool:
+    return linux.namespace(kind) is not None
+
+
+def load_spec(data: bytes | str, document: str = "config.json") -> Spec:
+    """Parse and decode a config.json; every failure is a SpecError naming the field."""
+    from contain.errors import SpecError
+    from contain.jsonio import loads
+
+    try:
+        raw = loads(data)
+    except ValueError as exc:
+        raise SpecError("$", f"malformed JSON: {exc}", document) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError("$", f"not UTF-8: {exc.reason}", document) from None
+    try:
+        return Spec.decode(raw)
+    except SpecError as exc:
+        exc.document = document
+        exc.args = (f"{document}: {exc.path}: {exc.message}",)
+        raise

@@ -1,0 +1,226 @@
+"""Shared fixtures: a real busybox rootfs, OCI bundles, the contain binary, leak checks."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SRC = REPO / "src"
+if str(SRC) not in sys.path:
+    sys.path.insert(0, str(SRC))
+
+BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+CONTAIN = REPO / ".venv" / "bin" / "contain"
+
+
+def contain_cmd() -> list[str]:
+    """The command line that runs contain (the fast launcher when installed)."""
+    if CONTAIN.exists():
+        return [str(CONTAIN)]
+    return [sys.executable, "-m", "contain"]
+
+
+def build_busybox_rootfs(dest: Path) -> Path:
+    """A minimal rootfs: busybox-static and its applet links, /etc/passwd and group."""
+    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "etc", "root",
+              "var", "run", "home"):
+        (dest / d).mkdir(parents=True, exist_ok=True)
+    os.chmod(dest / "tmp", 0o1777)
+    shutil.copy2(BUSYBOX, dest / "bin" / "busybox")
+    applets = subprocess.run([BUSYBOX, "--list-full"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for applet in applets:
+        link = dest / applet
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to("/bin/busybox")
+    (dest / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+        "user:x:1000:1000:user:/home:/bin/sh\n")
+    (dest / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\nuser:x:1000:\n")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not Path(BUSYBOX).exists():
+        pytest.fail("busybox-static is not installed (run `make deps`)")
+    return build_busybox_rootfs(tmp_path_factory.mktemp("rootfs") / "rootfs")
+
+
+def default_config(args: list[str] | None = None) -> dict[str, Any]:
+    """A config.json like `runc spec` writes, running *args* without a terminal."""
+    from contain.spec.defaults import default_spec
+
+    cfg = default_spec()
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = args or ["/bin/true"]
+    return cfg
+
+
+class Bundle:
+    """An OCI bundle directory whose rootfs is a bind of the shared busybox tree."""
+
+    def __init__(self, path: Path, config: dict[str, Any]) -> None:
+        self.path = path
+        self.config = config
+
+    @property
+    def rootfs(self) -> Path:
+        return self.path / "rootfs"
+
+    def write(self) -> Bundle:
+        (self.path / "config.json").write_text(json.dumps(self.config, indent=2))
+        return self
+
+
+@pytest.fixture
+def make_bundle(busybox_rootfs: Path, tmp_path: Path) -> Callable[..., Bundle]:
+    """Build bundles; each gets its own copy-on-nothing rootfs: a symlink-free copy of
+    the busybox tree (cheap: hard links where possible)."""
+    counter = iter(range(1000))
+
+    def make(args: list[str] | None = None, config: dict[str, Any] | None = None,
+             **changes: Any) -> Bundle:
+        path = tmp_path / f"bundle{next(counter)}"
+        path.mkdir()
+        shutil.copytree(busybox_rootfs, path / "rootfs", symlinks=True,
+                        copy_function=os.link)
+        cfg = copy.deepcopy(config) if config is not None else default_config(args)
+        if args is not None:
+            cfg["process"]["args"] = args
+        for key, value in changes.items():
+            cfg[key] = value
+        return Bundle(path, cfg).write()
+
+    return make
+
+
+@pytest.fixture
+def state_root() -> Iterator[Path]:
+    """A private --root for contain, removed after the test."""
+    root = Path(tempfile.mkdtemp(prefix="contain-root-", dir="/run"))
+    yield root
+    left = sorted(p.name for p in root.iterdir())
+    for cid in left:  # clean up, then fail: a test must delete what it made
+        subprocess.run([*contain_cmd(), "--root", str(root), "delete", "--force", cid],
+                       capture_output=True, timeout=60)
+    shutil.rmtree(root, ignore_errors=True)
+    if left:
+        pytest.fail(f"state directories left in --root: {left}")
+
+
+def unique_id(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def run_contain(root: Path, *args: str, input: str | None = None, timeout: float = 60,
+                check: bool = False, env: dict[str, str] | None = None,
+                cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [*contain_cmd(), "--root", str(root), *args]
+    proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+# -- leak checks ---------------------------------------------------------------------------
+
+def _mounts() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        return {line.split()[4] for line in f}
+
+
+def _processes() -> dict[int, tuple[str, str]]:
+    """pid -> (mount namespace, pid namespace) of every live process."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in "ZX":
+                    continue
+            out[int(entry)] = (os.readlink(f"/proc/{entry}/ns/mnt"),
+                               os.readlink(f"/proc/{entry}/ns/pid"))
+        except OSError:
+            continue
+    return out
+
+
+def _leaked_processes(before: dict[int, tuple[str, str]]) -> set[int]:
+    """New processes that are our children or live in other mount/pid namespaces
+    (a container's process that outlived its test)."""
+    me = os.getpid()
+    mine = (os.readlink("/proc/self/ns/mnt"), os.readlink("/proc/self/ns/pid"))
+    leaked = set()
+    for pid, ns in _processes().items():
+        if pid in before or pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        if ppid == me or ns != mine:
+            leaked.add(pid)
+    return leaked
+
+
+CGROUP_ROOTS = ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified")
+
+
+def _cgroups() -> set[str]:
+    found = set()
+    for base in CGROUP_ROOTS:
+        for dirpath, dirnames, _ in os.walk(base):
+            for d in dirnames:
+                found.add(os.path.join(dirpath, d))
+    return found
+
+
+def _fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves mounts, child processes, cgroups or fds behind."""
+    if request.node.get_closest_marker("allow_leaks"):
+        yield
+        return
+    mounts, cgroups, fds, procs = _mounts(), _cgroups(), _fds(), _processes()
+    yield
+    leaked_mounts = _mounts() - mounts
+    leaked_cgroups = _cgroups() - cgroups
+    leaked_fds = {fd for fd in _fds() - fds if os.path.exists(f"/proc/self/fd/{fd}")}
+    children = _leaked_processes(procs)
+    problems = []
+    if leaked_mounts:
+        problems.append(f"mounts: {sorted(leaked_mounts)}")
+    if leaked_cgroups:
+        problems.append(f"cgroups: {sorted(leaked_cgroups)}")
+    if leaked_fds:
+        problems.append(f"fds: {sorted(leaked_fds)}")
+    if children:
+        for pid in children:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        problems.append(f"processes: {sorted(children)}")
+    if problems:
+        pytest.fail("test leaked " + "; ".join(problems))
