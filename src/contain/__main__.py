@@ -1,0 +1,7 @@
+"""``python -m contain``."""
+
+import sys
+
+from contain.cli.main import main
+
+sys.exit(main())

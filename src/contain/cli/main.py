@@ -1,0 +1,160 @@
+"""The ``contain`` command line: runc's global flags and commands, dispatched lazily.
+
+Each command lives in a ``contain.cli.cmd_*`` module that declares its flags in a
+``COMMANDS`` table; only the module of the command being run is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from contain.cli.args import Command, Flag, UsageError, format_help, parse
+from contain.errors import ContainError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+VERSION = "0.1.0"
+SPEC_VERSION = "1.2.0"
+
+# command name -> module under contain.cli (imported only when the command runs)
+REGISTRY: dict[str, str] = {
+    "spec": "cmd_lifecycle", "create": "cmd_lifecycle", "start": "cmd_lifecycle",
+    "state": "cmd_lifecycle", "kill": "cmd_lifecycle", "delete": "cmd_lifecycle",
+    "list": "cmd_lifecycle", "run": "cmd_lifecycle", "features": "cmd_lifecycle",
+    "exec": "cmd_exec", "sandbox": "cmd_sandbox",
+    "update": "cmd_resources", "pause": "cmd_resources", "resume": "cmd_resources",
+    "events": "cmd_resources", "ps": "cmd_resources",
+    "inspect": "cmd_inspect", "probe": "cmd_inspect", "classify": "cmd_inspect",
+    "bench": "cmd_bench",
+}
+
+GLOBAL_FLAGS = (
+    Flag("--root", default=None, help="root directory for storage of container state"),
+    Flag("--log", default=None, help="set the log file to write runtime logs to"),
+    Flag("--log-format", default="text", help="log format: text (default) or json"),
+    Flag("--debug", "bool", help="enable debug logging and tracebacks"),
+    Flag("--systemd-cgroup", "bool", help="use systemd for cgroups (not supported yet)"),
+    Flag("--rootless", default="auto", help="ignore cgroup permission errors (true, false, auto)"),
+    Flag("--criu", default="criu", help="(ignored) path to criu"),
+    Flag("--version,-v", "bool", help="print the version"),
+    Flag("--help,-h", "bool", help="show help"),
+)
+
+
+class Context:
+    """What the global flags decide, handed to every command."""
+
+    __slots__ = ("root", "log", "log_format", "debug", "systemd_cgroup", "rootless")
+
+    def __init__(self, opts: dict[str, Any]) -> None:
+        self.root: str = opts["root"] or default_root()
+        self.log: str | None = opts["log"]
+        self.log_format: str = opts["log_format"]
+        self.debug: bool = opts["debug"]
+        self.systemd_cgroup: bool = opts["systemd_cgroup"]
+        self.rootless: str = opts["rootless"]
+
+
+def default_root() -> str:
+    """/run/contain for root; $XDG_RUNTIME_DIR/contain for everybody else (as runc)."""
+    if os.geteuid() == 0:
+        return "/run/contain"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return os.path.join(xdg, "contain")
+    return f"/tmp/contain-{os.geteuid()}"
+
+
+def version_text() -> str:
+    return f"contain version {VERSION}\nspec: {SPEC_VERSION}\npython: {sys.version.split()[0]}\n"
+
+
+def _load(name: str) -> tuple[Command, Any]:
+    import importlib
+
+    module = importlib.import_module(f"contain.cli.{REGISTRY[name]}")
+    cmd: Command = module.COMMANDS[name]
+    return cmd, getattr(module, cmd.target)
+
+
+def usage_text() -> str:
+    lines = ["Usage: contain [global options] command [command options] [arguments...]", "",
+             "Commands:"]
+    for name in REGISTRY:
+        try:
+            cmd, _ = _load(name)
+        except (ImportError, KeyError, AttributeError):
+            continue
+        if not cmd.hidden:
+            lines.append(f"   {name:<10} {cmd.help.splitlines()[0] if cmd.help else ''}")
+    lines += ["", "Global options:"]
+    for f in GLOBAL_FLAGS:
+        lines.append(f"   {', '.join(f.names):<22} {f.help}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from contain import log
+
+    argv = sys.argv[1:] if argv is None else argv
+    debug = False
+    try:
+        gopts, rest = parse(argv, GLOBAL_FLAGS, stop_at_first=True)
+        debug = gopts["debug"]
+        if gopts["log_format"] not in ("text", "json"):
+            raise UsageError(f"invalid log format {gopts['log_format']!r}: text or json")
+        log.configure(gopts["log"], gopts["log_format"], debug)
+        if gopts["version"]:
+            sys.stdout.write(version_text())
+            return 0
+        if not rest or gopts["help"] or rest[0] == "help":
+            if len(rest) > 1 and rest[1] in REGISTRY:
+                cmd, _ = _load(rest[1])
+                sys.stdout.write(format_help("contain", cmd))
+            else:
+                sys.stdout.write(usage_text())
+            return 0 if (gopts["help"] or rest) else 1
+        if gopts["systemd_cgroup"]:
+            raise ContainError("--systemd-cgroup: the systemd cgroup driver is not supported; "
+                               "use the cgroupfs driver (omit --systemd-cgroup)")
+        name = rest[0]
+        if name not in REGISTRY:
+            raise UsageError(f"unknown command {name!r} (see contain --help)")
+        cmd, handler = _load(name)
+        flags = (*cmd.flags, Flag("--help,-h", "bool", help="show help"))
+        opts, args = parse(rest[1:], flags, interspersed=cmd.interspersed)
+        if opts.pop("help"):
+            sys.stdout.write(format_help("contain", cmd))
+            return 0
+        if len(args) < cmd.min_args:
+            raise UsageError(f"{name}: expected at least {cmd.min_args} argument(s): "
+                             f"{name} {cmd.usage}".rstrip())
+        if cmd.max_args is not None and len(args) > cmd.max_args:
+            raise UsageError(f"{name}: too many arguments: {name} {cmd.usage}".rstrip())
+        ctx = Context(gopts)
+        return int(handler(ctx, opts, args) or 0)
+    except ContainError as exc:
+        log.error(str(exc))
+        return 1
+    except OSError as exc:
+        if debug:
+            raise
+        log.error(_os_message(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback with --debug
+        if debug:
+            raise
+        log.error(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)")
+        return 1
+
+
+def _os_message(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    if exc.filename and str(exc.filename) not in text:
+        text = f"{exc.filename}: {text}"
+    return text

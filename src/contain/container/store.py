@@ -1,0 +1,234 @@
+"""The state store: ``<root>/<id>/state.json``, written atomically, read without locks.
+
+``mkdir <root>/<id>`` claims an id (exactly one concurrent create wins); commands that
+change a container hold ``flock`` on its directory. A container's status is derived from
+the live kernel each time (is the init alive, with the same start time; does exec.fifo
+still exist; is its cgroup frozen), never trusted from the file.
+"""
+
+from __future__ import annotations
+
+import os
+
+from contain.errors import AlreadyExists, ContainError, NotFound
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from contain.cgroups import Manager
+    from contain.spec.config import Spec
+
+STATE_FILE = "state.json"
+FIFO_NAME = "exec.fifo"
+MAX_ID_LEN = 1024
+
+
+def validate_id(cid: str) -> None:
+    """Ids as runc accepts them: letters, digits, and ``_+-.``, not ``.``/``..``."""
+    if not cid:
+        raise ContainError("container id cannot be empty")
+    if len(cid) > MAX_ID_LEN:
+        raise ContainError(f"invalid container id: longer than {MAX_ID_LEN} characters")
+    if cid in (".", "..") or not all(c.isascii() and (c.isalnum() or c in "_+-.") for c in cid):
+        raise ContainError(f"invalid container id {cid!r}: use letters, digits and _+-.")
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks), None if gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+class ContainerRecord:
+    """What state.json holds about one container."""
+
+    __slots__ = ("root", "id", "pid", "bundle", "rootfs", "created", "owner", "init_start",
+                 "config", "cgroup", "annotations", "extra")
+
+    def __init__(self, root: str, cid: str, data: dict[str, Any]) -> None:
+        self.root = root
+        self.id = cid
+        self.pid: int = data.get("pid", 0)
+        self.bundle: str = data.get("bundle", "")
+        self.rootfs: str = data.get("rootfs", "")
+        self.created: str = data.get("created", "")
+        self.owner: str = data.get("owner", "")
+        self.init_start: int = data.get("init_start", 0)
+        self.config: dict[str, Any] = data.get("config", {})
+        self.cgroup: dict[str, Any] | None = data.get("cgroup")
+        self.annotations: dict[str, str] = data.get("annotations", {})
+        self.extra: dict[str, Any] = data.get("extra", {})
+
+    @property
+    def dir(self) -> str:
+        return os.path.join(self.root, self.id)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "pid": self.pid, "bundle": self.bundle, "rootfs": self.rootfs,
+                "created": self.created, "owner": self.owner, "init_start": self.init_start,
+                "annotations": self.annotations, "cgroup": self.cgroup, "config": self.config,
+                "extra": self.extra}
+
+    # -- derived from the kernel ------------------------------------------------------
+
+    def init_alive(self) -> bool:
+        """True if the init process is alive and is the one we started (pid reuse)."""
+        if self.pid <= 0:
+            return False
+        return process_start_time(self.pid) == self.init_start
+
+    def status(self) -> str:
+        if self.pid <= 0:
+            return "creating"
+        if not self.init_alive():
+            return "stopped"
+        if os.path.exists(os.path.join(self.dir, FIFO_NAME)):
+            return "created"
+        mgr = self.cgroup_manager()
+        if mgr is not None and mgr.is_frozen():
+            return "paused"
+        return "running"
+
+    def oci_state(self, status: str | None = None) -> dict[str, Any]:
+        """The state object of the OCI runtime spec (what `contain state` prints)."""
+        status = status or self.status()
+        out: dict[str, Any] = {
+            "ociVersion": self.config.get("ociVersion", "1.2.0"),
+            "id": self.id,
+            "pid": self.pid if status != "stopped" else 0,
+            "status": status,
+            "bundle": self.bundle,
+            "rootfs": self.rootfs,
+            "created": self.created,
+            "owner": self.owner,
+        }
+        if self.annotations:
+            out["annotations"] = self.annotations
+        return out
+
+    def hook_state(self, status: str) -> dict[str, Any]:
+        """The state handed to hooks on stdin (spec: ociVersion, id, status, pid, bundle)."""
+        out: dict[str, Any] = {"ociVersion": self.config.get("ociVersion", "1.2.0"),
+                               "id": self.id, "status": status, "pid": self.pid,
+                               "bundle": self.bundle}
+        if self.annotations:
+            out["annotations"] = self.annotations
+        return out
+
+    def cgroup_manager(self) -> Manager | None:
+        if not self.cgroup:
+            return None
+        from contain.cgroups import load_manager
+
+        return load_manager(self.cgroup)
+
+    def spec(self) -> Spec:
+        from contain.spec.config import Spec
+
+        return Spec.decode(self.config)
+
+
+def container_dir(root: str, cid: str) -> str:
+    validate_id(cid)
+    return os.path.join(root, cid)
+
+
+def claim(root: str, cid: str) -> str:
+    """Create the container's directory; the mkdir is the lock against a second create."""
+    path = container_dir(root, cid)
+    os.makedirs(root, mode=0o711, exist_ok=True)
+    try:
+        os.mkdir(path, 0o711)
+    except FileExistsError:
+        raise AlreadyExists(f"container with id exists: {cid}") from None
+    return path
+
+
+def load(root: str, cid: str) -> ContainerRecord:
+    from contain.jsonio import loads
+
+    path = container_dir(root, cid)
+    try:
+        with open(os.path.join(path, STATE_FILE), "rb") as f:
+            data = loads(f.read())
+    except FileNotFoundError:
+        if os.path.isdir(path):
+            return ContainerRecord(root, cid, {})  # still being created (or a create died)
+        raise NotFound("container does not exist") from None
+    except ValueError as exc:
+        raise ContainError(f"container {cid}: state.json is corrupt: {exc}") from None
+    return ContainerRecord(root, cid, data)
+
+
+def save(record: ContainerRecord) -> None:
+    """Write state.json atomically: a temporary file, fsync, rename."""
+    from contain.jsonio import dumps
+
+    final = os.path.join(record.dir, STATE_FILE)
+    tmp = final + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, dumps(record.to_json()).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, final)
+
+
+def list_ids(root: str) -> list[str]:
+    try:
+        return sorted(e for e in os.listdir(root) if os.path.isdir(os.path.join(root, e)))
+    except FileNotFoundError:
+        return []
+
+
+class Lock:
+    """flock on the container directory, serialising commands that change it."""
+
+    __slots__ = ("path", "fd")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> Lock:
+        import fcntl
+
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound("container does not exist") from None
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+def remove_dir(path: str) -> None:
+    """Remove a container directory (flat: state.json, exec.fifo, temporaries)."""
+    try:
+        entries = os.listdir(path)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        try:
+            os.unlink(os.path.join(path, entry))
+        except IsADirectoryError:
+            import shutil
+
+            shutil.rmtree(os.path.join(path, entry), ignore_errors=True)
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
