@@ -1,0 +1,185 @@
+"""The seccomp(2) system call and the user-notification ioctls.
+
+``set_filter`` is what a container's init calls just before execve: it loads an already
+compiled classic-BPF program, so it needs neither libseccomp nor anything heavier than
+ctypes (already loaded by :mod:`contain.linux.syscalls`). The notify helpers serve seccomp
+agents and supervisors: they are plain ioctls on the listener fd.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+
+from contain.linux.syscalls import syscall
+
+SECCOMP_SET_MODE_STRICT = 0
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_GET_ACTION_AVAIL = 2
+SECCOMP_GET_NOTIF_SIZES = 3
+
+SECCOMP_FILTER_FLAG_TSYNC = 1 << 0
+SECCOMP_FILTER_FLAG_LOG = 1 << 1
+SECCOMP_FILTER_FLAG_SPEC_ALLOW = 1 << 2
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+SECCOMP_FILTER_FLAG_TSYNC_ESRCH = 1 << 4
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5
+
+# OCI flag name -> kernel flag
+FILTER_FLAGS = {
+    "SECCOMP_FILTER_FLAG_TSYNC": SECCOMP_FILTER_FLAG_TSYNC,
+    "SECCOMP_FILTER_FLAG_LOG": SECCOMP_FILTER_FLAG_LOG,
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+}
+
+SECCOMP_RET_KILL_PROCESS = 0x80000000
+SECCOMP_RET_KILL_THREAD = 0x00000000
+SECCOMP_RET_TRAP = 0x00030000
+SECCOMP_RET_ERRNO = 0x00050000
+SECCOMP_RET_USER_NOTIF = 0x7FC00000
+SECCOMP_RET_TRACE = 0x7FF00000
+SECCOMP_RET_LOG = 0x7FFC0000
+SECCOMP_RET_ALLOW = 0x7FFF0000
+
+SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
+SECCOMP_ADDFD_FLAG_SETFD = 1
+SECCOMP_ADDFD_FLAG_SEND = 2
+
+# struct seccomp_notif: id u64, pid u32, flags u32, data {nr i32, arch u32, ip u64, args u64[6]}
+_NOTIF = struct.Struct("=QIIiIQ6Q")
+# struct seccomp_notif_resp: id u64, val s64, error s32, flags u32
+_NOTIF_RESP = struct.Struct("=QqiI")
+# struct seccomp_notif_addfd: id u64, flags u32, srcfd u32, newfd u32, newfd_flags u32
+_NOTIF_ADDFD = struct.Struct("=QIIII")
+
+
+def _ioc(direction: int, nr: int, size: int) -> int:
+    return (direction << 30) | (size << 16) | (ord("!") << 8) | nr
+
+
+SECCOMP_IOCTL_NOTIF_RECV = _ioc(3, 0, _NOTIF.size)
+SECCOMP_IOCTL_NOTIF_SEND = _ioc(3, 1, _NOTIF_RESP.size)
+SECCOMP_IOCTL_NOTIF_ID_VALID = _ioc(1, 2, 8)
+SECCOMP_IOCTL_NOTIF_ADDFD = _ioc(1, 3, _NOTIF_ADDFD.size)
+
+SOCK_FILTER_SIZE = 8  # struct sock_filter: u16 code, u8 jt, u8 jf, u32 k
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def set_filter(program: bytes, flags: int = 0) -> int | None:
+    """Install a classic-BPF seccomp filter on the calling thread (or all threads with
+    TSYNC). Returns the user-notification listener fd when *flags* has NEW_LISTENER.
+
+    The caller must have no_new_privs set or CAP_SYS_ADMIN in its user namespace."""
+    n = len(program) // SOCK_FILTER_SIZE
+    if n == 0 or n > 0xFFFF or len(program) % SOCK_FILTER_SIZE:
+        raise OSError(22, f"seccomp: invalid BPF program of {len(program)} bytes")
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(n, ctypes.addressof(buf))
+    ret = syscall("seccomp", ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags),
+                  ctypes.byref(prog))
+    if flags & SECCOMP_FILTER_FLAG_NEW_LISTENER:
+        return ret
+    return None
+
+
+def action_available(action: int) -> bool:
+    """Whether the kernel knows a SECCOMP_RET_* action."""
+    val = ctypes.c_uint32(action)
+    try:
+        syscall("seccomp", ctypes.c_uint(SECCOMP_GET_ACTION_AVAIL), ctypes.c_uint(0),
+                ctypes.byref(val))
+    except OSError:
+        return False
+    return True
+
+
+def flag_supported(flag: int) -> bool:
+    """Whether the kernel accepts a SECCOMP_FILTER_FLAG_* (probe: a NULL program gives
+    EFAULT for a known flag, EINVAL for an unknown one)."""
+    try:
+        syscall("seccomp", ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flag), None)
+    except OSError as e:
+        return e.errno == 14  # EFAULT
+    return True  # not reached: a NULL program is never accepted
+
+
+def mode(pid: int | str = "self") -> int:
+    """The Seccomp: field of /proc/<pid>/status (0 none, 1 strict, 2 filter)."""
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"Seccomp:"):
+                return int(line.split()[1])
+    return 0
+
+
+# -- user notification -----------------------------------------------------------------
+
+class Notification:
+    """A struct seccomp_notif: which process called which syscall with which arguments."""
+
+    __slots__ = ("arch", "args", "flags", "id", "instruction_pointer", "nr", "pid")
+
+    def __init__(self, raw: bytes) -> None:
+        (self.id, self.pid, self.flags, self.nr, self.arch, self.instruction_pointer,
+         *args) = _NOTIF.unpack(raw)
+        self.args: tuple[int, ...] = tuple(args)
+
+    def __repr__(self) -> str:
+        return (f"Notification(id={self.id:#x}, pid={self.pid}, nr={self.nr}, "
+                f"arch={self.arch:#x}, args={self.args})")
+
+
+def _ioctl(fd: int, request: int, buf: bytearray, what: str) -> None:
+    import fcntl
+
+    try:
+        fcntl.ioctl(fd, request, buf, True)
+    except OSError as e:
+        raise OSError(e.errno, f"ioctl({what}): {e.strerror}") from None
+
+
+def notif_recv(listener_fd: int) -> Notification:
+    """Block until a notification arrives (poll the fd for POLLIN to wait with a timeout).
+
+    Raises OSError ENOENT when the target died before we read its request."""
+    buf = bytearray(_NOTIF.size)  # the kernel insists on a zeroed buffer
+    _ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_RECV, buf, "SECCOMP_IOCTL_NOTIF_RECV")
+    return Notification(bytes(buf))
+
+
+def notif_send(listener_fd: int, notif_id: int, val: int = 0, error: int = 0,
+               flags: int = 0) -> None:
+    """Answer a notification: return *val*, or fail with -*error* (a positive errno),
+    or with SECCOMP_USER_NOTIF_FLAG_CONTINUE let the syscall run as if allowed."""
+    buf = bytearray(_NOTIF_RESP.pack(notif_id, val, -error if error > 0 else error, flags))
+    _ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_SEND, buf, "SECCOMP_IOCTL_NOTIF_SEND")
+
+
+def notif_id_valid(listener_fd: int, notif_id: int) -> bool:
+    """Whether the notification is still pending (the target has not died or been
+    interrupted): check it after reading the target's memory, against TOCTOU."""
+    buf = bytearray(struct.pack("=Q", notif_id))
+    try:
+        _ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_ID_VALID, buf, "SECCOMP_IOCTL_NOTIF_ID_VALID")
+    except OSError as e:
+        if e.errno == 2:  # ENOENT
+            return False
+        raise
+    return True
+
+
+def notif_addfd(listener_fd: int, notif_id: int, srcfd: int, newfd: int = 0, flags: int = 0,
+                newfd_flags: int = 0) -> int:
+    """Install *srcfd* into the target process; returns the fd number it got there."""
+    buf = bytearray(_NOTIF_ADDFD.pack(notif_id, flags, srcfd, newfd, newfd_flags))
+    import fcntl
+
+    try:
+        return int(fcntl.ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_ADDFD, buf, True))
+    except OSError as e:
+        raise OSError(e.errno, f"ioctl(SECCOMP_IOCTL_NOTIF_ADDFD): {e.strerror}") from None
