@@ -1,0 +1,7 @@
+"""``python -m benchmarks``: run the side-by-side benchmarks without the contain CLI."""
+
+import sys
+
+from benchmarks.driver import cli
+
+sys.exit(cli())

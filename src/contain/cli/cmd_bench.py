@@ -1,0 +1,79 @@
+"""``contain bench``: side-by-side benchmarks against runc, crun, runsc, bubblewrap.
+
+The benchmarks live in the source checkout's ``benchmarks/`` package, next to ``src/``;
+they (and matplotlib, for the plots) are imported inside the command only, so no other
+command pays for them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from contain.cli.args import Command, Flag
+from contain.errors import ContainError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+RUNTIMES = "contain,runc,crun,runsc,bwrap,unshare"
+
+COMMANDS = {
+    "bench": Command(
+        "bench", "bench",
+        flags=(
+            Flag("--runtimes", default=RUNTIMES,
+                 help=f"comma-separated runtimes to compare (default {RUNTIMES})"),
+            Flag("--quick", "bool", help="few rounds and small sizes (a minute or two)"),
+            Flag("--out", default="bench-out",
+                 help="directory for report.md, results.json and the PNG plots"),
+            Flag("--only", default="",
+                 help="comma-separated benchmarks: lifecycle, api_spawn, throughput, density, "
+                      "pauseresume, workload, syscall_overhead, cgroups, engines"),
+            Flag("--rounds", "int", default=0, help="rounds per benchmark (overrides the mode)"),
+            Flag("--density", "int", default=0,
+                 help="containers for the density benchmark (default 100, quick 4)"),
+            Flag("--no-progress", "bool", help="no progress bar on stderr"),
+        ),
+        usage="[--runtimes LIST] [--quick] [--out DIR]",
+        help="Benchmark contain side by side with other runtimes (runs as root)",
+        max_args=0,
+    ),
+}
+
+
+def _benchmarks_package() -> str:
+    """The directory holding the ``benchmarks`` package: the checkout that holds our src/."""
+    here = os.path.dirname(os.path.abspath(__file__))  # .../src/contain/cli
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(here)))
+    if not os.path.isfile(os.path.join(repo, "benchmarks", "driver.py")):
+        raise ContainError(f"bench: no benchmarks/ package next to {repo}/src "
+                           "(contain bench runs from a source checkout)")
+    return repo
+
+
+def bench(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
+    repo = _benchmarks_package()
+    if sys.flags.no_site:
+        # the fast launcher runs without site: add site-packages (matplotlib) for bench only
+        import site
+
+        site.main()
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    from benchmarks.common import BenchError
+    from benchmarks.driver import main
+
+    try:
+        return main(
+            runtimes=[r for r in opts["runtimes"].split(",") if r.strip()],
+            quick=opts["quick"],
+            out=opts["out"],
+            only=[b.strip() for b in opts["only"].split(",") if b.strip()] or None,
+            rounds=opts["rounds"] or None,
+            density_n=opts["density"] or None,
+            progress=not opts["no_progress"],
+        )
+    except BenchError as exc:
+        raise ContainError(f"bench: {exc}") from None
