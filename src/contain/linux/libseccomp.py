@@ -185,11 +185,12 @@ class Filter:
     __slots__ = ("_ctx", "_lib")
 
     def __init__(self, default_action: int) -> None:
+        self._ctx: int | None = None
         self._lib = _load()
         ctx = self._lib.seccomp_init(default_action)
         if not ctx:
             raise LibseccompError(22, f"seccomp_init: invalid default action {default_action:#x}")
-        self._ctx: int | None = ctx
+        self._ctx = ctx
 
     def __enter__(self) -> Filter:
         return self

@@ -9,6 +9,7 @@ agents and supervisors: they are plain ioctls on the listener fd.
 from __future__ import annotations
 
 import ctypes
+import os
 import struct
 
 from contain.linux.syscalls import syscall
@@ -183,3 +184,21 @@ def notif_addfd(listener_fd: int, notif_id: int, srcfd: int, newfd: int = 0, fla
         return int(fcntl.ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_ADDFD, buf, True))
     except OSError as e:
         raise OSError(e.errno, f"ioctl(SECCOMP_IOCTL_NOTIF_ADDFD): {e.strerror}") from None
+
+
+_NR_PIDFD_GETFD = 438  # the same number on every architecture (added after the unification)
+
+
+def pidfd_getfd(pidfd: int, targetfd: int) -> int:
+    """Duplicate fd *targetfd* of the process behind *pidfd* into the caller (O_CLOEXEC).
+
+    This is how the runtime takes the notify listener from the init without a sendmsg
+    in the init (which the container's own filter could hold up): the init write()s the
+    fd number, the parent copies it. Needs ptrace access to the target."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    ret = libc.syscall(ctypes.c_long(_NR_PIDFD_GETFD), ctypes.c_int(pidfd),
+                       ctypes.c_int(targetfd), ctypes.c_uint(0))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"pidfd_getfd: {os.strerror(err)}")
+    return int(ret)
