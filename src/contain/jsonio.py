@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import _json
 import math
+
 TYPE_CHECKING = False  # typing costs milliseconds to import; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
@@ -27,7 +28,7 @@ class _Context:
         return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[name]
 
 
-_scan = _json.make_scanner(_Context())
+_scan = _json.make_scanner(_Context())  # type: ignore[arg-type]
 _WS = " \t\n\r"
 
 

@@ -25,12 +25,12 @@ MAX_ID_LEN = 1024
 
 
 def validate_id(cid: str) -> None:
-    """Ids as runc accepts them: letters, digits, and ``_+-.``, not ``.``/``..``."""
+    """Ids as runc accepts them: letters, digits and ``_+-.``, not starting with a dot."""
     if not cid:
         raise ContainError("container id cannot be empty")
     if len(cid) > MAX_ID_LEN:
         raise ContainError(f"invalid container id: longer than {MAX_ID_LEN} characters")
-    if cid in (".", "..") or not all(c.isascii() and (c.isalnum() or c in "_+-.") for c in cid):
+    if cid.startswith(".") or not all(c.isascii() and (c.isalnum() or c in "_+-.") for c in cid):
         raise ContainError(f"invalid container id {cid!r}: use letters, digits and _+-.")
 
 
@@ -185,7 +185,8 @@ def save(record: ContainerRecord) -> None:
 
 def list_ids(root: str) -> list[str]:
     try:
-        return sorted(e for e in os.listdir(root) if os.path.isdir(os.path.join(root, e)))
+        return sorted(e for e in os.listdir(root)
+                      if not e.startswith(".") and os.path.isdir(os.path.join(root, e)))
     except FileNotFoundError:
         return []
 
@@ -223,9 +224,7 @@ def remove_dir(path: str) -> None:
         try:
             os.unlink(os.path.join(path, entry))
         except IsADirectoryError:
-            import shutil
-
-            shutil.rmtree(os.path.join(path, entry), ignore_errors=True)
+            os.rmdir(os.path.join(path, entry))  # never recursive: nothing may be mounted
         except FileNotFoundError:
             pass
     try:

@@ -200,7 +200,8 @@ class IDMapping(Model):
 
 def _check_mappings(maps: list[IDMapping], path: str) -> None:
     spans = sorted((m.container_id, m.container_id + m.size, i) for i, m in enumerate(maps))
-    for (_a0, a1, _ai), (b0, _b1, bi) in zip(spans, spans[1:], strict=False):
+    for i in range(1, len(spans)):
+        a1, (b0, _b1, bi) = spans[i - 1][1], spans[i]
         if b0 < a1:
             raise fail(f"{path}[{bi}]", "mapping overlaps another mapping")
     for i, m in enumerate(maps):
@@ -302,7 +303,7 @@ class Device(Model):
 
     def validate(self, path: str) -> None:
         if self.type != "p" and (self.major is None or self.minor is None):
-            raise fail(path, f"device {self.path}: major and minor are required for type {self.type}")
+            raise fail(path, f"device {self.path}: type {self.type} needs major and minor")
         for name in ("major", "minor"):
             v = getattr(self, name)
             if v is not None and not 0 <= v < 2**32:
@@ -632,13 +633,15 @@ class Linux(Model):
         _check_mappings(self.gid_mappings, f"{path}.gidMappings")
         new_user = "user" in seen and self.namespaces[seen["user"]].path is None
         if new_user and not (self.uid_mappings and self.gid_mappings):
-            raise fail(f"{path}.uidMappings", "a new user namespace needs uidMappings and gidMappings")
+            raise fail(f"{path}.uidMappings",
+                       "a new user namespace needs uidMappings and gidMappings")
         if (self.uid_mappings or self.gid_mappings) and "user" not in seen:
             raise fail(f"{path}.uidMappings", "mappings given without a user namespace")
         for key in self.time_offsets:
             if key not in ("monotonic", "boottime"):
                 raise fail(f"{path}.timeOffsets.{key}", "unknown clock (monotonic or boottime)")
-        if self.time_offsets and not ("time" in seen and self.namespaces[seen["time"]].path is None):
+        new_time = "time" in seen and self.namespaces[seen["time"]].path is None
+        if self.time_offsets and not new_time:
             raise fail(f"{path}.timeOffsets", "time offsets need a new time namespace")
         for i, dev in enumerate(self.devices):
             if dev.path.startswith("/dev/") is False:

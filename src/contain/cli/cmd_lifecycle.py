@@ -1,0 +1,186 @@
+"""spec, create, start, state, kill, delete, list, run, features: runc's commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from contain.cli.args import Command, Flag
+from contain.errors import ContainError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from contain.cli.main import Context
+
+_BUNDLE = Flag("--bundle,-b", default=None, help="path to the root of the bundle directory")
+_PID_FILE = Flag("--pid-file", default=None, help="file to write the process id to")
+_CONSOLE = Flag("--console-socket", default=None,
+                help="unix socket to receive the pty master of a terminal")
+_PRESERVE = Flag("--preserve-fds", "int", default=0,
+                 help="pass N additional file descriptors to the container (3 ... 3+N-1)")
+_NO_PIVOT = Flag("--no-pivot", "bool", help="do not use pivot_root (MS_MOVE + chroot instead)")
+_NO_KEYRING = Flag("--no-new-keyring", "bool",
+                   help="do not create a new session keyring for the container")
+_CREATE_FLAGS = (_BUNDLE, _CONSOLE, _PID_FILE, _NO_PIVOT, _NO_KEYRING, _PRESERVE,
+                 Flag("--no-subreaper", "bool", help="(ignored, for runc compatibility)"))
+
+COMMANDS = {
+    "spec": Command("spec", "cmd_spec", (
+        _BUNDLE, Flag("--rootless", "bool", help="a configuration for a rootless container"),
+        Flag("--seccomp", "bool", help="include the default seccomp profile"),
+    ), "", "create a new specification file (config.json)", max_args=0),
+    "create": Command("create", "cmd_create", _CREATE_FLAGS, "<container-id>",
+                      "create a container", min_args=1, max_args=1),
+    "start": Command("start", "cmd_start", (), "<container-id>",
+                     "executes the user defined process in a created container",
+                     min_args=1, max_args=1),
+    "state": Command("state", "cmd_state", (), "<container-id>",
+                     "output the state of a container", min_args=1, max_args=1),
+    "kill": Command("kill", "cmd_kill", (
+        Flag("--all,-a", "bool", help="send the signal to all processes in the container"),
+    ), "<container-id> [signal]", "send a signal to the container's init process",
+        min_args=1, max_args=2),
+    "delete": Command("delete", "cmd_delete", (
+        Flag("--force,-f", "bool", help="forcibly delete a running container (SIGKILL)"),
+    ), "<container-id>", "delete any resources held by the container", min_args=1,
+        max_args=1),
+    "list": Command("list", "cmd_list", (
+        Flag("--format,-f", default="table", help="table or json"),
+        Flag("--quiet,-q", "bool", help="display only container ids"),
+    ), "", "lists containers started by contain with the given root", max_args=0),
+    "run": Command("run", "cmd_run", (
+        *_CREATE_FLAGS,
+        Flag("--detach,-d", "bool", help="detach from the container's process"),
+        Flag("--keep", "bool", help="do not delete the container after it exits"),
+    ), "<container-id>", "create and run a container", min_args=1, max_args=1),
+    "features": Command("features", "cmd_features", (), "",
+                        "show the enabled features (OCI features JSON)", max_args=0),
+}
+
+
+def cmd_spec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    from contain.jsonio import dumps
+    from contain.spec.defaults import default_spec
+
+    bundle = opts["bundle"] or "."
+    path = os.path.join(bundle, "config.json")
+    if os.path.exists(path):
+        raise ContainError("File config.json exists. Remove it first.")
+    spec = default_spec(rootless=opts["rootless"])
+    if opts["seccomp"]:
+        from contain.security.seccomp_default import default_profile_for_spec
+
+        spec["linux"]["seccomp"] = default_profile_for_spec(spec)
+    try:
+        with open(path, "w") as f:
+            f.write(dumps(spec, indent=2) + "\n")
+    except OSError as exc:
+        raise ContainError(f"{path}: {exc.strerror}") from None
+    return 0
+
+
+def _create_options(ctx: Context, opts: dict[str, Any]) -> Any:
+    from contain.container.lifecycle import CreateOptions
+
+    if opts["preserve_fds"] < 0:
+        raise ContainError("--preserve-fds must not be negative")
+    return CreateOptions(console_socket=opts["console_socket"], pid_file=opts["pid_file"],
+                         preserve_fds=opts["preserve_fds"], no_pivot=opts["no_pivot"],
+                         no_new_keyring=opts["no_new_keyring"],
+                         rootless=ctx.rootless == "true")
+
+
+def cmd_create(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    from contain.container.lifecycle import create
+
+    create(ctx.root, args[0], opts["bundle"] or os.getcwd(), _create_options(ctx, opts))
+    return 0
+
+
+def cmd_start(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    from contain.container.lifecycle import start
+
+    start(ctx.root, args[0])
+    return 0
+
+
+def cmd_state(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    from contain.container import store
+    from contain.jsonio import dumps
+
+    state = store.load(ctx.root, args[0]).oci_state()
+    state["owner"] = ""  # runc's state prints an empty owner (list shows the user)
+    sys.stdout.write(dumps(state, indent=2))
+    return 0
+
+
+def cmd_kill(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    from contain.container.lifecycle import kill, parse_signal
+
+    sig = parse_signal(args[1]) if len(args) > 1 else 15
+    kill(ctx.root, args[0], sig, all_processes=opts["all"])
+    return 0
+
+
+def cmd_delete(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    from contain.container.lifecycle import delete
+    from contain.errors import NotFound
+
+    try:
+        delete(ctx.root, args[0], force=opts["force"])
+    except NotFound:
+        if opts["force"]:  # runc: deleting a missing container with --force succeeds
+            return 0
+        raise
+    return 0
+
+
+def cmd_list(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    from contain.container import store
+
+    records = []
+    for cid in store.list_ids(ctx.root):
+        try:
+            records.append(store.load(ctx.root, cid).oci_state())
+        except ContainError:
+            continue
+    if opts["quiet"]:
+        sys.stdout.write("".join(f"{r['id']}\n" for r in records))
+        return 0
+    if opts["format"] == "json":
+        from contain.jsonio import dumps
+
+        sys.stdout.write((dumps(records) if records else "null") + "\n")
+        return 0
+    if opts["format"] != "table":
+        raise ContainError(f"invalid format option {opts['format']!r}: table or json")
+    rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
+    rows += [(r["id"], str(r["pid"]), r["status"], r["bundle"], r["created"], r["owner"])
+             for r in records]
+    widths = [max(12, max(len(row[i]) for row in rows) + 3) for i in range(5)]
+    out = []
+    for row in rows:
+        out.append("".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+                   + row[5] + "\n")
+    sys.stdout.write("".join(out))
+    return 0
+
+
+def cmd_run(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    from contain.container.lifecycle import load_bundle
+    from contain.process.foreground import run_container
+
+    cid = args[0]
+    bundle, spec = load_bundle(opts["bundle"] or os.getcwd())
+    return run_container(ctx.root, cid, bundle, spec, _create_options(ctx, opts),
+                         detach=opts["detach"], keep=opts["keep"])
+
+
+def cmd_features(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    from contain.jsonio import dumps
+    from contain.spec.features import features
+
+    sys.stdout.write(dumps(features(), indent=4) + "\n")
+    return 0

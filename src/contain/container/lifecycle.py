@@ -1,0 +1,561 @@
+"""The OCI lifecycle: create, start, state, kill, delete (and run = create + start + wait).
+
+Create follows DESIGN.md: validate everything first (a bad config fails before anything
+exists), claim the id, set up the cgroup, fork the init (process/init.py) and answer
+its requests (id maps, hooks), write state.json once, and undo all of it on any failure.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from contain.container import store
+from contain.errors import ContainError, NotFound, WrongState
+from contain.linux import consts as c
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from contain.container.store import ContainerRecord
+    from contain.process.init import InitConfig
+    from contain.spec.config import Spec
+
+# sysctl prefixes and the namespace that makes them the container's own
+_SYSCTL_NS = (("kernel.shm", "ipc"), ("kernel.msg", "ipc"), ("kernel.sem", "ipc"),
+              ("fs.mqueue.", "ipc"), ("net.", "network"), ("kernel.hostname", "uts"),
+              ("kernel.domainname", "uts"))
+
+
+class CreateOptions:
+    __slots__ = ("console_socket", "pid_file", "preserve_fds", "no_pivot", "no_new_keyring",
+                 "console_fd", "rootless", "stdio")
+
+    def __init__(self, console_socket: str | None = None, pid_file: str | None = None,
+                 preserve_fds: int = 0, no_pivot: bool = False, no_new_keyring: bool = False,
+                 console_fd: int = -1, rootless: bool = False) -> None:
+        self.console_socket = console_socket
+        self.pid_file = pid_file
+        self.preserve_fds = preserve_fds
+        self.no_pivot = no_pivot
+        self.no_new_keyring = no_new_keyring
+        self.console_fd = console_fd  # an already connected console socket (run -t)
+        self.rootless = rootless
+        self.stdio: tuple[int, int, int] | None = None  # fds for the init's 0, 1, 2
+
+
+def load_bundle(bundle: str) -> tuple[str, Spec]:
+    from contain.spec.config import load_spec
+
+    bundle = os.path.abspath(bundle)
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        if not os.path.isdir(bundle):
+            raise NotFound(f"bundle {bundle}: no such directory") from None
+        raise NotFound(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ContainError(f"{path}: {exc.strerror}") from None
+    return bundle, load_spec(data)
+
+
+def validate(spec: Spec, bundle: str) -> str:
+    """Checks that need the host (paths, namespaces, sysctls); return the rootfs path."""
+    from contain.spec.decode import fail
+
+    if spec.process is None:
+        raise fail("$.process", "required field is missing")
+    assert spec.root is not None
+    rootfs = spec.root.path
+    if not rootfs.startswith("/"):
+        rootfs = os.path.join(bundle, rootfs)
+    rootfs = os.path.realpath(rootfs)
+    if not os.path.isdir(rootfs):
+        raise fail("$.root.path", f"{rootfs}: no such directory")
+    linux = spec.linux
+    if linux is None:
+        raise fail("$.linux", "required field is missing (namespaces, ...)")
+    mnt = linux.namespace("mount")
+    if mnt is None or mnt.path is not None:
+        raise fail("$.linux.namespaces", "a new mount namespace is required")
+    for i, ns in enumerate(linux.namespaces):
+        if ns.path is not None and not os.path.exists(ns.path):
+            raise fail(f"$.linux.namespaces[{i}].path", f"{ns.path}: no such file")
+    for key in linux.sysctl:
+        owner = next((ns for prefix, ns in _SYSCTL_NS if key.startswith(prefix)), None)
+        if owner is None or linux.namespace(owner) is None:
+            why = ("it is not in a namespace of its own" if owner is None else
+                   f"the container has no {owner} namespace of its own")
+            raise fail(f"$.linux.sysctl.{key}", f"refused: {why}")
+    if os.geteuid() != 0 and linux.namespace("user") is not None:
+        from contain.security.rootless import check_mappings
+
+        check_mappings(linux.uid_mappings, os.geteuid(), "/etc/subuid", "$.linux.uidMappings")
+        check_mappings(linux.gid_mappings, os.getegid(), "/etc/subgid", "$.linux.gidMappings")
+    return rootfs
+
+
+def _now_rfc3339() -> str:
+    t = time.time()
+    ns = int((t % 1) * 1e9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{ns:09d}Z"
+
+
+def _owner() -> str:
+    uid = os.geteuid()
+    if uid == 0:
+        return "root"
+    try:
+        with open("/etc/passwd") as f:
+            for line in f:
+                parts = line.split(":")
+                if len(parts) > 2 and parts[2] == str(uid):
+                    return parts[0]
+    except OSError:
+        pass
+    return str(uid)
+
+
+def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
+           spec: Spec | None = None) -> ContainerRecord:
+    """Create container *cid* from *bundle* (or from *spec*, with *bundle* as its
+    directory); the init is left blocked on exec.fifo until start()."""
+    opts = opts or CreateOptions()
+    store.validate_id(cid)
+    if spec is None:
+        bundle, spec = load_bundle(bundle)
+    else:
+        bundle = os.path.abspath(bundle)
+    rootfs = validate(spec, bundle)
+    proc = spec.process
+    linux = spec.linux
+    assert proc is not None and linux is not None
+    if proc.terminal and not opts.console_socket and opts.console_fd < 0:
+        raise ContainError("cannot allocate tty if contain will detach without setting "
+                           "console socket")
+    if not proc.terminal and opts.console_socket:
+        raise ContainError("cannot use console socket if contain will not detach or "
+                           "allocate tty")
+    if proc.capabilities is not None:
+        from contain import log
+        from contain.security.capabilities import check_capabilities
+
+        for warning in check_capabilities(proc.capabilities, "$.process.capabilities"):
+            log.warning(warning)
+    seccomp = None
+    if linux.seccomp is not None:
+        from contain.security.seccomp import compile_filter
+
+        seccomp = compile_filter(linux.seccomp)
+    cfg = _init_config(spec, cid, bundle, rootfs, opts, seccomp)
+    rootless = opts.rootless or os.geteuid() != 0
+    mgr = None
+    if not rootless or linux.cgroups_path:
+        from contain.cgroups import new_manager
+
+        mgr = new_manager(linux.cgroups_path, cid, rootless=rootless)
+        mgr.validate(linux.resources)
+    path = store.claim(root, cid)
+    record = store.ContainerRecord(root, cid, {})
+    pid = 0
+    console_sock = None
+    try:
+        if mgr is not None:
+            try:
+                mgr.create()
+                mgr.set(linux.resources)
+            except PermissionError:
+                if not rootless:
+                    raise
+                from contain import log
+
+                log.warning("no permission to create a cgroup: running without one")
+                mgr = None
+        cfg.cgroup = mgr
+        fifo = os.path.join(path, store.FIFO_NAME)
+        os.mkfifo(fifo, 0o600)
+        cfg.fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+        if opts.console_socket:
+            from contain.process.sync import connect_unix
+
+            console_sock = connect_unix(opts.console_socket)
+            cfg.console_fd = console_sock.fileno()
+        elif opts.console_fd >= 0:
+            cfg.console_fd = opts.console_fd
+        record.bundle = bundle
+        record.rootfs = rootfs
+        record.created = _now_rfc3339()
+        record.owner = _owner()
+        record.annotations = spec.annotations
+        record.config = spec.to_json()
+        record.cgroup = mgr.to_json() if mgr is not None else None
+        pid = _spawn(cfg, record, spec)
+    except BaseException:
+        if pid:
+            _kill_and_reap(pid)
+        if mgr is not None:
+            try:
+                mgr.destroy()
+            except Exception:
+                pass
+        store.remove_dir(path)
+        raise
+    finally:
+        if cfg.fifo_fd >= 0:
+            os.close(cfg.fifo_fd)
+        if console_sock is not None:
+            console_sock.close()
+    if opts.pid_file:
+        write_pid_file(opts.pid_file, record.pid)
+    return record
+
+
+def _init_config(spec: Spec, cid: str, bundle: str, rootfs: str, opts: CreateOptions,
+                 seccomp: Any) -> InitConfig:
+    from contain.process.init import InitConfig
+
+    linux = spec.linux
+    assert linux is not None
+    cfg = InitConfig(spec, cid, bundle, rootfs)
+    for ns in linux.namespaces:
+        flag = c.NAMESPACES[ns.type][0]
+        if ns.path is None:
+            cfg.new_flags |= flag
+        else:
+            cfg.join.append((flag, ns.path))
+    cfg.new_userns = bool(cfg.new_flags & c.CLONE_NEWUSER)
+    cfg.preserve_fds = opts.preserve_fds
+    listen = os.environ.get("LISTEN_FDS", "")
+    if listen.isdigit() and int(listen) > 0:
+        cfg.preserve_fds += int(listen)
+        cfg.env_extra = [f"LISTEN_FDS={listen}", "LISTEN_PID=1"]
+    cfg.no_pivot = opts.no_pivot
+    cfg.stdio = opts.stdio
+    cfg.no_new_keyring = opts.no_new_keyring
+    cfg.seccomp = seccomp
+    hooks = spec.hooks
+    if hooks is not None:
+        cfg.parent_hooks = bool(hooks.prestart or hooks.create_runtime)
+        cfg.container_hooks = bool(hooks.create_container)
+        cfg.start_hooks = bool(hooks.start_container)
+    return cfg
+
+
+def _spawn(cfg: InitConfig, record: ContainerRecord, spec: Spec) -> int:
+    """Fork the init and drive the sync protocol until it is ready; return its pid."""
+    from contain.process.init import preload
+    from contain.process.sync import Channel
+
+    preload(cfg)
+    parent, child = Channel.pair()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        parent.close()
+        from contain.process.init import child_main
+
+        child_main(child, cfg)
+    child.close()
+    init_pid = pid
+    stage_pid = pid
+    try:
+        while True:
+            msg, fds = parent.recv()
+            kind = msg.get("t")
+            if kind == "userns":
+                _write_id_maps(pid, spec)
+                parent.send({"t": "ok"})
+            elif kind == "pid":
+                init_pid = msg["pid"]
+                os.waitpid(stage_pid, 0)
+                stage_pid = 0
+            elif kind == "hooks":
+                record.pid = init_pid
+                state = record.hook_state("creating")
+                hooks = spec.hooks
+                if hooks is not None:
+                    from contain.process.hooks import run_hooks
+
+                    run_hooks("prestart", hooks.prestart, state)
+                    run_hooks("createRuntime", hooks.create_runtime, state)
+                parent.send({"t": "ok", "state": record.hook_state("created")})
+            elif kind == "ready":
+                record.pid = init_pid
+                start = store.process_start_time(init_pid)
+                if start is None:
+                    raise ContainError("the container's init exited before it was ready")
+                record.init_start = start
+                if fds:
+                    _hand_to_seccomp_agent(spec, record, fds)
+                store.save(record)
+                parent.send({"t": "committed"})
+                return init_pid
+            elif kind == "error":
+                for fd in fds:
+                    os.close(fd)
+                raise ContainError(str(msg.get("msg")))
+            else:
+                raise ContainError(f"sync: unexpected message {kind!r} from init")
+    except BaseException:
+        if stage_pid:
+            _kill_and_reap(stage_pid)
+        if init_pid != stage_pid:
+            _kill(init_pid)
+        raise
+    finally:
+        parent.close()
+        if stage_pid:
+            try:
+                os.waitpid(stage_pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def _hand_to_seccomp_agent(spec: Spec, record: ContainerRecord, fds: list[int]) -> None:
+    from contain.security.seccomp import send_listener
+
+    linux = spec.linux
+    assert linux is not None and linux.seccomp is not None
+    try:
+        send_listener(linux.seccomp.listener_path or "", fds[0],
+                      record.hook_state("creating"), linux.seccomp.listener_metadata)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _write_id_maps(pid: int, spec: Spec) -> None:
+    linux = spec.linux
+    assert linux is not None
+    uid_lines = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in linux.uid_mappings)
+    gid_lines = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in linux.gid_mappings)
+    if os.geteuid() != 0:
+        from contain.security.rootless import needs_helpers, write_maps_with_helpers
+
+        if needs_helpers(linux.uid_mappings, linux.gid_mappings):
+            write_maps_with_helpers(pid, linux.uid_mappings, linux.gid_mappings)
+            return
+    try:
+        if os.geteuid() != 0:
+            with open(f"/proc/{pid}/setgroups", "w") as f:
+                f.write("deny")
+        with open(f"/proc/{pid}/uid_map", "w") as f:
+            f.write(uid_lines)
+        with open(f"/proc/{pid}/gid_map", "w") as f:
+            f.write(gid_lines)
+    except OSError as exc:
+        raise ContainError(f"linux.uidMappings/gidMappings: writing the id maps: "
+                           f"{exc.strerror}") from None
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+
+
+def _kill_and_reap(pid: int) -> None:
+    _kill(pid)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """Write the pid file atomically (engines read it as soon as create returns)."""
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, str(pid).encode())
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+# -- start / state / kill / delete -----------------------------------------------------------
+
+def start(root: str, cid: str) -> ContainerRecord:
+    """Release the init blocked on exec.fifo, then run the poststart hooks."""
+    with store.Lock(store.container_dir(root, cid)):
+        record = store.load(root, cid)
+        status = record.status()
+        if status != "created":
+            if status == "stopped":
+                raise WrongState("cannot start a container that has stopped")
+            raise WrongState(f"cannot start an already {status} container"
+                             if status in ("running", "paused")
+                             else f"cannot start a container in the {status} state")
+        fifo = os.path.join(record.dir, store.FIFO_NAME)
+        _release_fifo(fifo, record)
+        os.unlink(fifo)
+    hooks = record.config.get("hooks") or {}
+    if hooks.get("poststart"):
+        from contain import log
+        from contain.process.hooks import HookError, run_hooks
+        from contain.spec.config import Hooks
+
+        try:
+            run_hooks("poststart", Hooks.decode(hooks, "$.hooks").poststart,
+                      record.hook_state("running"))
+        except HookError as exc:
+            log.warning(str(exc))
+    return record
+
+
+def _release_fifo(fifo: str, record: ContainerRecord) -> None:
+    import select
+
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        pidfd = os.pidfd_open(record.pid)
+    except OSError:
+        os.close(fd)
+        raise WrongState("cannot start a container that has stopped") from None
+    try:
+        while True:
+            ready, _, _ = select.select([fd, pidfd], [], [], 5.0)
+            if fd in ready:
+                data = os.read(fd, 1)
+                if data:
+                    return
+            if pidfd in ready:
+                raise WrongState("cannot start a container that has stopped")
+    finally:
+        os.close(fd)
+        os.close(pidfd)
+
+
+def state(root: str, cid: str) -> dict[str, Any]:
+    return store.load(root, cid).oci_state()
+
+
+SIGNALS = {
+    "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7,
+    "FPE": 8, "KILL": 9, "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14,
+    "TERM": 15, "STKFLT": 16, "CHLD": 17, "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21,
+    "TTOU": 22, "URG": 23, "XCPU": 24, "XFSZ": 25, "VTALRM": 26, "PROF": 27, "WINCH": 28,
+    "IO": 29, "POLL": 29, "PWR": 30, "SYS": 31,
+}
+
+
+def parse_signal(text: str) -> int:
+    if text.isdigit():
+        num = int(text)
+        if 0 < num < 65:
+            return num
+        raise ContainError(f"invalid signal {text!r}")
+    name = text.upper()
+    if name.startswith("SIG"):
+        name = name[3:]
+    if name.startswith("RTMIN") or name.startswith("RTMAX"):
+        base = 34 if name.startswith("RTMIN") else 64
+        off = name[5:]
+        try:
+            return base + int(off) if off else base
+        except ValueError:
+            pass
+    if name in SIGNALS:
+        return SIGNALS[name]
+    raise ContainError(f"unknown signal {text!r}")
+
+
+def kill(root: str, cid: str, sig: int = 15, all_processes: bool = False) -> None:
+    record = store.load(root, cid)
+    status = record.status()
+    if status in ("stopped", "creating"):
+        raise WrongState("container not running")
+    if all_processes:
+        mgr = record.cgroup_manager()
+        if mgr is not None:
+            mgr.kill_all(sig)
+            return
+    signal_init(record, sig)
+
+
+def signal_init(record: ContainerRecord, sig: int) -> None:
+    """Signal the init through a pidfd, after checking it is still our process."""
+    import _signal
+
+    try:
+        pidfd = os.pidfd_open(record.pid)
+    except ProcessLookupError:
+        raise WrongState("container not running") from None
+    try:
+        if not record.init_alive():
+            raise WrongState("container not running")
+        _signal.pidfd_send_signal(pidfd, sig)
+    finally:
+        os.close(pidfd)
+
+
+def delete(root: str, cid: str, force: bool = False) -> None:
+    path = store.container_dir(root, cid)
+    if not os.path.isdir(path):
+        raise NotFound("container does not exist")
+    with store.Lock(path):
+        record = store.load(root, cid)
+        status = record.status()
+        if status in ("running", "paused") and not force:
+            raise WrongState(f"cannot delete container {cid} that is not stopped: {status}")
+        mgr = record.cgroup_manager()
+        if status != "stopped" and status != "creating":
+            if status == "paused" and mgr is not None:
+                mgr.thaw()
+            try:
+                signal_init(record, 9)
+            except WrongState:
+                pass
+            _wait_gone(record)
+        if mgr is not None:
+            mgr.destroy()
+        store.remove_dir(path)
+    hooks = record.config.get("hooks") or {}
+    if hooks.get("poststop"):
+        from contain import log
+        from contain.process.hooks import HookError, run_hooks
+        from contain.spec.config import Hooks
+
+        try:
+            run_hooks("poststop", Hooks.decode(hooks, "$.hooks").poststop,
+                      record.hook_state("stopped"))
+        except HookError as exc:
+            log.warning(str(exc))
+
+
+def _wait_gone(record: ContainerRecord, timeout: float = 10.0) -> None:
+    import select
+
+    try:
+        pidfd = os.pidfd_open(record.pid)
+    except ProcessLookupError:
+        return
+    try:
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    # the init may be our own child (run): reap it so it does not linger as a zombie
+    try:
+        os.waitpid(record.pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def wait(record: ContainerRecord) -> int:
+    """Wait for the init to exit; return its exit code (128+N when killed by signal N).
+    The init must be our child (run makes itself a subreaper before forking)."""
+    while True:
+        try:
+            _, status = os.waitpid(record.pid, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 255
+        if os.WIFEXITED(status):
+            return os.WEXITSTATUS(status)
+        if os.WIFSIGNALED(status):
+            return 128 + os.WTERMSIG(status)

@@ -1,0 +1,191 @@
+"""Running a container in the foreground: `run`, `sandbox` and the Python API.
+
+The calling process becomes a child subreaper before it forks, so the container's init
+(a grandchild when a PID namespace needs the extra fork) is reparented to it and can be
+waited for. Signals sent to the caller are forwarded to the container; with a terminal
+and no console socket, the caller relays the pty itself (raw mode, window size).
+"""
+
+from __future__ import annotations
+
+import os
+
+from contain.container.lifecycle import CreateOptions, create, delete, start, wait
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from contain.container.store import ContainerRecord
+    from contain.spec.config import Spec
+
+FORWARDED = (1, 2, 3, 10, 12, 15)  # HUP INT QUIT USR1 USR2 TERM
+SIGWINCH = 28
+
+
+def become_subreaper() -> None:
+    from contain.linux import consts as c
+    from contain.linux.syscalls import prctl
+
+    prctl(c.PR_SET_CHILD_SUBREAPER, 1)
+
+
+def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOptions,
+                  detach: bool = False, keep: bool = False) -> int:
+    """create + start (+ wait + delete unless detached); return the exit code."""
+    import _socket
+
+    assert spec.process is not None
+    local_tty = spec.process.terminal and not opts.console_socket and not detach
+    pair = None
+    if local_tty:
+        pair = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+        opts.console_fd = pair[1].fileno()
+    if not detach:
+        become_subreaper()
+    try:
+        record = create(root, cid, bundle, opts, spec=spec)
+    finally:
+        if pair is not None:
+            pair[1].close()
+    master = -1
+    try:
+        if pair is not None:
+            from contain.process.sync import recv_fd
+
+            master, _ = recv_fd(pair[0])
+            pair[0].close()
+            pair = None
+        if detach:
+            start(root, cid)
+            return 0
+        with ForwardSignals(record, tty_master=master):
+            start(root, cid)
+            code = relay_tty(master, record) if master >= 0 else wait(record)
+    except BaseException:
+        delete(root, cid, force=True)
+        raise
+    finally:
+        if master >= 0:
+            os.close(master)
+        if pair is not None:
+            pair[0].close()
+    if not keep:
+        delete(root, cid, force=True)
+    return code
+
+
+class ForwardSignals:
+    """Forward the usual termination signals (and SIGWINCH to a relayed pty)."""
+
+    def __init__(self, record: ContainerRecord, tty_master: int = -1) -> None:
+        self.record = record
+        self.master = tty_master
+        self.saved: dict[int, Any] = {}
+
+    def _forward(self, signum: int, frame: Any) -> None:
+        try:
+            os.kill(self.record.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def _winch(self, signum: int, frame: Any) -> None:
+        copy_winsize(0, self.master)
+
+    def __enter__(self) -> ForwardSignals:
+        import _signal
+
+        for sig in FORWARDED:
+            self.saved[sig] = _signal.signal(sig, self._forward)
+        if self.master >= 0:
+            self.saved[SIGWINCH] = _signal.signal(SIGWINCH, self._winch)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import _signal
+
+        for sig, handler in self.saved.items():
+            _signal.signal(sig, handler)
+
+
+def copy_winsize(src: int, dst: int) -> None:
+    from contain.process.console import get_winsize, set_winsize
+
+    try:
+        rows, cols = get_winsize(src)
+        set_winsize(dst, rows, cols)
+    except OSError:
+        pass
+
+
+def relay_tty(master: int, record: ContainerRecord) -> int:
+    """Copy between our stdio and the container's pty until the init exits."""
+    import select
+    import termios
+    import tty
+
+    stdin_tty = os.isatty(0)
+    saved = None
+    if stdin_tty:
+        saved = termios.tcgetattr(0)
+        tty.setraw(0)
+        copy_winsize(0, master)
+    pidfd = os.pidfd_open(record.pid)
+    watch = [master, pidfd] + ([0] if _readable_stdin() else [])
+    try:
+        while True:
+            ready, _, _ = select.select(watch, [], [])
+            if master in ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    watch.remove(master)
+                else:
+                    _write_all(1, data)
+            if 0 in ready:
+                data = os.read(0, 65536)
+                if not data:
+                    watch.remove(0)
+                else:
+                    _write_all(master, data)
+            if pidfd in ready:
+                _drain(master)
+                break
+    finally:
+        os.close(pidfd)
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+    return wait(record)
+
+
+def _readable_stdin() -> bool:
+    try:
+        os.fstat(0)
+        return True
+    except OSError:
+        return False
+
+
+def _drain(master: int) -> None:
+    import select
+
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.05)
+        if not ready:
+            return
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            return
+        if not data:
+            return
+        _write_all(1, data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]

@@ -1,0 +1,478 @@
+"""The container's init: the forked child that becomes the container's first process.
+
+Stages, in the child of ``contain create``:
+
+1. non-dumpable at once (nothing in the container may open /proc/<pid>/exe, fd, cwd
+   of a runtime process); join the container's cgroup; join namespaces given by path;
+2. a new user namespace, whose id maps the parent writes while the child waits;
+3. unshare the other new namespaces; a new PID (or time) namespace needs one more
+   fork so that the container's first process is PID 1 (and in the namespace);
+4. the rootfs in the new mount namespace (mounts, /dev), the parent's hooks, the
+   createContainer hooks, pivot_root, masked and read-only paths;
+5. hostname, sysctls, console, cwd, rlimits, scheduler, keyring, user, capabilities,
+   no_new_privs, seccomp; the executable is looked up now so a missing one fails create;
+6. "ready" to the parent, which writes state.json and answers; then block on exec.fifo
+   until ``start``; startContainer hooks; execve.
+
+Any failure is sent to the parent as one line and the child exits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from contain.errors import ContainError
+from contain.linux import consts as c
+from contain.linux.syscalls import prctl, setns, unshare
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+    from contain.cgroups import Manager
+    from contain.process.sync import Channel
+    from contain.spec.config import Process, Spec
+
+
+class InitConfig:
+    """What the parent decided and the child needs (shared through fork)."""
+
+    __slots__ = ("spec", "cid", "bundle", "rootfs", "new_flags", "join", "new_userns",
+                 "cgroup", "fifo_fd", "console_fd", "preserve_fds", "no_pivot",
+                 "no_new_keyring", "seccomp", "parent_hooks", "container_hooks",
+                 "start_hooks", "env_extra", "stdio")
+
+    def __init__(self, spec: Spec, cid: str, bundle: str, rootfs: str) -> None:
+        self.spec = spec
+        self.cid = cid
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self.new_flags = 0
+        self.join: list[tuple[int, str]] = []  # (clone flag, path)
+        self.new_userns = False
+        self.cgroup: Manager | None = None
+        self.fifo_fd = -1
+        self.console_fd = -1
+        self.preserve_fds = 0
+        self.no_pivot = False
+        self.no_new_keyring = False
+        self.seccomp: Any = None
+        self.parent_hooks = False
+        self.container_hooks = False
+        self.start_hooks = False
+        self.env_extra: list[str] = []
+        self.stdio: tuple[int, int, int] | None = None
+
+
+def preload(cfg: InitConfig) -> None:
+    """Import, before fork, every module the init uses: after pivot_root the host's
+    Python library is out of reach, so a lazy import there would fail."""
+    import fcntl  # noqa: F401
+    import resource  # noqa: F401
+    import select  # noqa: F401
+    import time  # noqa: F401
+
+    import contain.rootfs.setup
+    import contain.security.capabilities
+
+    if cfg.spec.process is not None and cfg.spec.process.terminal:
+        import termios  # noqa: F401
+
+        import contain.process.console
+    if cfg.parent_hooks or cfg.container_hooks or cfg.start_hooks:
+        import contain.process.hooks
+    if cfg.seccomp is not None:
+        import contain.security.seccomp  # noqa: F401
+
+
+def child_main(ch: Channel, cfg: InitConfig) -> NoReturn:
+    """Entry point of the forked child; never returns."""
+    code = 1
+    try:
+        _stage_namespaces(ch, cfg)
+        code = 0
+    except BaseException as exc:  # report every failure to the parent, then exit
+        _report(ch, exc)
+    os._exit(code)
+
+
+def _report(ch: Channel, exc: BaseException) -> None:
+    if isinstance(exc, ContainError):
+        msg = str(exc)
+    elif isinstance(exc, OSError):
+        msg = exc.strerror or str(exc)
+        if exc.filename:
+            msg = f"{exc.filename}: {msg}"
+        if not isinstance(exc.args[-1], str) or exc.args[-1] != msg:
+            msg = str(exc.args[1]) if len(exc.args) > 1 else msg
+    else:
+        msg = f"{type(exc).__name__}: {exc}"
+    if os.environ.get("CONTAIN_DEBUG_INIT"):
+        import traceback
+
+        traceback.print_exc()
+    try:
+        ch.send({"t": "error", "msg": msg})
+    except OSError:
+        pass
+
+
+def _stage_namespaces(ch: Channel, cfg: InitConfig) -> None:
+    prctl(c.PR_SET_DUMPABLE, 0)
+    if cfg.stdio is not None:
+        for target, fd in enumerate(cfg.stdio):
+            if fd != target:
+                os.dup2(fd, target)
+    if cfg.cgroup is not None:
+        cfg.cgroup.join(0)
+    proc = cfg.spec.process
+    assert proc is not None
+    if proc.oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(proc.oom_score_adj))
+    # Join namespaces given by path: a user namespace first (the others may belong to it).
+    fds = []
+    for flag, path in cfg.join:
+        try:
+            fds.append((flag, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+        except OSError as exc:
+            raise ContainError(f"namespace {path}: {exc.strerror}") from None
+    fds.sort(key=lambda item: item[0] != c.CLONE_NEWUSER)
+    for flag, fd in fds:
+        try:
+            setns(fd, flag)
+        except OSError as exc:
+            raise ContainError(f"setns {os.readlink(f'/proc/self/fd/{fd}')}: "
+                               f"{exc.strerror}") from None
+        os.close(fd)
+    if cfg.new_userns:
+        unshare(c.CLONE_NEWUSER)
+        ch.send({"t": "userns"})
+        ch.expect("ok")
+    if cfg.new_userns or any(flag == c.CLONE_NEWUSER for flag, _ in cfg.join):
+        _become_root_in_userns()
+    flags = cfg.new_flags & ~c.CLONE_NEWUSER
+    if flags:
+        unshare(flags)
+    linux = cfg.spec.linux
+    if linux is not None and linux.time_offsets:
+        with open("/proc/self/timens_offsets", "w") as f:
+            for clock, off in linux.time_offsets.items():
+                f.write(f"{clock} {off.secs} {off.nanosecs}\n")
+    joins_pid = any(flag == c.CLONE_NEWPID for flag, _ in cfg.join)
+    if flags & (c.CLONE_NEWPID | c.CLONE_NEWTIME) or joins_pid:
+        pid = os.fork()
+        if pid:
+            ch.send({"t": "pid", "pid": pid})
+            os._exit(0)
+    _stage_init(ch, cfg)
+
+
+def _become_root_in_userns() -> None:
+    try:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    except OSError:
+        pass  # root is not mapped: stay the overflow id, with full capabilities
+
+
+def _stage_init(ch: Channel, cfg: InitConfig) -> None:
+    spec = cfg.spec
+    proc = spec.process
+    linux = spec.linux
+    assert proc is not None and linux is not None
+    os.setsid()
+    state: dict[str, Any] | None = None
+    if cfg.parent_hooks or cfg.container_hooks or cfg.start_hooks:
+        pass
+    from contain.rootfs import setup
+
+    setup.prepare(spec, cfg.rootfs, cfg.bundle, userns=_in_userns(cfg),
+                  cgroupns=bool(cfg.new_flags & c.CLONE_NEWCGROUP))
+    _make_cwd(cfg.rootfs, proc.cwd)
+    if cfg.parent_hooks or cfg.container_hooks or cfg.start_hooks:
+        ch.send({"t": "hooks"})
+        msg, _ = ch.expect("ok")
+        state = msg["state"]
+    if cfg.container_hooks and spec.hooks is not None:
+        from contain.process.hooks import run_hooks
+
+        run_hooks("createContainer", spec.hooks.create_container, state or {})
+    setup.enter_root(cfg.rootfs, cfg.no_pivot)
+    setup.finish(spec)
+    if spec.hostname:
+        from contain.linux.syscalls import sethostname
+
+        sethostname(spec.hostname)
+    if spec.domainname:
+        from contain.linux.syscalls import setdomainname
+
+        setdomainname(spec.domainname)
+    for key, value in linux.sysctl.items():
+        _write_sysctl(key, value)
+    if proc.terminal:
+        from contain.process.console import setup_console
+
+        setup_console(cfg.console_fd, proc)
+    if not cfg.no_new_keyring:
+        _join_keyring(cfg.cid)
+    env = prepare_process(proc, cfg.seccomp, cfg.preserve_fds, extra_env=cfg.env_extra,
+                          personality=linux.personality)
+    path = lookup_executable(proc.args[0], env)
+    listener = _load_seccomp_early(cfg.seccomp, proc)
+    ch.send({"t": "ready"}, (listener,) if listener is not None else ())
+    if listener is not None:
+        os.close(listener)
+    ch.expect("committed")
+    ch.close()
+    _wait_for_start(cfg.fifo_fd)
+    if cfg.start_hooks and spec.hooks is not None:
+        from contain.process.hooks import run_hooks
+
+        run_hooks("startContainer", spec.hooks.start_container, state or {})
+    exec_process(path, proc, env, cfg.seccomp)
+
+
+def _in_userns(cfg: InitConfig) -> bool:
+    return cfg.new_userns or any(flag == c.CLONE_NEWUSER for flag, _ in cfg.join)
+
+
+def _make_cwd(rootfs: str, cwd: str) -> None:
+    from contain.rootfs.paths import resolve_in_root
+
+    root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.close(resolve_in_root(root_fd, cwd, "dir"))
+    except OSError as exc:
+        raise ContainError(f"process.cwd {cwd}: {exc.strerror or exc}") from None
+    finally:
+        os.close(root_fd)
+
+
+def _write_sysctl(key: str, value: str) -> None:
+    path = "/proc/sys/" + key.replace(".", "/")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ContainError(f"linux.sysctl.{key}: {exc.strerror}") from None
+    try:
+        os.write(fd, value.encode())
+    except OSError as exc:
+        raise ContainError(f"linux.sysctl.{key}={value}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _join_keyring(cid: str) -> None:
+    from contain.linux.syscalls import keyctl_join_session_keyring
+
+    try:
+        keyctl_join_session_keyring(f"_ses.{cid}")
+    except OSError as exc:
+        # keyrings may be unavailable (ENOSYS) or limited (EDQUOT) here: runc ignores it too
+        if exc.errno not in (38, 122, 1):
+            raise
+
+
+# -- shared by init and exec -----------------------------------------------------------------
+
+RLIMITS = {
+    "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
+    "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8,
+    "RLIMIT_AS": 9, "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12,
+    "RLIMIT_NICE": 13, "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
+}
+_SCHED = {"SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3,
+          "SCHED_ISO": 4, "SCHED_IDLE": 5, "SCHED_DEADLINE": 6}
+
+
+def prepare_process(proc: Process, seccomp: Any, preserve_fds: int,
+                    extra_env: list[str] | tuple[str, ...] = (),
+                    personality: Any = None) -> list[str]:
+    """Apply the process fields (cwd, rlimits, scheduling, user, capabilities,
+    no_new_privs) in the order that keeps them; return the environment to exec with."""
+    import resource
+
+    try:
+        os.chdir(proc.cwd)
+    except OSError as exc:
+        raise ContainError(f"process.cwd {proc.cwd}: {exc.strerror}") from None
+    try:
+        os.getcwd()
+    except OSError:
+        raise ContainError(f"process.cwd {proc.cwd}: outside the container's root") from None
+    for rl in proc.rlimits:
+        num = RLIMITS.get(rl.type)
+        if num is None:
+            raise ContainError(f"process.rlimits: unknown rlimit {rl.type}")
+        try:
+            resource.setrlimit(num, (_rlim(rl.soft), _rlim(rl.hard)))
+        except (OSError, ValueError) as exc:
+            raise ContainError(f"process.rlimits {rl.type} soft={rl.soft} hard={rl.hard}: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
+    if proc.scheduler is not None:
+        _set_scheduler(proc)
+    if proc.io_priority is not None:
+        from contain.linux.syscalls import ioprio_set
+
+        cls = c.IOPRIO_CLASSES[proc.io_priority.io_class]
+        ioprio_set(c.IOPRIO_WHO_PROCESS, 0, (cls << 13) | proc.io_priority.priority)
+    if personality is not None:
+        from contain.linux.syscalls import personality as set_personality
+
+        set_personality(c.PERSONALITY_DOMAINS[personality.domain])
+    if proc.exec_cpu_affinity is not None and proc.exec_cpu_affinity.initial:
+        os.sched_setaffinity(0, parse_cpulist(proc.exec_cpu_affinity.initial))
+    if seccomp is not None and not proc.no_new_privileges and not seccomp.notify:
+        pass  # loaded before the capability drop, below
+    _set_identity(proc, seccomp)
+    if proc.user.umask is not None:
+        os.umask(proc.user.umask)
+    else:
+        os.umask(0o022)
+    if proc.no_new_privileges:
+        prctl(c.PR_SET_NO_NEW_PRIVS, 1)
+    _mark_fds(preserve_fds)
+    env = list(proc.env)
+    env.extend(extra_env)
+    if not any(e.startswith("HOME=") for e in env):
+        env.append(f"HOME={_home_of(proc.user.uid)}")
+    return env
+
+
+def _rlim(v: int) -> int:
+    return -1 if v >= 2**64 - 1 else v
+
+
+def parse_cpulist(text: str) -> set[int]:
+    cpus: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def _set_scheduler(proc: Process) -> None:
+    sch = proc.scheduler
+    assert sch is not None
+    policy = _SCHED[sch.policy]
+    if sch.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, sch.nice)
+    if policy == 6:
+        raise ContainError("process.scheduler.policy: SCHED_DEADLINE is not supported")
+    try:
+        os.sched_setscheduler(0, policy, os.sched_param(sch.priority))
+    except OSError as exc:
+        raise ContainError(f"process.scheduler: {sch.policy}: {exc.strerror}") from None
+
+
+def _set_identity(proc: Process, seccomp: Any) -> None:
+    """Bounding set, user and groups, then the capability sets (KEEPCAPS across setuid);
+    a seccomp filter that needs CAP_SYS_ADMIN (no no_new_privs) is loaded before the drop."""
+    from contain.security import capabilities as caps_mod
+
+    user = proc.user
+
+    def set_user() -> None:
+        try:
+            if _setgroups_allowed():
+                os.setgroups(user.additional_gids)
+            os.setresgid(user.gid, user.gid, user.gid)
+            os.setresuid(user.uid, user.uid, user.uid)
+        except OSError as exc:
+            raise ContainError(f"process.user uid={user.uid} gid={user.gid}: "
+                               f"{exc.strerror}") from None
+
+    if seccomp is not None and not proc.no_new_privileges and not seccomp.notify:
+        from contain.security.seccomp import load_filter
+
+        load_filter(seccomp)
+    caps_mod.apply_process_identity(proc.capabilities, set_user)
+
+
+def _setgroups_allowed() -> bool:
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() != "deny"
+    except OSError:
+        return True
+
+
+def _home_of(uid: int) -> str:
+    try:
+        with open("/etc/passwd") as f:
+            for line in f:
+                parts = line.split(":")
+                if len(parts) > 5 and parts[2] == str(uid):
+                    return parts[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def _mark_fds(preserve_fds: int) -> None:
+    """Nothing the runtime opened may reach the container: every fd from 3 + the
+    preserved ones on is close-on-exec; the preserved ones are inheritable."""
+    from contain.linux.syscalls import close_range
+
+    for fd in range(3, 3 + preserve_fds):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    close_range(3 + preserve_fds, 0xFFFFFFFF, c.CLOSE_RANGE_CLOEXEC)
+
+
+def lookup_executable(name: str, env: list[str]) -> str:
+    """Find args[0] as execve would through $PATH; a missing program fails here, at
+    create time, with the message runc gives."""
+    if "/" in name:
+        if os.access(name, os.X_OK) and not os.path.isdir(name):
+            return name
+        raise ContainError(f'exec: "{name}": stat {name}: no such file or directory'
+                           if not os.path.exists(name) else
+                           f'exec: "{name}": permission denied')
+    path_var = next((e[5:] for e in env if e.startswith("PATH=")), None)
+    if path_var is None:
+        path_var = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    for d in path_var.split(":"):
+        cand = os.path.join(d or ".", name)
+        if os.access(cand, os.X_OK) and not os.path.isdir(cand):
+            return cand
+    raise ContainError(f'exec: "{name}": executable file not found in $PATH')
+
+
+def _load_seccomp_early(seccomp: Any, proc: Process) -> int | None:
+    """A notify filter is loaded before "ready" so its listener fd can reach the parent
+    (which hands it to the agent); other filters wait until just before execve."""
+    if seccomp is None or not seccomp.notify:
+        return None
+    from contain.security.seccomp import load_filter
+
+    return load_filter(seccomp)
+
+
+def _wait_for_start(fifo_fd: int) -> None:
+    """Block until `start` opens exec.fifo for reading; then tell it we are going."""
+    fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(fifo_fd)
+
+
+def exec_process(path: str, proc: Process, env: list[str], seccomp: Any) -> NoReturn:
+    if seccomp is not None and proc.no_new_privileges and not seccomp.notify:
+        from contain.security.seccomp import load_filter
+
+        load_filter(seccomp)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(path, proc.args, dict(e.split("=", 1) for e in env if "=" in e))
+    except OSError as exc:
+        os.write(2, f"contain: exec {proc.args[0]}: {exc.strerror}\n".encode())
+        os._exit(127)

@@ -1,0 +1,107 @@
+"""The parent/child sync channel: JSON messages, with fds, over a SOCK_SEQPACKET pair.
+
+Built on the ``_socket`` C module: ``socket.py`` pulls in ``enum`` and ``selectors``
+and costs several milliseconds to import.
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import struct
+
+from contain.errors import ContainError
+from contain.jsonio import dumps, loads
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+_SCM_RIGHTS = 1
+_SOL_SOCKET = 1
+_MAX = 1 << 16
+
+
+class ChannelClosed(ContainError):
+    """The other side went away (exited or was killed)."""
+
+
+class Channel:
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self.sock = sock
+
+    @staticmethod
+    def pair() -> tuple[Channel, Channel]:
+        a, b = _socket.socketpair(_socket.AF_UNIX,
+                                  _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+        return Channel(a), Channel(b)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, msg: dict[str, Any], fds: tuple[int, ...] | list[int] = ()) -> None:
+        data = dumps(msg).encode()
+        if fds:
+            anc = [(_SOL_SOCKET, _SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
+            self.sock.sendmsg([data], anc)
+        else:
+            self.sock.send(data)
+
+    def recv(self) -> tuple[dict[str, Any], list[int]]:
+        data, anc, _flags, _addr = self.sock.recvmsg(_MAX, _socket.CMSG_SPACE(16 * 4),
+                                                     _socket.MSG_CMSG_CLOEXEC)
+        fds: list[int] = []
+        for level, kind, payload in anc:
+            if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
+                n = len(payload) // 4
+                fds.extend(struct.unpack(f"{n}i", payload[:n * 4]))
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            raise ChannelClosed("the container's init exited before it was ready")
+        return loads(data), fds
+
+    def expect(self, kind: str) -> tuple[dict[str, Any], list[int]]:
+        """Receive one message; an "error" message from the other side is raised."""
+        msg, fds = self.recv()
+        if msg.get("t") == "error":
+            for fd in fds:
+                os.close(fd)
+            raise ContainError(str(msg.get("msg")))
+        if msg.get("t") != kind:
+            raise ContainError(f"sync: expected {kind!r}, got {msg.get('t')!r}")
+        return msg, fds
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def send_fd(sock_fd: int, fd: int, name: str) -> None:
+    """Send *fd* with *name* as payload over a connected unix socket fd (the console
+    socket protocol runc and its callers use)."""
+    sock = _socket.socket(fileno=os.dup(sock_fd))
+    try:
+        sock.sendmsg([name.encode()], [(_SOL_SOCKET, _SCM_RIGHTS, struct.pack("i", fd))])
+    finally:
+        sock.close()
+
+
+def recv_fd(sock: _socket.socket) -> tuple[int, str]:
+    data, anc, _flags, _addr = sock.recvmsg(4096, _socket.CMSG_SPACE(4),
+                                            _socket.MSG_CMSG_CLOEXEC)
+    for level, kind, payload in anc:
+        if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
+            return struct.unpack("i", payload[:4])[0], data.decode(errors="replace")
+    raise ContainError("console socket: no file descriptor received")
+
+
+def connect_unix(path: str) -> _socket.socket:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise ContainError(f"connect to {path}: {exc.strerror}") from None
+    return sock

@@ -1,0 +1,313 @@
+"""Mounts of config.json: option parsing and each filesystem type, onto resolved fds."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from contain.errors import ContainError
+from contain.linux import consts as c
+from contain.linux.syscalls import mount
+from contain.rootfs.paths import fd_path, is_dir_fd, open_in_root, resolve_in_root
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from contain.spec.config import Mount
+
+# option -> (clear?, flag)
+_FLAGS: dict[str, tuple[bool, int]] = {
+    "async": (True, c.MS_SYNCHRONOUS), "atime": (True, c.MS_NOATIME),
+    "bind": (False, c.MS_BIND), "defaults": (False, 0), "dev": (True, c.MS_NODEV),
+    "diratime": (True, c.MS_NODIRATIME), "dirsync": (False, c.MS_DIRSYNC),
+    "exec": (True, c.MS_NOEXEC), "iversion": (False, 1 << 23), "noiversion": (True, 1 << 23),
+    "lazytime": (False, c.MS_LAZYTIME), "nolazytime": (True, c.MS_LAZYTIME),
+    "loud": (True, c.MS_SILENT), "mand": (False, c.MS_MANDLOCK),
+    "nomand": (True, c.MS_MANDLOCK), "noatime": (False, c.MS_NOATIME),
+    "nodev": (False, c.MS_NODEV), "nodiratime": (False, c.MS_NODIRATIME),
+    "noexec": (False, c.MS_NOEXEC), "nosuid": (False, c.MS_NOSUID),
+    "nosymfollow": (False, c.MS_NOSYMFOLLOW), "symfollow": (True, c.MS_NOSYMFOLLOW),
+    "rbind": (False, c.MS_BIND | c.MS_REC), "relatime": (False, c.MS_RELATIME),
+    "norelatime": (True, c.MS_RELATIME), "remount": (False, c.MS_REMOUNT),
+    "ro": (False, c.MS_RDONLY), "rw": (True, c.MS_RDONLY), "silent": (False, c.MS_SILENT),
+    "strictatime": (False, c.MS_STRICTATIME), "nostrictatime": (True, c.MS_STRICTATIME),
+    "suid": (True, c.MS_NOSUID), "sync": (False, c.MS_SYNCHRONOUS),
+}
+PROPAGATION: dict[str, int] = {
+    "private": c.MS_PRIVATE, "rprivate": c.MS_PRIVATE | c.MS_REC,
+    "shared": c.MS_SHARED, "rshared": c.MS_SHARED | c.MS_REC,
+    "slave": c.MS_SLAVE, "rslave": c.MS_SLAVE | c.MS_REC,
+    "unbindable": c.MS_UNBINDABLE, "runbindable": c.MS_UNBINDABLE | c.MS_REC,
+}
+# recursive attributes, applied with mount_setattr(AT_RECURSIVE): option -> (set, clear)
+RECURSIVE: dict[str, tuple[int, int]] = {
+    "rro": (c.MOUNT_ATTR_RDONLY, 0), "rrw": (0, c.MOUNT_ATTR_RDONLY),
+    "rnosuid": (c.MOUNT_ATTR_NOSUID, 0), "rsuid": (0, c.MOUNT_ATTR_NOSUID),
+    "rnodev": (c.MOUNT_ATTR_NODEV, 0), "rdev": (0, c.MOUNT_ATTR_NODEV),
+    "rnoexec": (c.MOUNT_ATTR_NOEXEC, 0), "rexec": (0, c.MOUNT_ATTR_NOEXEC),
+}
+# options of our own, not passed to the kernel
+EXTRA = ("tmpcopyup", "idmap", "ridmap", "copy-symlink")
+
+
+class MountOptions:
+    __slots__ = ("flags", "clear", "propagation", "data", "recursive_set", "recursive_clear",
+                 "extra")
+
+    def __init__(self) -> None:
+        self.flags = 0
+        self.clear = 0
+        self.propagation: list[int] = []
+        self.data: list[str] = []
+        self.recursive_set = 0
+        self.recursive_clear = 0
+        self.extra: set[str] = set()
+
+    @property
+    def is_bind(self) -> bool:
+        return bool(self.flags & c.MS_BIND)
+
+
+def parse_options(options: list[str]) -> MountOptions:
+    out = MountOptions()
+    for opt in options:
+        known = _FLAGS.get(opt)
+        if known is not None:
+            clear, flag = known
+            if clear:
+                out.flags &= ~flag
+                out.clear |= flag
+            else:
+                out.flags |= flag
+                out.clear &= ~flag
+        elif opt in PROPAGATION:
+            out.propagation.append(PROPAGATION[opt])
+        elif opt in RECURSIVE:
+            s, cl = RECURSIVE[opt]
+            out.recursive_set |= s
+            out.recursive_clear |= cl
+        elif opt in EXTRA:
+            out.extra.add(opt)
+        else:
+            out.data.append(opt)
+    return out
+
+
+_STATVFS_FLAGS = ((os.ST_RDONLY, c.MS_RDONLY), (os.ST_NOSUID, c.MS_NOSUID),
+                  (os.ST_NODEV, c.MS_NODEV), (os.ST_NOEXEC, c.MS_NOEXEC),
+                  (os.ST_NOATIME, c.MS_NOATIME), (os.ST_NODIRATIME, c.MS_NODIRATIME),
+                  (os.ST_RELATIME, c.MS_RELATIME))
+
+
+def locked_flags(path: str) -> int:
+    """The flags a bind remount must keep (in a user namespace, the kernel refuses to
+    clear nosuid/nodev/noexec/ro/atime flags inherited from a more privileged mount)."""
+    st = os.statvfs(path)
+    return sum(ms for st_flag, ms in _STATVFS_FLAGS if st.f_flag & st_flag)
+
+
+def remount_bind(target: str, flags: int) -> None:
+    flags |= c.MS_BIND | c.MS_REMOUNT
+    try:
+        mount(None, target, None, flags)
+    except PermissionError:
+        keep = locked_flags(target) & ~c.MS_RELATIME
+        mount(None, target, None, flags | keep)
+
+
+def _host_source(source: str, bundle: str) -> str:
+    return source if source.startswith("/") else os.path.join(bundle, source)
+
+
+def mount_entry(root_fd: int, m: Mount, index: int, bundle: str, ctx: MountContext) -> None:
+    """Mount config.json's mounts[index] inside the root at *root_fd*.
+
+    The first mount goes onto the resolved fd; everything after it (remount flags,
+    propagation, recursive attributes, content) acts on a fresh fd of the new mount:
+    the first fd still names the directory underneath."""
+    opts = parse_options(m.options)
+    fstype = m.type or ""
+    if fstype == "bind":
+        opts.flags |= c.MS_BIND
+    is_bind = opts.is_bind
+    where = f"mounts[{index}] ({m.destination})"
+    source = ""
+    kind = "dir"
+    if is_bind:
+        source = _host_source(m.source or "", bundle)
+        try:
+            st = os.stat(source)
+        except OSError as exc:
+            raise ContainError(f"{where}: bind source {source}: {exc.strerror}") from None
+        kind = "dir" if stat.S_ISDIR(st.st_mode) else "file"
+    try:
+        dest_fd = resolve_in_root(root_fd, m.destination, kind)
+    except OSError as exc:
+        raise ContainError(f"{where}: destination: {exc.strerror or exc}") from None
+    below = -1
+    try:
+        target = fd_path(dest_fd)
+        if not is_bind and not is_dir_fd(dest_fd):
+            raise ContainError(f"{where}: destination is not a directory")
+        if is_bind:
+            _mount_bind(source, target, opts, m, where)
+        elif fstype == "sysfs" or fstype == "mqueue":
+            try:
+                _mount_fs(m.source or fstype, fstype, target, opts, where)
+            except ContainError:
+                if not ctx.userns:
+                    raise
+                # in a user namespace the kernel may refuse these (sysfs without a
+                # network namespace of its own): bind the host's instead, as runc does
+                host = "/sys" if fstype == "sysfs" else "/dev/mqueue"
+                mount(host, target, None, c.MS_BIND | c.MS_REC)
+                opts.flags |= c.MS_BIND
+        elif fstype == "cgroup":
+            mount("tmpfs", target, "tmpfs", opts.flags & ~(c.MS_RDONLY | c.MS_BIND | c.MS_REC),
+                  "mode=755")
+        else:
+            if "tmpcopyup" in opts.extra:
+                below = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            _mount_fs(m.source or fstype, fstype, target, opts, where)
+    finally:
+        os.close(dest_fd)
+    new_fd = ctx.reopen(root_fd, m.destination)
+    try:
+        top = fd_path(new_fd)
+        if fstype == "cgroup":
+            _populate_cgroup(top, opts, ctx)
+        if below >= 0:
+            _copy_up(below, top)
+        rest = opts.flags & ~(c.MS_BIND | c.MS_REC | c.MS_REMOUNT)
+        if opts.flags & c.MS_BIND and (rest or opts.clear):
+            remount_bind(top, rest)
+        for prop in opts.propagation:
+            mount(None, top, None, prop)
+        if opts.recursive_set or opts.recursive_clear:
+            from contain.linux.syscalls import mount_setattr
+
+            mount_setattr(new_fd, "", c.AT_EMPTY_PATH | c.AT_RECURSIVE,
+                          opts.recursive_set, opts.recursive_clear)
+    finally:
+        os.close(new_fd)
+        if below >= 0:
+            os.close(below)
+
+
+class MountContext:
+    """What the mount code needs to know about the container being set up."""
+
+    __slots__ = ("userns", "cgroupns", "rootfs")
+
+    def __init__(self, userns: bool, cgroupns: bool, rootfs: str) -> None:
+        self.userns = userns
+        self.cgroupns = cgroupns
+        self.rootfs = rootfs
+
+    def reopen(self, root_fd: int, destination: str) -> int:
+        """An O_PATH fd of the mount now on *destination*."""
+        if destination.strip("/") == "":
+            # nothing to walk into from root_fd: the path string crosses the new mount
+            return os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return open_in_root(root_fd, destination)
+
+
+def _mount_fs(source: str, fstype: str, target: str, opts: MountOptions, where: str) -> None:
+    data = ",".join(opts.data) or None
+    flags = opts.flags & ~(c.MS_BIND | c.MS_REC)
+    try:
+        mount(source, target, fstype, flags, data)
+    except OSError as exc:
+        raise ContainError(f"{where}: mount {fstype}: {exc.strerror}") from None
+
+
+def _mount_bind(source: str, target: str, opts: MountOptions, m: Mount, where: str) -> None:
+    if m.uid_mappings:
+        from contain.rootfs.idmap import mount_idmapped
+
+        mount_idmapped(source, target, m, opts.flags & c.MS_REC != 0)
+        return
+    try:
+        mount(source, target, None, c.MS_BIND | (opts.flags & c.MS_REC))
+    except OSError as exc:
+        raise ContainError(f"{where}: bind mount {source}: {exc.strerror}") from None
+
+
+def _copy_up(below: int, top: str) -> None:
+    """tmpcopyup: the directory's previous content, copied into the new tmpfs."""
+    import shutil
+
+    src = fd_path(below)
+    for entry in os.listdir(src):
+        s = os.path.join(src, entry)
+        d = os.path.join(top, entry)
+        if os.path.isdir(s) and not os.path.islink(s):
+            shutil.copytree(s, d, symlinks=True)
+        else:
+            shutil.copy2(s, d, follow_symlinks=False)
+
+
+def _cgroup_hierarchies() -> list[tuple[str, str, str, str]]:
+    """(mount point, fstype, super options, root) of the host's cgroup mounts, as this
+    process's mount table shows them."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            rfields = right.split()
+            if rfields[0] in ("cgroup", "cgroup2"):
+                out.append((fields[4], rfields[0], rfields[2], fields[3]))
+    return out
+
+
+def _populate_cgroup(target: str, opts: MountOptions, ctx: MountContext) -> None:
+    """The cgroup filesystem at *target* (a fresh tmpfs): on a pure v2 host cgroup2 over
+    it; on v1 and hybrid hosts one mount per hierarchy, as the host has them."""
+    flags = opts.flags & ~(c.MS_BIND | c.MS_REC)
+    hierarchies = _cgroup_hierarchies()
+    if any(mp == "/sys/fs/cgroup" and t == "cgroup2" for mp, t, _, _ in hierarchies):
+        _cgroup_mount_one("cgroup2", "/sys/fs/cgroup", target, "", flags, ctx)
+        return
+    for mp, fstype, sopts, _root in hierarchies:
+        if not mp.startswith("/sys/fs/cgroup/"):
+            continue
+        name = mp[len("/sys/fs/cgroup/"):]
+        if "/" in name:
+            continue
+        sub = os.path.join(target, name)
+        os.mkdir(sub, 0o755)
+        kernel_opts = ",".join(o for o in sopts.split(",") if o not in ("rw", "ro"))
+        _cgroup_mount_one(fstype, mp, sub, kernel_opts, flags, ctx)
+    if flags & c.MS_RDONLY:
+        mount(None, target, None, c.MS_REMOUNT | flags)
+
+
+def _cgroup_mount_one(fstype: str, host_mp: str, target: str, kernel_opts: str, flags: int,
+                      ctx: MountContext) -> None:
+    if ctx.cgroupns:
+        try:
+            mount("cgroup", target, fstype, flags, kernel_opts or None)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EBUSY, errno.EINVAL):
+                raise
+    # no cgroup namespace (or the kernel refused): bind the container's own cgroup
+    sub = _own_cgroup(fstype, kernel_opts)
+    source = host_mp + sub if sub != "/" else host_mp
+    if not os.path.isdir(source):
+        source = host_mp
+    mount(source, target, None, c.MS_BIND | c.MS_REC)
+    remount_bind(target, flags)
+
+
+def _own_cgroup(fstype: str, kernel_opts: str) -> str:
+    wanted = set(kernel_opts.split(",")) if kernel_opts else set()
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            hid, ctrls, path = line.rstrip("\n").split(":", 2)
+            if fstype == "cgroup2" and hid == "0":
+                return path
+            if fstype == "cgroup" and ctrls and wanted & set(ctrls.split(",")):
+                return path
+    return "/"

@@ -1,0 +1,140 @@
+"""Running a host-root sandbox to completion (``contain sandbox`` and ``contain.run``)."""
+
+from __future__ import annotations
+
+import os
+
+from contain.container.lifecycle import CreateOptions, create, delete, start, wait
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def _new_id() -> str:
+    return f"sandbox-{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def _bundle_dir(root: str, cid: str) -> str:
+    """The sandbox's bundle: an empty rootfs directory the host root is bound onto."""
+    bundle = os.path.join(root, ".sandbox", cid)
+    os.makedirs(os.path.join(bundle, "rootfs"), mode=0o700)
+    return bundle
+
+
+def _remove_bundle(bundle: str) -> None:
+    for d in (os.path.join(bundle, "rootfs"), bundle):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
+def run_sandbox(args: list[str], *, root: str, capture: bool = False,
+                input: bytes | None = None, timeout: float | None = None,
+                terminal: bool = False, **options: Any) -> tuple[int, bytes | None, bytes | None]:
+    """Run *args* in a sandbox; return (exit code, stdout, stderr) (output only when
+    *capture*)."""
+    from contain.process.foreground import become_subreaper, run_container
+    from contain.sandbox.host import sandbox_spec
+    from contain.spec.config import Spec
+
+    spec = Spec.decode(sandbox_spec(args, terminal=terminal, **options))
+    cid = _new_id()
+    bundle = _bundle_dir(root, cid)
+    try:
+        if not capture and input is None and timeout is None:
+            return run_container(root, cid, bundle, spec, CreateOptions()), None, None
+        become_subreaper()
+        return _run_captured(root, cid, bundle, spec, capture, input, timeout)
+    finally:
+        _remove_bundle(bundle)
+
+
+def _run_captured(root: str, cid: str, bundle: str, spec: Any, capture: bool,
+                  input: bytes | None, timeout: float | None) -> tuple[int, bytes | None,
+                                                                         bytes | None]:
+    import select
+    import time
+
+    opts = CreateOptions()
+    ours: list[int] = []
+    theirs: list[int] = []
+    stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC) if input is not None else (0, -1)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC) if capture else (-1, 1)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC) if capture else (-1, 2)
+    for fd in (stdin_w, out_r, err_r):
+        if fd >= 0:
+            ours.append(fd)
+    for fd, std in ((stdin_r, 0), (out_w, 1), (err_w, 2)):
+        if fd != std:
+            theirs.append(fd)
+    opts.stdio = (stdin_r, out_w, err_w)
+    try:
+        record = create(root, cid, bundle, opts, spec=spec)
+    except BaseException:
+        for fd in ours + theirs:
+            os.close(fd)
+        raise
+    for fd in theirs:
+        os.close(fd)
+    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+    pending = memoryview(input or b"")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        start(root, cid)
+        pidfd = os.pidfd_open(record.pid)
+        readers = [fd for fd in (out_r, err_r) if fd >= 0]
+        writers = [stdin_w] if stdin_w >= 0 else []
+        if writers and not pending:
+            os.close(stdin_w)
+            ours.remove(stdin_w)
+            writers = []
+        exited = False
+        try:
+            while readers or writers or not exited:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    os.kill(record.pid, 9)
+                    raise TimeoutError(f"sandbox {args_text(spec)} timed out after {timeout}s")
+                watch = readers + ([] if exited else [pidfd])
+                if exited:  # drain what is left, without waiting on a stray writer
+                    left = 1.0 if left is None else min(left, 1.0)
+                r, w, _ = select.select(watch, writers, [], left)
+                if pidfd in r:
+                    exited = True
+                for fd in r:
+                    if fd == pidfd:
+                        continue
+                    data = os.read(fd, 65536)
+                    if data:
+                        chunks[fd].append(data)
+                    else:
+                        readers.remove(fd)
+                if w:
+                    try:
+                        n = os.write(stdin_w, pending[:65536])
+                    except BrokenPipeError:
+                        n = len(pending)
+                    pending = pending[n:]
+                    if not pending:
+                        os.close(stdin_w)
+                        ours.remove(stdin_w)
+                        writers = []
+                if exited and not r:
+                    break
+        finally:
+            os.close(pidfd)
+        code = wait(record)
+    finally:
+        for fd in ours:
+            os.close(fd)
+        delete(root, cid, force=True)
+    out = b"".join(chunks[out_r]) if capture else None
+    err = b"".join(chunks[err_r]) if capture else None
+    return code, out, err
+
+
+def args_text(spec: Any) -> str:
+    return " ".join(spec.process.args) if spec.process else "?"
+
