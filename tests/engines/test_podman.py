@@ -1,0 +1,189 @@
+"""Podman (through conmon) driving contain as its OCI runtime: `podman --runtime contain`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from .conftest import IMAGE_NAME, Podman, subcommand, unique
+
+pytestmark = pytest.mark.engines
+
+
+class Ctr:
+    def __init__(self, pm: Podman, name: str, mark: int) -> None:
+        self.pm = pm
+        self.name = name
+        self.mark = mark
+
+    def calls(self) -> list[str]:
+        return self.pm.session.calls_since(self.mark, "podman-runtime")
+
+    def why(self) -> str:
+        return self.pm.diagnose(self.mark)
+
+    def status(self) -> str:
+        proc = self.pm.podman("inspect", "--format", "{{.State.Status}}", self.name)
+        return proc.stdout.strip()
+
+    def wait_status(self, want: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        status = ""
+        while time.monotonic() < deadline:
+            status = self.status()
+            if status == want:
+                break
+            time.sleep(0.1)
+        return status
+
+
+def _rm(pm: Podman, name: str) -> None:
+    pm.podman("rm", "--force", "--time", "0", name, timeout=120)
+
+
+@pytest.fixture
+def container(podman: Podman) -> Iterator[Ctr]:
+    """A detached container that prints a line and then sleeps."""
+    name = unique("pm")
+    mark = podman.session.mark()
+    c = Ctr(podman, name, mark)
+    try:
+        proc = podman.podman("run", "--detach", "--name", name, *podman.run_flags(), IMAGE_NAME,
+                             "sh", "-c", "echo started-$(hostname); exec sleep 600")
+        assert proc.returncode == 0, f"podman run -d failed: {proc.stderr}\n{c.why()}"
+        assert c.wait_status("running") == "running", c.why()
+        yield c
+    finally:
+        _rm(podman, name)
+
+
+def test_run_attached_exit_code(podman: Podman) -> None:
+    name = unique("pm")
+    mark = podman.session.mark()
+    try:
+        proc = podman.podman("run", "--rm", "--name", name, *podman.run_flags(), IMAGE_NAME,
+                             "sh", "-c", "echo hello; echo oops >&2; exit 3")
+        why = podman.diagnose(mark)
+        assert proc.returncode == 3, f"{proc.stdout}\n{proc.stderr}\n{why}"
+        assert "hello" in proc.stdout and "oops" in proc.stderr, why
+    finally:
+        _rm(podman, name)
+    names = [subcommand(c) for c in podman.session.calls_since(mark, "podman-runtime")]
+    assert "create" in names and "start" in names and "delete" in names, names
+
+
+def test_run_with_tty(podman: Podman) -> None:
+    name = unique("pm")
+    mark = podman.session.mark()
+    try:
+        proc = podman.podman("run", "--rm", "--tty", "--name", name, *podman.run_flags(),
+                             IMAGE_NAME, "sh", "-c", "tty; exit 2")
+        why = podman.diagnose(mark)
+        assert proc.returncode == 2, f"{proc.stdout}\n{proc.stderr}\n{why}"
+        assert "/dev/pts/0" in proc.stdout, why
+    finally:
+        _rm(podman, name)
+    create = next(c for c in podman.session.calls_since(mark, "podman-runtime")
+                  if subcommand(c) == "create")
+    assert "--console-socket" in create, create
+
+
+def test_run_rm_leaves_nothing(podman: Podman) -> None:
+    name = unique("pm")
+    mark = podman.session.mark()
+    before = set(podman.runtime_root.iterdir())
+    proc = podman.podman("run", "--rm", "--name", name, *podman.run_flags(), IMAGE_NAME,
+                         "/bin/true")
+    assert proc.returncode == 0, f"{proc.stderr}\n{podman.diagnose(mark)}"
+    listed = podman.podman("ps", "--all", "--format", "{{.Names}}").stdout.split()
+    assert name not in listed
+    left = set(podman.runtime_root.iterdir()) - before
+    assert not left, f"runtime state left behind: {left}\n{podman.diagnose(mark)}"
+
+
+def test_detached_logs_and_ps(container: Ctr) -> None:
+    pm = container.pm
+    deadline = time.monotonic() + 20
+    logs = ""
+    while time.monotonic() < deadline and "started-" not in logs:
+        logs = pm.podman("logs", container.name).stdout
+        time.sleep(0.1)
+    assert "started-" in logs, container.why()
+    listed = pm.podman("ps", "--format", "{{.Names}} {{.Status}}").stdout
+    assert any(line.startswith(container.name + " Up") for line in listed.splitlines()), listed
+
+
+def test_exec(container: Ctr) -> None:
+    proc = container.pm.podman("exec", container.name, "sh", "-c",
+                               "echo out; echo err >&2; cat /proc/1/cmdline; exit 4")
+    assert proc.returncode == 4, f"{proc.stdout}\n{proc.stderr}\n{container.why()}"
+    assert "out" in proc.stdout and "err" in proc.stderr
+    assert "sleep\x00600" in proc.stdout, "exec did not join the container's pid namespace"
+    execs = [c for c in container.calls() if subcommand(c) == "exec"]
+    assert execs and "--process" in execs[0], container.calls()
+
+
+def test_exec_tty(container: Ctr) -> None:
+    proc = container.pm.podman("exec", "--tty", container.name, "sh", "-c", "tty")
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{container.why()}"
+    assert "/dev/pts/" in proc.stdout, proc.stdout
+
+
+def test_pause_unpause(container: Ctr) -> None:
+    pm = container.pm
+    proc = pm.podman("pause", container.name)
+    assert proc.returncode == 0, f"{proc.stderr}\n{container.why()}"
+    assert container.status() == "paused", container.why()
+    proc = pm.podman("unpause", container.name)
+    assert proc.returncode == 0, f"{proc.stderr}\n{container.why()}"
+    assert container.status() == "running", container.why()
+
+
+def test_stop(container: Ctr) -> None:
+    pm = container.pm
+    # sleep as pid 1 ignores SIGTERM: podman escalates to SIGKILL after the timeout
+    proc = pm.podman("stop", "--time", "1", container.name)
+    assert proc.returncode == 0, f"{proc.stderr}\n{container.why()}"
+    assert container.wait_status("exited") == "exited", container.why()
+    code = pm.podman("inspect", "--format", "{{.State.ExitCode}}", container.name).stdout
+    assert code.strip() == "137", code
+    kills = [c.split()[-1] for c in container.calls() if subcommand(c) == "kill"]
+    assert kills[:1] == ["15"] and "9" in kills, container.calls()
+
+
+def test_kill_and_rm(container: Ctr) -> None:
+    pm = container.pm
+    proc = pm.podman("kill", "--signal", "KILL", container.name)
+    assert proc.returncode == 0, f"{proc.stderr}\n{container.why()}"
+    assert container.wait_status("exited") == "exited", container.why()
+    proc = pm.podman("rm", container.name)
+    assert proc.returncode == 0, f"{proc.stderr}\n{container.why()}"
+    assert container.name not in pm.podman("ps", "-a", "--format", "{{.Names}}").stdout
+
+
+def test_detached_nonzero_exit(podman: Podman) -> None:
+    name = unique("pm")
+    mark = podman.session.mark()
+    c = Ctr(podman, name, mark)
+    try:
+        proc = podman.podman("run", "--detach", "--name", name, *podman.run_flags(), IMAGE_NAME,
+                             "sh", "-c", "exit 7")
+        assert proc.returncode == 0, f"{proc.stderr}\n{c.why()}"
+        proc = podman.podman("wait", name)
+        assert proc.stdout.strip() == "7", f"{proc.stdout}{proc.stderr}\n{c.why()}"
+    finally:
+        _rm(podman, name)
+
+
+def test_runtime_error_reaches_user(podman: Podman) -> None:
+    name = unique("pm")
+    mark = podman.session.mark()
+    try:
+        proc = podman.podman("run", "--rm", "--name", name, *podman.run_flags(), IMAGE_NAME,
+                             "/no/such/binary")
+        assert proc.returncode != 0
+        assert "/no/such/binary" in proc.stderr, f"{proc.stderr}\n{podman.diagnose(mark)}"
+    finally:
+        _rm(podman, name)
