@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from contain.cgroups.stats import Stats
-
     from contain.spec.config import Resources
 
 __all__ = ["Manager", "detect_layout", "load_manager", "new_manager"]

@@ -67,6 +67,12 @@ def _enc(v: Any) -> Any:
 
 class CpuUsage(_Obj):
     """Nanoseconds."""
+    total: int
+    percpu: list[int]
+    percpu_kernel: list[int]
+    percpu_user: list[int]
+    kernel: int
+    user: int
     __slots__ = ("kernel", "percpu", "percpu_kernel", "percpu_user", "total", "user")
     _JSON = (("total", "total", True), ("percpu", "percpu", True),
              ("percpu_kernel", "percpu_kernel", True), ("percpu_user", "percpu_user", True),
@@ -77,12 +83,17 @@ class CpuUsage(_Obj):
 
 
 class Throttling(_Obj):
+    periods: int
+    throttled_periods: int
+    throttled_time: int
     __slots__ = ("periods", "throttled_periods", "throttled_time")
     _JSON = (("periods", "periods", True), ("throttled_periods", "throttledPeriods", True),
              ("throttled_time", "throttledTime", True))
 
 
 class CpuStats(_Obj):
+    usage: CpuUsage
+    throttling: Throttling
     __slots__ = ("throttling", "usage")
     _JSON = (("usage", "usage", True), ("throttling", "throttling", True))
 
@@ -91,6 +102,17 @@ class CpuStats(_Obj):
 
 
 class CpusetStats(_Obj):
+    cpus: list[int]
+    mems: list[int]
+    cpu_exclusive: int
+    mem_hardwall: int
+    mem_exclusive: int
+    memory_migrate: int
+    memory_spread_page: int
+    memory_spread_slab: int
+    memory_pressure: int
+    sched_load_balance: int
+    sched_relax_domain_level: int
     __slots__ = ("cpu_exclusive", "cpus", "mem_exclusive", "mem_hardwall", "memory_migrate",
                  "memory_pressure", "memory_spread_page", "memory_spread_slab", "mems",
                  "sched_load_balance", "sched_relax_domain_level")
@@ -110,12 +132,25 @@ class CpusetStats(_Obj):
 
 class MemoryEntry(_Obj):
     """Bytes: limit, current usage, peak usage, times the limit was hit."""
+    limit: int
+    usage: int
+    max: int
+    failcnt: int
     __slots__ = ("failcnt", "limit", "max", "usage")
     _JSON = (("limit", "limit", False), ("usage", "usage", True), ("max", "max", True),
              ("failcnt", "failcnt", False))
 
 
 class MemoryStats(_Obj):
+    cache: int
+    usage: MemoryEntry
+    swap: MemoryEntry
+    kernel: MemoryEntry
+    kernel_tcp: MemoryEntry
+    raw: dict[str, int]
+    oom_events: int
+    oom_kill: int
+    under_oom: bool
     __slots__ = ("cache", "kernel", "kernel_tcp", "oom_events", "oom_kill", "raw", "swap",
                  "under_oom", "usage")
     _JSON = (("cache", "cache", True), ("usage", "usage", True), ("swap", "swap", True),
@@ -134,11 +169,17 @@ class MemoryStats(_Obj):
 
 
 class PidsStats(_Obj):
+    current: int
+    limit: int
     __slots__ = ("current", "limit")
     _JSON = (("current", "current", True), ("limit", "limit", True))
 
 
 class BlkioEntry(_Obj):
+    major: int
+    minor: int
+    op: str
+    value: int
     __slots__ = ("major", "minor", "op", "value")
     _JSON = (("major", "major", True), ("minor", "minor", True), ("op", "op", True),
              ("value", "value", True))
@@ -158,6 +199,14 @@ _BLKIO_KEYS = (("io_service_bytes_recursive", "ioServiceBytesRecursive"),
 
 
 class BlkioStats(_Obj):
+    io_service_bytes_recursive: list[BlkioEntry]
+    io_serviced_recursive: list[BlkioEntry]
+    io_queued_recursive: list[BlkioEntry]
+    io_service_time_recursive: list[BlkioEntry]
+    io_wait_time_recursive: list[BlkioEntry]
+    io_merged_recursive: list[BlkioEntry]
+    io_time_recursive: list[BlkioEntry]
+    sectors_recursive: list[BlkioEntry]
     __slots__ = tuple(a for a, _k in _BLKIO_KEYS)
     _JSON = tuple((a, k, True) for a, k in _BLKIO_KEYS)
 
@@ -166,12 +215,21 @@ class BlkioStats(_Obj):
 
 
 class HugetlbStats(_Obj):
+    usage: int
+    max: int
+    failcnt: int
     __slots__ = ("failcnt", "max", "usage")
     _JSON = (("usage", "usage", True), ("max", "max", True), ("failcnt", "failcnt", False))
 
 
 class Stats(_Obj):
     """Everything ``events --stats`` reports."""
+    cpu: CpuStats
+    cpuset: CpusetStats
+    memory: MemoryStats
+    pids: PidsStats
+    blkio: BlkioStats
+    hugetlb: dict[str, HugetlbStats]
     __slots__ = ("blkio", "cpu", "cpuset", "hugetlb", "memory", "pids")
     _JSON = (("cpu", "cpu", False), ("cpuset", "cpuset", False), ("memory", "memory", False),
              ("pids", "pids", False), ("blkio", "blkio", False), ("hugetlb", "hugetlb", False))
