@@ -20,7 +20,11 @@ alone, as runc does.
 
 from __future__ import annotations
 
+# imported here, not lazily: the init applies capabilities after pivot_root, when the
+# package's files may no longer be reachable
+from contain.errors import ContainError, SpecError
 from contain.linux import consts
+from contain.linux.syscalls import capget, capset, prctl
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,8 +60,6 @@ def last_cap() -> int:
             with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
                 _last_cap = int(f.read())
         except (OSError, ValueError):  # no /proc: probe the bounding set instead
-            from contain.linux.syscalls import prctl
-
             n = 0
             while n < 63:
                 try:
@@ -125,8 +127,6 @@ def check_capabilities(caps: Capabilities | None,
     for s in SETS:
         for i, name in enumerate(getattr(caps, s)):
             if strict and name not in CAPS:
-                from contain.errors import SpecError
-
                 raise SpecError(f"{path}.{s}[{i}]", f"unknown capability {name!r}")
             names_to_mask([name], unknown)
     if not unknown:
@@ -138,8 +138,6 @@ def check_capabilities(caps: Capabilities | None,
 
 def bounding_set() -> int:
     """The calling thread's bounding set, read with PR_CAPBSET_READ."""
-    from contain.linux.syscalls import prctl
-
     mask = 0
     for n in range(last_cap() + 1):
         if prctl(consts.PR_CAPBSET_READ, n):
@@ -151,8 +149,6 @@ def drop_bounding(caps: Capabilities | CapSets | None) -> None:
     """Drop from the bounding set every capability not in ``caps.bounding``."""
     if caps is None:
         return
-    from contain.linux.syscalls import prctl
-
     keep = caps.bounding if isinstance(caps, CapSets) else names_to_mask(caps.bounding)
     for n in range(last_cap() + 1):
         if keep >> n & 1:
@@ -162,15 +158,11 @@ def drop_bounding(caps: Capabilities | CapSets | None) -> None:
         try:
             prctl(consts.PR_CAPBSET_DROP, n)
         except OSError as e:
-            from contain.errors import ContainError
-
             raise ContainError(f"cannot drop {name_of(n)} from the bounding set: "
                                f"{e.strerror}") from None
 
 
 def set_keepcaps(on: bool) -> None:
-    from contain.linux.syscalls import prctl
-
     prctl(consts.PR_SET_KEEPCAPS, 1 if on else 0)
 
 
@@ -179,9 +171,6 @@ def apply_after_setuid(caps: Capabilities | CapSets | None) -> list[str]:
     (ambient capabilities that could not be raised, as runc only warns about them)."""
     if caps is None:
         return []
-    from contain.errors import ContainError
-    from contain.linux.syscalls import capget, capset, prctl
-
     sets = caps if isinstance(caps, CapSets) else resolve(caps)
     try:
         capset(sets.effective, sets.permitted, sets.inheritable)

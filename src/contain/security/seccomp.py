@@ -23,6 +23,10 @@ from __future__ import annotations
 
 from contain.errors import ContainError, SpecError
 
+# imported now, not in load_filter: the init calls load_filter after pivot_root, when the
+# package's files may no longer be reachable
+from contain.linux.seccomp import set_filter
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -457,8 +461,6 @@ def load_filter(program: SeccompProgram) -> int | None:
     Call it as the last step before execve when no_new_privs is set; without
     no_new_privs the caller needs CAP_SYS_ADMIN, so call it before dropping capabilities
     (as runc does)."""
-    from contain.linux.seccomp import set_filter
-
     try:
         return set_filter(program.bpf, program.flags)
     except OSError as e:
