@@ -682,3 +682,128 @@ def test_compiled_program_cache(tmp_path: Path) -> None:
     with open(os.path.join(cache, files[0]), "wb") as f:
         f.write(b"\0" * 8)
     assert sec.compile_filter(sc, cache_dir=cache).bpf == first.bpf
+
+
+# -- through the runtime: `contain run` with linux.seccomp from config.json ------------------
+
+def _run(make_bundle: Callable[..., Any], state_root: Path, script: str,
+         seccomp: dict[str, Any] | None, **kw: Any) -> Any:
+    from conftest import run_contain, unique_id
+
+    bundle = make_bundle(["/bin/sh", "-c", script])
+    if seccomp is not None:
+        bundle.config["linux"]["seccomp"] = seccomp
+    else:
+        bundle.config["linux"].pop("seccomp", None)
+    bundle.write()
+    return run_contain(state_root, "run", "--bundle", str(bundle.path), unique_id("sc"),
+                       timeout=60, **kw)
+
+
+def test_container_denied_syscall_returns_configured_errno(make_bundle: Callable[..., Any],
+                                                           state_root: Path) -> None:
+    prof = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EXDEV}]}
+    p = _run(make_bundle, state_root,
+             "grep ^Seccomp: /proc/self/status; mkdir /tmp/d || echo refused", prof)
+    assert p.returncode == 0, p.stderr
+    assert "Seccomp:\t2" in p.stdout and "refused" in p.stdout
+    assert os.strerror(errno.EXDEV) in p.stderr
+
+
+def test_container_kill_process(make_bundle: Callable[..., Any], state_root: Path) -> None:
+    prof = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_KILL_PROCESS"}]}
+    p = _run(make_bundle, state_root, "echo before; exec mkdir /tmp/d", prof)
+    assert p.stdout.strip() == "before"
+    assert p.returncode == 128 + signal.SIGSYS, (p.returncode, p.stderr)
+
+
+def test_container_default_profile(make_bundle: Callable[..., Any], state_root: Path) -> None:
+    prof = default_profile(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"])
+    p = _run(make_bundle, state_root,
+             "echo ok; ls / >/dev/null && echo ls; unshare -m true 2>/dev/null || echo no-unshare;"
+             " hostname x 2>/dev/null || echo no-hostname", prof)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["ok", "ls", "no-unshare", "no-hostname"]
+
+
+def test_container_bad_profile_fails_at_create(make_bundle: Callable[..., Any],
+                                               state_root: Path) -> None:
+    prof = {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+        {"names": ["read"], "action": "SCMP_ACT_ALLOW"},
+        {"names": ["write"], "action": "SCMP_ACT_ALLOW",
+         "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_SOMETIMES"}]}]}
+    p = _run(make_bundle, state_root, "true", prof)
+    assert p.returncode != 0
+    assert "$.linux.seccomp.syscalls[1].args[0].op" in p.stderr
+    assert not list(state_root.iterdir())
+
+
+def test_container_notify_reaches_agent(make_bundle: Callable[..., Any], state_root: Path,
+                                        tmp_path: Path) -> None:
+    """mkdir is answered by the agent (success without a directory), the agent gets the
+    listener with runc's ContainerProcessState message."""
+    sock_path = str(tmp_path / "agent.sock")
+    agent = MkdirAgent(sock_path)
+    agent.start()
+    prof = {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": sock_path,
+            "listenerMetadata": "meta-1",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]}
+    try:
+        p = _run(make_bundle, state_root,
+                 "mkdir /tmp/d && echo said-ok; test -d /tmp/d || echo no-dir", prof)
+    finally:
+        agent.stop.set()
+        agent.join(30)
+    assert agent.error is None, repr(agent.error)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["said-ok", "no-dir"]
+    msg = agent.message
+    assert msg is not None
+    assert msg["fds"] == ["seccompFd"] and msg["metadata"] == "meta-1"
+    assert msg["state"]["pid"] > 0 and msg["state"]["id"].startswith("sc-")
+    assert msg["pid"] > 0
+    assert agent.answered >= 1
+
+
+class MkdirAgent(threading.Thread):
+    """Answers every notification with success (val 0) until stopped."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self.sock.bind(path)
+        self.sock.listen(1)
+        self.sock.settimeout(30)
+        self.stop = threading.Event()
+        self.message: dict[str, Any] | None = None
+        self.answered = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        listener = -1
+        try:
+            conn, _ = self.sock.accept()
+            with conn:
+                msg, fds, _flags, _addr = socket.recv_fds(conn, 65536, 4)
+            self.message = json.loads(msg)
+            listener = fds[0]
+            while not self.stop.is_set():
+                ready, _, _ = select.select([listener], [], [], 0.1)
+                if not ready:
+                    continue
+                try:
+                    req = kseccomp.notif_recv(listener)
+                    kseccomp.notif_send(listener, req.id, val=0)
+                except OSError as e:
+                    if e.errno == errno.ENOENT:  # the caller went away
+                        continue
+                    raise
+                self.answered += 1
+        except BaseException as e:
+            self.error = e
+        finally:
+            if listener >= 0:
+                os.close(listener)
+            self.sock.close()
