@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from contain.cli.args import Command, Flag
 from contain.errors import ContainError
 

@@ -90,6 +90,10 @@ def validate(spec: Spec, bundle: str) -> str:
             why = ("it is not in a namespace of its own" if owner is None else
                    f"the container has no {owner} namespace of its own")
             raise fail(f"$.linux.sysctl.{key}", f"refused: {why}")
+    if spec.process.apparmor_profile or spec.process.selinux_label:
+        from contain.security.lsm import check
+
+        check(spec.process)
     if os.geteuid() != 0 and linux.namespace("user") is not None:
         from contain.security.rootless import check_mappings
 

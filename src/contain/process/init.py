@@ -68,22 +68,36 @@ class InitConfig:
 def preload(cfg: InitConfig) -> None:
     """Import, before fork, every module the init uses: after pivot_root the host's
     Python library is out of reach, so a lazy import there would fail."""
+    import contain.rootfs.setup  # noqa: F401
+
+    proc = cfg.spec.process
+    preload_modules(terminal=proc is not None and proc.terminal,
+                    hooks=cfg.parent_hooks or cfg.container_hooks or cfg.start_hooks,
+                    seccomp=cfg.seccomp is not None,
+                    lsm=proc is not None and bool(proc.apparmor_profile or proc.selinux_label))
+
+
+def preload_modules(terminal: bool, hooks: bool, seccomp: bool, lsm: bool = False) -> None:
+    """The modules a process entering a container needs after it has left the host's
+    mount namespace (init and exec)."""
     import fcntl  # noqa: F401
     import resource  # noqa: F401
     import select  # noqa: F401
     import time  # noqa: F401
 
-    import contain.rootfs.setup
+    import contain.linux.syscalls
     import contain.security.capabilities
 
-    if cfg.spec.process is not None and cfg.spec.process.terminal:
+    if terminal:
         import termios  # noqa: F401
 
         import contain.process.console
-    if cfg.parent_hooks or cfg.container_hooks or cfg.start_hooks:
+    if hooks:
         import contain.process.hooks
-    if cfg.seccomp is not None:
-        import contain.security.seccomp  # noqa: F401
+    if seccomp:
+        import contain.security.seccomp
+    if lsm:
+        import contain.security.lsm  # noqa: F401
 
 
 def child_main(ch: Channel, cfg: InitConfig) -> NoReturn:
@@ -93,19 +107,19 @@ def child_main(ch: Channel, cfg: InitConfig) -> NoReturn:
         _stage_namespaces(ch, cfg)
         code = 0
     except BaseException as exc:  # report every failure to the parent, then exit
-        _report(ch, exc)
+        report_failure(ch, exc)
     os._exit(code)
 
 
-def _report(ch: Channel, exc: BaseException) -> None:
+def report_failure(ch: Channel, exc: BaseException) -> None:
+    """Send a failure of the child to the parent as one line."""
     if isinstance(exc, ContainError):
         msg = str(exc)
     elif isinstance(exc, OSError):
-        msg = exc.strerror or str(exc)
-        if exc.filename:
+        # our syscall wrappers put "name detail: strerror" in args[1]
+        msg = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+        if exc.filename and str(exc.filename) not in msg:
             msg = f"{exc.filename}: {msg}"
-        if not isinstance(exc.args[-1], str) or exc.args[-1] != msg:
-            msg = str(exc.args[1]) if len(exc.args) > 1 else msg
     else:
         msg = f"{type(exc).__name__}: {exc}"
     if os.environ.get("CONTAIN_DEBUG_INIT"):
@@ -184,8 +198,6 @@ def _stage_init(ch: Channel, cfg: InitConfig) -> None:
     assert proc is not None and linux is not None
     os.setsid()
     state: dict[str, Any] | None = None
-    if cfg.parent_hooks or cfg.container_hooks or cfg.start_hooks:
-        pass
     from contain.rootfs import setup
 
     setup.prepare(spec, cfg.rootfs, cfg.bundle, userns=_in_userns(cfg),
@@ -324,8 +336,10 @@ def prepare_process(proc: Process, seccomp: Any, preserve_fds: int,
         set_personality(c.PERSONALITY_DOMAINS[personality.domain])
     if proc.exec_cpu_affinity is not None and proc.exec_cpu_affinity.initial:
         os.sched_setaffinity(0, parse_cpulist(proc.exec_cpu_affinity.initial))
-    if seccomp is not None and not proc.no_new_privileges and not seccomp.notify:
-        pass  # loaded before the capability drop, below
+    if proc.apparmor_profile or proc.selinux_label:
+        from contain.security.lsm import apply_on_exec
+
+        apply_on_exec(proc)
     _set_identity(proc, seccomp)
     if proc.user.umask is not None:
         os.umask(proc.user.umask)

@@ -47,9 +47,9 @@ def features() -> dict[str, Any]:
 
     layout = detect_layout()
     try:
-        from contain.linux.libseccomp import library_version
+        from contain.linux.libseccomp import version
 
-        libseccomp = library_version()
+        libseccomp = ".".join(map(str, version()))
     except Exception:  # no libseccomp: seccomp is then not offered
         libseccomp = None
     seccomp: dict[str, Any] = {"enabled": libseccomp is not None}
