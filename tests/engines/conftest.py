@@ -448,7 +448,10 @@ class Podman:
             "[storage]\n"
             'driver = "overlay"\n'
             f'graphroot = "{base}/root"\n'
-            f'runroot = "{base}/run"\n')
+            f'runroot = "{base}/run"\n'
+            "[storage.options.overlay]\n"
+            # no private bind of the storage home, made lazily on a test's first container
+            'skip_mount_home = "true"\n')
         (base / "registries.conf").write_text("")
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
@@ -503,6 +506,106 @@ def podman(engines_session: Session, image_files: tuple[Path, Path]) -> Iterator
             shutil.rmtree(cache, ignore_errors=True)
 
 
+# -- docker ------------------------------------------------------------------------------
+
+def docker_client() -> str:
+    """Debian's docker.io client when present (it matches its daemon), else any on PATH."""
+    return "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
+
+
+class Docker:
+    """A private dockerd (with its own managed containerd) that knows contain by
+    `--add-runtime contain=PATH`."""
+
+    def __init__(self, session: Session, base: Path) -> None:
+        self.session = session
+        self.base = base
+        self.wrapper = session.wrapper("docker-runtime")
+        self.cgroup_parent = f"/{session.name}/docker"
+        self.sock = base / "docker.sock"
+        base.mkdir(parents=True, exist_ok=True)
+        # dockerd 20.10 writes a trust key to /etc/docker/key.json unless told otherwise
+        (base / "daemon.json").write_text(
+            '{"deprecated-key-path": "%s"}\n' % (base / "key.json"))
+        self.log_path = base / "dockerd.log"
+        self.env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                    "HOME": str(base), "DOCKER_HOST": f"unix://{self.sock}",
+                    "DOCKER_CONFIG": str(base / "client")}
+        self.proc: subprocess.Popen[bytes] | None = None
+        make_cgroup_parent(self.cgroup_parent.lstrip("/"))
+
+    def start(self) -> None:
+        b = self.base
+        cmd = ["dockerd", "--config-file", str(b / "daemon.json"),
+               "--data-root", str(b / "data"), "--exec-root", str(b / "exec"),
+               "--pidfile", str(b / "docker.pid"), "--host", f"unix://{self.sock}",
+               "--bridge", "none", "--iptables=false", "--ip6tables=false",
+               "--ip-masq=false", "--cgroup-parent", self.cgroup_parent,
+               "--containerd-namespace", f"{self.session.name}-d",
+               "--containerd-plugins-namespace", f"{self.session.name}-dp",
+               "--storage-driver", "overlay2",
+               "--add-runtime", f"contain={self.wrapper}"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         start_new_session=True, env=self.env)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"dockerd exited {self.proc.returncode}:\n"
+                                     f"{self.log_path.read_text()[-3000:]}")
+            if self.sock.exists() and self.docker("version").returncode == 0:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"dockerd did not come up:\n{self.log_path.read_text()[-3000:]}")
+
+    def docker(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        return run([docker_client(), *args], timeout=timeout, env=self.env)
+
+    def run_flags(self) -> list[str]:
+        return ["--runtime", "contain", "--network", "none"]
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(Exception):
+            ids = self.docker("ps", "--all", "--quiet", timeout=60).stdout.split()
+            if ids:
+                self.docker("rm", "--force", *ids, timeout=120)
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        _kill_pids(_pids_mentioning(str(self.base)))
+        _unmount_under(self.base)
+        self.proc = None
+
+    def diagnose(self, mark: int) -> str:
+        calls = "\n".join(self.session.calls_since(mark))
+        tail = self.log_path.read_text()[-2000:] if self.log_path.exists() else ""
+        return f"runtime calls:\n{calls}\ndockerd log tail:\n{tail}"
+
+
+@pytest.fixture(scope="session")
+def docker(engines_session: Session, image_files: tuple[Path, Path]) -> Iterator[Docker]:
+    require("dockerd")
+    plugins_dir = Path("/run/docker")  # dockerd hard-codes /run/docker/plugins
+    plugins_existed = plugins_dir.exists()
+    with shim_socket_dir_cleanup():
+        daemon = Docker(engines_session, engines_session.base / "docker")
+        try:
+            daemon.start()
+            proc = daemon.docker("import", str(image_files[1]), "contain-busybox:latest",
+                                 timeout=180)
+            assert proc.returncode == 0, proc.stderr
+            yield daemon
+        finally:
+            daemon.stop()
+            if not plugins_existed:
+                shutil.rmtree(plugins_dir, ignore_errors=True)
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -530,5 +633,5 @@ def subcommand(call: str) -> str:
     return ""
 
 
-__all__ = ["IMAGE_NAME", "Containerd", "Podman", "Session", "argv_of", "containerd_config",
-           "require", "run", "run_in_pty", "subcommand", "unique"]
+__all__ = ["IMAGE_NAME", "Containerd", "Docker", "Podman", "Session", "argv_of",
+           "containerd_config", "require", "run", "run_in_pty", "subcommand", "unique"]
