@@ -181,6 +181,7 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
         cfg.cgroup = mgr
         fifo = os.path.join(path, store.FIFO_NAME)
         os.mkfifo(fifo, 0o600)
+        _hand_fifo_to_process(fifo, spec)
         cfg.fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
         if opts.console_socket:
             from contain.process.sync import connect_unix
@@ -215,6 +216,37 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
     if opts.pid_file:
         write_pid_file(opts.pid_file, record.pid)
     return record
+
+
+def _hand_fifo_to_process(fifo: str, spec: Spec) -> None:
+    """The init opens exec.fifo for writing after it has become process.user: give the
+    fifo to that user's host ids (0600), or make it writable by all (0622, as runc) when
+    they cannot be known (a joined user namespace) or given (rootless)."""
+    proc, linux = spec.process, spec.linux
+    assert proc is not None and linux is not None
+    uid, gid = proc.user.uid, proc.user.gid
+    userns = linux.namespace("user")
+    if userns is not None:
+        if userns.path is not None:
+            os.chmod(fifo, 0o622)
+            return
+        uid = _host_id(linux.uid_mappings, uid)
+        gid = _host_id(linux.gid_mappings, gid)
+    if uid == os.geteuid() and gid == os.getegid():
+        return
+    try:
+        if uid < 0 or gid < 0:
+            raise PermissionError
+        os.chown(fifo, uid, gid)
+    except PermissionError:
+        os.chmod(fifo, 0o622)
+
+
+def _host_id(maps: Any, cid: int) -> int:
+    for m in maps:
+        if m.container_id <= cid < m.container_id + m.size:
+            return int(m.host_id + cid - m.container_id)
+    return -1
 
 
 def _init_config(spec: Spec, cid: str, bundle: str, rootfs: str, opts: CreateOptions,
