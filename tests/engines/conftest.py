@@ -281,7 +281,7 @@ def image_files(engines_session: Session) -> tuple[Path, Path]:
 
 # -- containerd --------------------------------------------------------------------------
 
-def containerd_config(base: Path, extra: str = "", cri: bool = False) -> str:
+def containerd_config(base: Path, extra: str = "", *, cri: bool = False) -> str:
     """A containerd 1.6 config whose every path is under *base*."""
     disabled = "[]" if cri else '["io.containerd.grpc.v1.cri"]'
     return (
@@ -301,14 +301,15 @@ def containerd_config(base: Path, extra: str = "", cri: bool = False) -> str:
 class Containerd:
     """A private containerd daemon and `ctr` bound to it."""
 
-    def __init__(self, session: Session, base: Path, config: str) -> None:
+    def __init__(self, session: Session, base: Path, config: str, *,
+                 namespace: str | None = None, wrapper: str = "containerd-runtime") -> None:
         self.session = session
         self.base = base
         self.address = str(base / "containerd.sock")
-        self.namespace = session.name
+        self.namespace = namespace or session.name
         self.fifo_dir = base / "fifo"
         self.runtime_root = base / "runtime-root"
-        self.wrapper = session.wrapper("containerd-runtime")
+        self.wrapper = session.wrapper(wrapper)
         base.mkdir(parents=True, exist_ok=True)
         self.fifo_dir.mkdir(exist_ok=True)
         (base / "config.toml").write_text(config)
