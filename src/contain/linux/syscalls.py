@@ -1,16 +1,16 @@
 """Thin typed wrappers over the system calls that :mod:`os` lacks.
 
-This is the only module of contain that uses ctypes. Every wrapper raises
+Built on :mod:`contain.linux.native` (a lean subset of ctypes). Every wrapper raises
 :class:`OSError` carrying errno and the syscall's name, so that callers above can
 turn a failure into a one-line message naming what failed.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 
-_libc = ctypes.CDLL(None, use_errno=True)
+from contain.linux import native as ctypes
+from contain.linux.native import function
 
 _ARCH = os.uname().machine
 _NR: dict[str, dict[str, int]] = {
@@ -33,8 +33,19 @@ _NR: dict[str, dict[str, int]] = {
 }
 NR = _NR.get(_ARCH, _NR["x86_64"])
 
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+_syscall = function("syscall", ctypes.c_long)
+
+
+class _Libc:
+    """libc functions, looked up on first use."""
+
+    def __getattr__(self, name: str) -> object:
+        func = function(name, ctypes.c_int)
+        setattr(self, name, func)
+        return func
+
+
+_libc = _Libc()
 
 
 def _check(ret: int, name: str, detail: str | None = None) -> int:
