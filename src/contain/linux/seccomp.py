@@ -202,3 +202,39 @@ def pidfd_getfd(pidfd: int, targetfd: int) -> int:
         err = ctypes.get_errno()
         raise OSError(err, f"pidfd_getfd: {os.strerror(err)}")
     return int(ret)
+
+
+_PTRACE_SEIZE = 0x4206
+_PTRACE_INTERRUPT = 0x4207
+_PTRACE_DETACH = 17
+_PTRACE_SECCOMP_GET_FILTER = 0x420C
+_WALL = 0x40000000
+
+
+def read_filter(pid: int, index: int = 0) -> bytes:
+    """The classic-BPF program of seccomp filter *index* (0: the newest) of process *pid*,
+    read with PTRACE_SECCOMP_GET_FILTER (needs CAP_SYS_ADMIN and ptrace access). The
+    process is stopped for the moment of the read and resumed."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    ptrace = libc.ptrace
+    ptrace.restype = ctypes.c_long
+    ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+
+    def call(req: int, addr: int | None, data: object, what: str) -> int:
+        ret = ptrace(req, pid, addr, data)
+        if ret < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"ptrace({what}) of {pid}: {os.strerror(err)}")
+        return int(ret)
+
+    call(_PTRACE_SEIZE, None, None, "PTRACE_SEIZE")
+    try:
+        call(_PTRACE_INTERRUPT, None, None, "PTRACE_INTERRUPT")
+        os.waitpid(pid, _WALL)
+        n = call(_PTRACE_SECCOMP_GET_FILTER, index, None, "PTRACE_SECCOMP_GET_FILTER")
+        buf = ctypes.create_string_buffer(n * SOCK_FILTER_SIZE)
+        call(_PTRACE_SECCOMP_GET_FILTER, index, ctypes.addressof(buf),
+             "PTRACE_SECCOMP_GET_FILTER")
+        return buf.raw
+    finally:
+        ptrace(_PTRACE_DETACH, pid, None, None)

@@ -332,7 +332,8 @@ def _build(seccomp: Seccomp, path: str, default: int, actions: list[int], notify
             if token not in tokens:
                 tokens.append(token)
 
-        if len(seccomp.syscalls) > OPTIMIZE_MIN_RULES:
+        # runc counts its per-name rules (its config has one name per rule)
+        if sum(len(r.names) for r in seccomp.syscalls) > OPTIMIZE_MIN_RULES:
             try:
                 filt.set_attr(L.FLTATR_CTL_OPTIMIZE, 2)
             except OSError as e:  # older libseccomp: not fatal
