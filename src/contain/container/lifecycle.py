@@ -18,6 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from contain.cgroups import Manager
     from contain.container.store import ContainerRecord
     from contain.process.init import InitConfig
     from contain.spec.config import Spec
@@ -167,21 +168,8 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
     pid = 0
     console_sock = None
     try:
-        if mgr is not None:
-            try:
-                mgr.create()
-                mgr.set(linux.resources)
-            except PermissionError:
-                if not rootless:
-                    raise
-                from contain import log
-
-                log.warning("no permission to create a cgroup: running without one")
-                mgr = None
-        cfg.cgroup = mgr
         fifo = os.path.join(path, store.FIFO_NAME)
         os.mkfifo(fifo, 0o600)
-        _hand_fifo_to_process(fifo, spec)
         cfg.fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
         if opts.console_socket:
             from contain.process.sync import connect_unix
@@ -196,12 +184,11 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
         record.owner = _owner()
         record.annotations = spec.annotations
         record.config = spec.to_json()
-        record.cgroup = mgr.to_json() if mgr is not None else None
-        pid = _spawn(cfg, record, spec)
+        pid = _spawn(cfg, record, spec, mgr, rootless)
     except BaseException:
         if pid:
             _kill_and_reap(pid)
-        if mgr is not None:
+        if record.cgroup is not None and mgr is not None:
             try:
                 mgr.destroy()
             except Exception:
@@ -280,11 +267,37 @@ def _init_config(spec: Spec, cid: str, bundle: str, rootfs: str, opts: CreateOpt
     return cfg
 
 
-def _spawn(cfg: InitConfig, record: ContainerRecord, spec: Spec) -> int:
-    """Fork the init and drive the sync protocol until it is ready; return its pid."""
+def _setup_cgroup(mgr: Manager, spec: Spec, record: ContainerRecord, rootless: bool) -> bool:
+    """Create the cgroup and write its limits (while the child unshares); False when a
+    rootless user may not have one."""
+    linux = spec.linux
+    assert linux is not None
+    record.cgroup = mgr.to_json()
+    try:
+        mgr.create()
+    except PermissionError:
+        if not rootless:
+            raise
+        from contain import log
+
+        log.warning("no permission to create a cgroup: running without one")
+        record.cgroup = None
+        return False
+    mgr.set(linux.resources, linux_device_paths=[d.path for d in linux.devices])
+    return True
+
+
+def _spawn(cfg: InitConfig, record: ContainerRecord, spec: Spec, mgr: Manager | None,
+           rootless: bool) -> int:
+    """Fork the init and drive the sync protocol until it is ready; return its pid.
+
+    The cgroup is made, limited and joined here in the parent while the child works:
+    attaching a task to a v1 hierarchy waits for an RCU grace period (~10 ms), which
+    then overlaps the child's namespace and mount work instead of adding to it."""
     from contain.process.init import preload
     from contain.process.sync import Channel
 
+    cfg.cgroup_sync = mgr is not None
     preload(cfg)
     parent, child = Channel.pair()
     pid = os.fork()
@@ -296,7 +309,15 @@ def _spawn(cfg: InitConfig, record: ContainerRecord, spec: Spec) -> int:
     child.close()
     init_pid = pid
     stage_pid = pid
+    joined = False
     try:
+        if mgr is not None and not _setup_cgroup(mgr, spec, record, rootless):
+            mgr = None
+            parent.send({"t": "cgroup"})
+        if mgr is not None and not cfg.forks():
+            mgr.join(init_pid)
+            parent.send({"t": "cgroup"})
+            joined = True
         while True:
             msg, fds = parent.recv()
             kind = msg.get("t")
@@ -305,6 +326,10 @@ def _spawn(cfg: InitConfig, record: ContainerRecord, spec: Spec) -> int:
                 parent.send({"t": "ok"})
             elif kind == "pid":
                 init_pid = msg["pid"]
+                if mgr is not None and not joined:
+                    mgr.join(init_pid)
+                    parent.send({"t": "cgroup"})
+                    joined = True
                 os.waitpid(stage_pid, 0)
                 stage_pid = 0
             elif kind == "hooks":

@@ -77,7 +77,7 @@ class _Library:
     """What _ctypes needs of a library object: its dlopen handle."""
 
     def __init__(self, name: str | None) -> None:
-        self._handle = _ctypes.dlopen(name, 0x100 | 0x2)  # RTLD_GLOBAL | RTLD_NOW
+        self._handle = _ctypes.dlopen(name, 0x100 | 0x2)  # type: ignore[arg-type]  # RTLD_GLOBAL|NOW
 
 
 class _Func(_ctypes.CFuncPtr):
@@ -95,7 +95,7 @@ def function(name: str, restype: Any = c_int, library: str | None = None,
     lib = _libs.get(library)
     if lib is None:
         lib = _libs[library] = _Library(library)
-    func = _Func((name, lib))
+    func = _Func((name, lib))  # type: ignore[arg-type]
     func.restype = restype
     if argtypes is not None:
         func.argtypes = argtypes

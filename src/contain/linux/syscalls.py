@@ -12,6 +12,10 @@ import os
 from contain.linux import native as ctypes
 from contain.linux.native import function
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 _ARCH = os.uname().machine
 _NR: dict[str, dict[str, int]] = {
     "x86_64": {
@@ -39,7 +43,7 @@ _syscall = function("syscall", ctypes.c_long)
 class _Libc:
     """libc functions, looked up on first use."""
 
-    def __getattr__(self, name: str) -> object:
+    def __getattr__(self, name: str) -> Any:
         func = function(name, ctypes.c_int)
         setattr(self, name, func)
         return func

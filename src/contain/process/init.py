@@ -30,7 +30,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 
-    from contain.cgroups import Manager
     from contain.process.sync import Channel
     from contain.spec.config import Process, Spec
 
@@ -39,9 +38,9 @@ class InitConfig:
     """What the parent decided and the child needs (shared through fork)."""
 
     __slots__ = ("spec", "cid", "bundle", "rootfs", "new_flags", "join", "new_userns",
-                 "cgroup", "fifo_fd", "console_fd", "preserve_fds", "no_pivot",
+                 "fifo_fd", "console_fd", "preserve_fds", "no_pivot",
                  "no_new_keyring", "seccomp", "parent_hooks", "container_hooks",
-                 "start_hooks", "env_extra", "stdio")
+                 "start_hooks", "env_extra", "stdio", "cgroup_sync")
 
     def __init__(self, spec: Spec, cid: str, bundle: str, rootfs: str) -> None:
         self.spec = spec
@@ -51,7 +50,6 @@ class InitConfig:
         self.new_flags = 0
         self.join: list[tuple[int, str]] = []  # (clone flag, path)
         self.new_userns = False
-        self.cgroup: Manager | None = None
         self.fifo_fd = -1
         self.console_fd = -1
         self.preserve_fds = 0
@@ -63,6 +61,12 @@ class InitConfig:
         self.start_hooks = False
         self.env_extra: list[str] = []
         self.stdio: tuple[int, int, int] | None = None
+        self.cgroup_sync = False  # the parent joins us to the cgroup and says "cgroup"
+
+    def forks(self) -> bool:
+        """Whether the first child forks again (a new or joined PID or time namespace)."""
+        joins = any(flag == c.CLONE_NEWPID for flag, _ in self.join)
+        return joins or bool(self.new_flags & (c.CLONE_NEWPID | c.CLONE_NEWTIME))
 
 
 def preload(cfg: InitConfig) -> None:
@@ -138,8 +142,6 @@ def _stage_namespaces(ch: Channel, cfg: InitConfig) -> None:
         for target, fd in enumerate(cfg.stdio):
             if fd != target:
                 os.dup2(fd, target)
-    if cfg.cgroup is not None:
-        cfg.cgroup.join(0)
     proc = cfg.spec.process
     assert proc is not None
     if proc.oom_score_adj is not None:
@@ -166,7 +168,8 @@ def _stage_namespaces(ch: Channel, cfg: InitConfig) -> None:
         ch.expect("ok")
     if cfg.new_userns or any(flag == c.CLONE_NEWUSER for flag, _ in cfg.join):
         _become_root_in_userns()
-    flags = cfg.new_flags & ~c.CLONE_NEWUSER
+    # the cgroup namespace waits until the parent has moved us into the cgroup
+    flags = cfg.new_flags & ~(c.CLONE_NEWUSER | c.CLONE_NEWCGROUP)
     if flags:
         unshare(flags)
     linux = cfg.spec.linux
@@ -174,8 +177,7 @@ def _stage_namespaces(ch: Channel, cfg: InitConfig) -> None:
         with open("/proc/self/timens_offsets", "w") as f:
             for clock, off in linux.time_offsets.items():
                 f.write(f"{clock} {off.secs} {off.nanosecs}\n")
-    joins_pid = any(flag == c.CLONE_NEWPID for flag, _ in cfg.join)
-    if flags & (c.CLONE_NEWPID | c.CLONE_NEWTIME) or joins_pid:
+    if cfg.forks():
         pid = os.fork()
         if pid:
             ch.send({"t": "pid", "pid": pid})
@@ -200,8 +202,10 @@ def _stage_init(ch: Channel, cfg: InitConfig) -> None:
     state: dict[str, Any] | None = None
     from contain.rootfs import setup
 
+    in_cgroup = _CgroupGate(ch, cfg)
     setup.prepare(spec, cfg.rootfs, cfg.bundle, userns=_in_userns(cfg),
-                  cgroupns=bool(cfg.new_flags & c.CLONE_NEWCGROUP))
+                  cgroupns=bool(cfg.new_flags & c.CLONE_NEWCGROUP), before_cgroup=in_cgroup)
+    in_cgroup()
     _make_cwd(cfg.rootfs, proc.cwd)
     if cfg.parent_hooks or cfg.container_hooks or cfg.start_hooks:
         ch.send({"t": "hooks"})
@@ -244,6 +248,26 @@ def _stage_init(ch: Channel, cfg: InitConfig) -> None:
 
         run_hooks("startContainer", spec.hooks.start_container, state or {})
     exec_process(path, proc, env, cfg.seccomp)
+
+
+class _CgroupGate:
+    """Wait (once) until the parent has put us in the container's cgroup, then enter a
+    new cgroup namespace rooted there. Called before the first cgroup mount, or after
+    all mounts."""
+
+    def __init__(self, ch: Channel, cfg: InitConfig) -> None:
+        self.ch = ch
+        self.cfg = cfg
+        self.done = False
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.cfg.cgroup_sync:
+            self.ch.expect("cgroup")
+        if self.cfg.new_flags & c.CLONE_NEWCGROUP:
+            unshare(c.CLONE_NEWCGROUP)
 
 
 def _in_userns(cfg: InitConfig) -> bool:

@@ -20,6 +20,8 @@ from contain.rootfs.paths import fd_path, open_in_root, resolve_in_root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from contain.spec.config import Device, Spec
 
 DEFAULT_DEVICES = (
@@ -35,15 +37,18 @@ DEV_SYMLINKS = (("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
                 ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"))
 
 
-def prepare(spec: Spec, rootfs: str, bundle: str, userns: bool, cgroupns: bool) -> None:
-    """Everything before pivot_root: propagation, self-bind, mounts, /dev."""
+def prepare(spec: Spec, rootfs: str, bundle: str, userns: bool, cgroupns: bool,
+            before_cgroup: Callable[[], None] | None = None) -> None:
+    """Everything before pivot_root: propagation, self-bind, mounts, /dev.
+    *before_cgroup* is called before the first cgroup filesystem is mounted."""
     linux = spec.linux
     assert linux is not None
     prop = c.MS_SLAVE | c.MS_REC
-    if linux.rootfs_propagation:
+    if linux.rootfs_propagation and "unbindable" not in linux.rootfs_propagation:
         from contain.rootfs.mounts import PROPAGATION
 
         prop = PROPAGATION[linux.rootfs_propagation]
+    # (an unbindable tree could not be bound onto itself: it is applied after pivot_root)
     mount(None, "/", None, prop)
     _make_parent_private(rootfs)
     mount(rootfs, rootfs, None, c.MS_BIND | c.MS_REC)
@@ -52,6 +57,8 @@ def prepare(spec: Spec, rootfs: str, bundle: str, userns: bool, cgroupns: bool) 
         ctx = MountContext(userns, cgroupns, rootfs)
         dev_is_bind = False
         for i, m in enumerate(spec.mounts):
+            if before_cgroup is not None and m.type in ("cgroup", "cgroup2"):
+                before_cgroup()
             mount_entry(root_fd, m, i, bundle, ctx)
             if m.destination.strip("/") == "":  # a mount over the root itself (sandbox)
                 os.close(root_fd)
@@ -188,7 +195,7 @@ def finish(spec: Spec) -> None:
             _mask(root_fd, path)
     finally:
         os.close(root_fd)
-    if linux.rootfs_propagation in ("shared", "rshared"):
+    if linux.rootfs_propagation in ("shared", "rshared", "unbindable", "runbindable"):
         from contain.rootfs.mounts import PROPAGATION
 
         mount(None, "/", None, PROPAGATION[linux.rootfs_propagation])
