@@ -170,6 +170,7 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
     try:
         fifo = os.path.join(path, store.FIFO_NAME)
         os.mkfifo(fifo, 0o600)
+        _hand_fifo_to_process(fifo, spec)
         cfg.fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
         if opts.console_socket:
             from contain.process.sync import connect_unix
