@@ -7,7 +7,8 @@ in /run/containerd/s/<hash of our address> and Podman writes a blob-info cache t
 /var/lib/containers/cache when it imports an image.
 
 The runtime under test is contain's launcher (.venv/bin/contain, `make venv`); set
-CONTAIN_ENGINES_RUNTIME=/usr/sbin/runc to prove the fixtures against runc. The engines call
+CONTAIN_ENGINES_RUNTIME=/usr/sbin/runc to prove the fixtures against runc, and
+CONTAIN_ENGINES_CALLS_OUT=FILE to keep the log of every runtime call the engines made. The engines call
 it through a two-line shell wrapper that appends each argv to a calls log and execs the
 runtime: the tests use that log to show that the engine really ran our binary and, on a
 failure, exactly which call failed.
@@ -259,6 +260,9 @@ def engines_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sessio
     try:
         yield session
     finally:
+        keep = os.environ.get("CONTAIN_ENGINES_CALLS_OUT")
+        if keep:  # every runtime argv the engines used, for docs/engines.md
+            shutil.copyfile(session.calls_log, keep)
         _kill_pids(_pids_mentioning(str(base)))
         _unmount_under(base)
         stuck = remove_cgroup_tree(session.name)
