@@ -9,9 +9,9 @@ in /run/containerd/s/<hash of our address> and Podman writes a blob-info cache t
 The runtime under test is contain's launcher (.venv/bin/contain, `make venv`); set
 CONTAIN_ENGINES_RUNTIME=/usr/sbin/runc to prove the fixtures against runc, and
 CONTAIN_ENGINES_CALLS_OUT=FILE to keep the log of every runtime call the engines made.
-The engines call it through a two-line shell wrapper that appends each argv to a calls log and execs the
-runtime: the tests use that log to show that the engine really ran our binary and, on a
-failure, exactly which call failed.
+The engines call it through a two-line shell wrapper that appends each argv to a calls
+log and execs the runtime: the tests use that log to show that the engine really ran our
+binary and, on a failure, exactly which call failed.
 """
 
 from __future__ import annotations
