@@ -62,6 +62,14 @@ class c_uint8(_SimpleCData):
     _type_ = "B"
 
 
+class c_ushort(_SimpleCData):
+    _type_ = "H"
+
+
+class c_char(_SimpleCData):
+    _type_ = "c"
+
+
 class c_char_p(_SimpleCData):
     _type_ = "z"
 
@@ -71,6 +79,28 @@ class c_void_p(_SimpleCData):
 
 
 c_size_t = c_ulong
+
+
+def create_string_buffer(init: bytes | int, size: int | None = None) -> Any:
+    """A mutable char array holding *init* (bytes) or *init* zero bytes; ``.raw`` reads it."""
+    if isinstance(init, int):
+        return (c_char * init)()
+    buf = (c_char * (size if size is not None else len(init)))()
+    buf.raw = init  # type: ignore[misc,assignment]
+    return buf
+
+
+class CDLL:
+    """``ctypes.CDLL(None, use_errno=True)``'s use here: attribute access yields libc
+    functions that return a C int and save errno."""
+
+    def __init__(self, name: str | None = None, use_errno: bool = True) -> None:
+        self._name = name
+
+    def __getattr__(self, name: str) -> Any:
+        func = function(name, c_int, self._name)
+        setattr(self, name, func)
+        return func
 
 
 class _Library:

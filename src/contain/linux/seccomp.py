@@ -2,16 +2,16 @@
 
 ``set_filter`` is what a container's init calls just before execve: it loads an already
 compiled classic-BPF program, so it needs neither libseccomp nor anything heavier than
-ctypes (already loaded by :mod:`contain.linux.syscalls`). The notify helpers serve seccomp
+the syscall layer's lean ctypes subset (:mod:`contain.linux.native`). The notify helpers serve seccomp
 agents and supervisors: they are plain ioctls on the listener fd.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import struct
 
+from contain.linux import native as ctypes
 from contain.linux.syscalls import syscall
 
 SECCOMP_SET_MODE_STRICT = 0
