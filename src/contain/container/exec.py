@@ -147,9 +147,10 @@ def exec_process(root: str, cid: str, opts: ExecOptions) -> int:
     spec = record.spec()
     seccomp = None
     if spec.linux is not None and spec.linux.seccomp is not None:
+        from contain.container.lifecycle import seccomp_cache
         from contain.security.seccomp import compile_filter
 
-        seccomp = compile_filter(spec.linux.seccomp)
+        seccomp = compile_filter(spec.linux.seccomp, cache_dir=seccomp_cache(root))
     from contain.process.foreground import become_subreaper
 
     if not opts.detach:
@@ -255,8 +256,11 @@ def _spawn(record: store.ContainerRecord, proc: Process, seccomp: Any, console_f
                 os.waitpid(stage, 0)
                 stage = 0
             elif kind == "ready":
-                if _fds:
-                    _hand_listener(record, _fds)
+                from contain.container.lifecycle import log_warnings, take_fd
+
+                log_warnings(msg)
+                if "listener_fd" in msg:
+                    _hand_listener(record, take_fd(pid, msg["listener_fd"]), pid)
                 return pid
             elif kind == "error":
                 raise ContainError(str(msg.get("msg")))
@@ -272,16 +276,15 @@ def _spawn(record: store.ContainerRecord, proc: Process, seccomp: Any, console_f
         parent.close()
 
 
-def _hand_listener(record: store.ContainerRecord, fds: list[int]) -> None:
+def _hand_listener(record: store.ContainerRecord, fd: int, pid: int) -> None:
     from contain.security.seccomp import send_listener
 
     seccomp = (record.config.get("linux") or {}).get("seccomp") or {}
     try:
-        send_listener(seccomp.get("listenerPath", ""), fds[0], record.hook_state("running"),
-                      seccomp.get("listenerMetadata"))
+        send_listener(seccomp.get("listenerPath", ""), fd, record.hook_state("running"),
+                      seccomp.get("listenerMetadata"), pid=pid)
     finally:
-        for fd in fds:
-            os.close(fd)
+        os.close(fd)
 
 
 def _child(ch: Channel, record: store.ContainerRecord, proc: Process, seccomp: Any,
@@ -317,7 +320,7 @@ def _child(ch: Channel, record: store.ContainerRecord, proc: Process, seccomp: A
 def _final(ch: Channel, record: store.ContainerRecord, proc: Process, seccomp: Any,
            console_fd: int, opts: ExecOptions) -> NoReturn:
     from contain.process.init import exec_process as do_exec
-    from contain.process.init import lookup_executable, prepare_process
+    from contain.process.init import lookup_executable, prepare_process, send_ready
 
     if proc.terminal:
         os.setsid()
@@ -330,13 +333,10 @@ def _final(ch: Channel, record: store.ContainerRecord, proc: Process, seccomp: A
         from contain.spec.config import Personality
 
         personality = Personality.decode(linux["personality"], "$.linux.personality")
-    env = prepare_process(proc, seccomp, opts.preserve_fds, personality=personality)
+    warnings: list[str] = []
+    env = prepare_process(proc, seccomp, opts.preserve_fds, personality=personality,
+                          warnings=warnings)
     path = lookup_executable(proc.args[0], env)
-    listener = None
-    if seccomp is not None and seccomp.notify:
-        from contain.security.seccomp import load_filter
-
-        listener = load_filter(seccomp)
-    ch.send({"t": "ready"}, (listener,) if listener is not None else ())
+    send_ready(ch, seccomp, warnings)
     ch.close()
     do_exec(path, proc, env, seccomp)

@@ -2,8 +2,8 @@
 
 ``set_filter`` is what a container's init calls just before execve: it loads an already
 compiled classic-BPF program, so it needs neither libseccomp nor anything heavier than
-the syscall layer's lean ctypes subset (:mod:`contain.linux.native`). The notify helpers serve seccomp
-agents and supervisors: they are plain ioctls on the listener fd.
+the syscall layer's lean ctypes subset (:mod:`contain.linux.native`). The notify helpers
+serve seccomp agents and supervisors: they are plain ioctls on the listener fd.
 """
 
 from __future__ import annotations

@@ -233,13 +233,11 @@ def _stage_init(ch: Channel, cfg: InitConfig) -> None:
         setup_console(cfg.console_fd, proc)
     if not cfg.no_new_keyring:
         _join_keyring(cfg.cid)
+    warnings: list[str] = []
     env = prepare_process(proc, cfg.seccomp, cfg.preserve_fds, extra_env=cfg.env_extra,
-                          personality=linux.personality)
+                          personality=linux.personality, warnings=warnings)
     path = lookup_executable(proc.args[0], env)
-    listener = _load_seccomp_early(cfg.seccomp, proc)
-    ch.send({"t": "ready"}, (listener,) if listener is not None else ())
-    if listener is not None:
-        os.close(listener)
+    send_ready(ch, cfg.seccomp, warnings)
     ch.expect("committed")
     ch.close()
     _wait_for_start(cfg.fifo_fd)
@@ -325,7 +323,7 @@ _SCHED = {"SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3,
 
 def prepare_process(proc: Process, seccomp: Any, preserve_fds: int,
                     extra_env: list[str] | tuple[str, ...] = (),
-                    personality: Any = None) -> list[str]:
+                    personality: Any = None, warnings: list[str] | None = None) -> list[str]:
     """Apply the process fields (cwd, rlimits, scheduling, user, capabilities,
     no_new_privs) in the order that keeps them; return the environment to exec with."""
     import resource
@@ -364,7 +362,9 @@ def prepare_process(proc: Process, seccomp: Any, preserve_fds: int,
         from contain.security.lsm import apply_on_exec
 
         apply_on_exec(proc)
-    _set_identity(proc, seccomp)
+    problems = _set_identity(proc, seccomp)
+    if warnings is not None:
+        warnings.extend(problems)
     if proc.user.umask is not None:
         os.umask(proc.user.umask)
     else:
@@ -408,7 +408,7 @@ def _set_scheduler(proc: Process) -> None:
         raise ContainError(f"process.scheduler: {sch.policy}: {exc.strerror}") from None
 
 
-def _set_identity(proc: Process, seccomp: Any) -> None:
+def _set_identity(proc: Process, seccomp: Any) -> list[str]:
     """Bounding set, user and groups, then the capability sets (KEEPCAPS across setuid);
     a seccomp filter that needs CAP_SYS_ADMIN (no no_new_privs) is loaded before the drop."""
     from contain.security import capabilities as caps_mod
@@ -429,7 +429,7 @@ def _set_identity(proc: Process, seccomp: Any) -> None:
         from contain.security.seccomp import load_filter
 
         load_filter(seccomp)
-    caps_mod.apply_process_identity(proc.capabilities, set_user)
+    return caps_mod.apply_process_identity(proc.capabilities, set_user)
 
 
 def _setgroups_allowed() -> bool:
@@ -484,14 +484,23 @@ def lookup_executable(name: str, env: list[str]) -> str:
     raise ContainError(f'exec: "{name}": executable file not found in $PATH')
 
 
-def _load_seccomp_early(seccomp: Any, proc: Process) -> int | None:
-    """A notify filter is loaded before "ready" so its listener fd can reach the parent
-    (which hands it to the agent); other filters wait until just before execve."""
-    if seccomp is None or not seccomp.notify:
-        return None
-    from contain.security.seccomp import load_filter
+def send_ready(ch: Channel, seccomp: Any, warnings: list[str]) -> None:
+    """Tell the parent we are ready. A notify filter is loaded first, so its listener
+    can reach the agent: we write() its number and the parent copies the fd with
+    pidfd_getfd (a sendmsg could be one of the calls the filter hands to the agent,
+    which does not have the listener yet). Other filters wait until just before execve."""
+    msg: dict[str, Any] = {"t": "ready"}
+    if warnings:
+        msg["warnings"] = warnings
+    if seccomp is not None and seccomp.notify:
+        from contain.security.seccomp import load_filter
 
-    return load_filter(seccomp)
+        msg["listener_fd"] = load_filter(seccomp)
+        from contain.jsonio import dumps
+
+        os.write(ch.fileno(), dumps(msg).encode())
+        return
+    ch.send(msg)
 
 
 def _wait_for_start(fifo_fd: int) -> None:
