@@ -56,13 +56,16 @@ def row_for(tech: runners.Tech, result: dict[str, Any], host_probe: dict[str, An
 
 
 def classify(names: list[str] | None = None, quick: bool = False,
-             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Measure every selected technology; the document ``--format json`` prints."""
+             progress: Callable[[str], None] | None = None,
+             techs: list[runners.Tech] | None = None) -> dict[str, Any]:
+    """Measure every selected technology (by *names*, or the given *techs*); return the
+    document ``--format json`` prints."""
     from contain.inspect import probe as probe_mod
     from contain.inspect import procfs
 
     say = progress or (lambda _msg: None)
-    techs = runners.select(names)
+    if techs is None:
+        techs = runners.select(names)
     if quick and not names:  # the KVM platform can only time out on a machine without KVM
         techs = [t for t in techs if t.key != "runsc-kvm"]
     _, host_probe = probe_mod.run_here()

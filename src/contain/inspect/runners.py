@@ -175,19 +175,21 @@ class OCIRuntime(Tech):
 
     def __init__(self, binary: str, label: str | None = None, comment: str = "",
                  extra: tuple[str, ...] = (), key: str | None = None,
-                 oci_version: str | None = None) -> None:
+                 oci_version: str | None = None, config: dict[str, Any] | None = None
+                 ) -> None:
         self.binary = binary
         self.label = label or binary
         self.key = key or binary
         self.extra = extra
         self.oci_version = oci_version
+        self.config = config  # None: the spec's defaults (`runc spec`)
         self.comment = comment or "OCI bundle with `runc spec`'s default config"
 
     def root(self, work: Work) -> str:
         return os.path.join(work.dir, f"state-{self.key}")
 
     def command(self, work: Work, name: str, argv: list[str]) -> list[str]:
-        bundle = work.bundle(name, argv, oci_version=self.oci_version)
+        bundle = work.bundle(name, argv, self.config, oci_version=self.oci_version)
         return [self.path() or self.binary, "--root", self.root(work), *self.extra, "run",
                 "--bundle", bundle, name]
 
@@ -247,6 +249,16 @@ class ContainSandbox(Tech):
     binary = "contain"
     comment = "`contain sandbox -- CMD`: host root read-only, no image"
 
+    def __init__(self, flags: tuple[str, ...] = (), key: str | None = None,
+                 label: str | None = None) -> None:
+        self.flags = flags
+        if key:
+            self.key = key
+        if label:
+            self.label = label
+        if flags:
+            self.comment = f"`contain sandbox {' '.join(flags)} -- CMD`"
+
     def path(self) -> str | None:
         return contain_launcher()
 
@@ -256,7 +268,7 @@ class ContainSandbox(Tech):
         return VERSION
 
     def command(self, work: Work, name: str, argv: list[str]) -> list[str]:
-        return [self.path() or "contain", "sandbox", "--", *argv]
+        return [self.path() or "contain", "sandbox", *self.flags, "--", *argv]
 
 
 class Bwrap(Tech):
