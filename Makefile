@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CONTAIN := $(VENV)/bin/contain
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv deps lint typecheck check bench install clean
+.PHONY: demo test venv testenv deps lint typecheck check bench install clean
 
 # Set up and run the main job: a command in a sandbox, no image needed.
 demo: venv
@@ -15,13 +15,20 @@ demo: venv
 	   touch /etc/x 2>/dev/null || echo "host root is read-only"; ls -a /tmp'
 
 # Install what the tests need, then lint, type-check and run the whole suite.
-test: deps venv lint typecheck
+test: deps testenv lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The runtime needs no third-party package: a virtualenv and the launcher are enough.
 venv: $(VENV)/.ok
-$(VENV)/.ok: pyproject.toml scripts/make-launcher
+$(VENV)/.ok: scripts/make-launcher
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed"'
 	$(PYTHON) -m venv $(VENV)
+	$(PY) scripts/make-launcher $(CONTAIN)
+	touch $@
+
+# pytest, ruff, mypy (and the package, editable) for the test suite.
+testenv: $(VENV)/.test-ok
+$(VENV)/.test-ok: $(VENV)/.ok pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	$(PY) scripts/make-launcher $(CONTAIN)
 	touch $@
@@ -29,10 +36,10 @@ $(VENV)/.ok: pyproject.toml scripts/make-launcher
 deps:
 	bash scripts/install-deps
 
-lint: venv
+lint: testenv
 	$(VENV)/bin/ruff check src tests benchmarks
 
-typecheck: venv
+typecheck: testenv
 	$(VENV)/bin/mypy
 
 check: lint typecheck
