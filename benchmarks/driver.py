@@ -75,12 +75,16 @@ def probe(session: Session, name: str) -> None:
     try:
         rt = make_runtime(session, name)
         bundle = session.bundle(rt.name, "true", oci_config(["/bin/true"]))
-        cid = session.new_id(rt.name, "probe")
-        c = rt.run(cid, bundle, timeout=60)
-        if c.rc != 0:
+        for attempt in range(3):  # a flaky first run on a busy machine is not a verdict
+            cid = session.new_id(rt.name, "probe")
+            c = rt.run(cid, bundle, timeout=60)
+            if c.rc == 0:
+                break
             if isinstance(rt, OciRuntime):
                 rt.delete(cid, force=True)
-            raise BenchError(c.describe())
+            if attempt == 2 or "not supported" in c.err:
+                raise BenchError(c.describe())
+            session.progress.message(f"runtime {name}: probe failed, retrying: {c.describe()}")
     except BenchError as exc:
         session.failed[name] = str(exc)
         session.progress.message(f"runtime {name}: left out: {exc}")
@@ -158,6 +162,10 @@ def render(meta: dict[str, Any], session: Session, results: list[Result],
         lines.append(f"| {name} | | **left out**: {err.replace('|', '/')} |")
     if plot_note:
         lines += ["", f"Plots skipped: {plot_note}."]
+    if session.killed:
+        lines += ["", "Runs killed by SIGKILL from outside and retried (another workload on "
+                  "this machine kills processes in foreign namespaces): "
+                  + ", ".join(f"{k} {v}" for k, v in session.killed.items()) + "."]
     for r in results:
         lines += ["", f"## {r.title}", ""]
         lines += [f"_{n.strip()}_" for n in r.notes if n.strip() and "Traceback" not in n]
@@ -226,7 +234,8 @@ def main(runtimes: Sequence[str] | None = None, quick: bool = False,
         runtime_info[name] = {"ok": False, "error": err}
     meta: dict[str, Any] = {"machine": machine(), "quick": quick, "seconds": time.monotonic() - t0,
             "interrupted": interrupted, "cleanup_problems": leftovers,
-            "plots_skipped": plot_note, "runtimes": runtime_info}
+            "plots_skipped": plot_note, "runtimes": runtime_info,
+            "retried_after_outside_sigkill": session.killed, "tmp": str(session.tmp)}
     doc = {"meta": meta, "benchmarks": {r.name: r.to_json() for r in results}}
     (out_dir / "results.json").write_text(json.dumps(_clean(doc), indent=1) + "\n")
     text = render(meta, session, results, plot_note)

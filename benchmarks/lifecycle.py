@@ -15,6 +15,7 @@ import math
 from benchmarks import plots
 from benchmarks.common import (
     BenchError,
+    Failures,
     OciRuntime,
     Result,
     Runtime,
@@ -77,28 +78,28 @@ def run(session: Session) -> Result:
     runtimes = list(session.runtimes)
     samples: dict[str, dict[str, list[float]]] = {
         rt.name: {p: [] for p in (*PHASES, "create+start+delete")} for rt in runtimes}
-    lc_errors: dict[str, str] = {}
+    fails = Failures(result)
     with stopwatch(result):
         session.progress.start("lifecycle", (rounds + 1) * len(runtimes))
         for r in range(rounds + 1):  # round 0 warms caches up and is dropped
             for rt in rotate(runtimes, r):
-                if rt.name in result.errors:
+                if fails.given_up(rt.name):
                     session.progress.step(f"{rt.name} (failed)")
                     continue
                 target = {k: [] for k in samples[rt.name]} if r == 0 else samples[rt.name]
+                lc_key = f"{rt.name}/create-start-delete"
                 try:
-                    one_round(session, rt, target, lifecycle=rt.name not in lc_errors)
+                    one_round(session, rt, target, lifecycle=not fails.given_up(lc_key))
                 except LifecycleError as exc:
-                    lc_errors[rt.name] = f"create/start/delete: {exc}"
+                    fails.record(lc_key, exc)
                 except BenchError as exc:
-                    result.errors[rt.name] = str(exc)
+                    fails.record(rt.name, exc)
                 session.progress.step(f"round {r} {rt.name}")
         session.progress.finish()
-    for name, err in lc_errors.items():
-        result.errors.setdefault(name, err)
+    result.data["failures"] = fails.counts
     summary = {rt: {p: summarize(v) for p, v in ph.items() if v} for rt, ph in samples.items()}
-    result.data = {"rounds": rounds, "unit": "seconds", "samples": samples, "summary": summary,
-                   "ratio_to_runc": ratios(summary)}
+    result.data.update({"rounds": rounds, "unit": "seconds", "samples": samples,
+                        "summary": summary, "ratio_to_runc": ratios(summary)})
     result.markdown = table(summary, result.data["ratio_to_runc"], result.errors)
     result.notes.append(f"{rounds} rounds after one warm-up round; runtimes interleaved, "
                         "order rotated every round; spread = p10..p90")

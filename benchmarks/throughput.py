@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from benchmarks import plots
 from benchmarks.common import (
     BenchError,
+    Failures,
     OciRuntime,
     Result,
     Runtime,
@@ -65,16 +66,17 @@ def run(session: Session) -> Result:
     runtimes = list(session.runtimes)
     samples: dict[str, dict[str, list[float]]] = {rt.name: {k: [] for k in modes}
                                                   for rt in runtimes}
+    fails = Failures(result, limit=2)
     with stopwatch(result):
         session.progress.start("throughput", rounds * len(runtimes) * len(modes))
         for r in range(rounds):
             for rt in rotate(runtimes, r):
                 for mode, workers in modes.items():
-                    if rt.name not in result.errors:
+                    if not fails.given_up(rt.name):
                         try:
                             samples[rt.name][mode].append(batch(session, rt, m, workers))
                         except BenchError as exc:
-                            result.errors[rt.name] = str(exc)
+                            fails.record(rt.name, exc)
                     session.progress.step(f"{rt.name} {mode}")
         session.progress.finish()
     summary = {rt: {mode: summarize(v) for mode, v in per.items() if v}

@@ -53,13 +53,24 @@ def _benchmarks_package() -> str:
     return repo
 
 
+def _add_site_packages(repo: str) -> None:
+    """The fast launcher runs the base interpreter without site: for bench only, add the
+    virtualenv's site-packages (where the optional matplotlib is installed)."""
+    import site
+
+    pyver = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    for venv in (os.path.dirname(os.path.dirname(os.path.abspath(sys.argv[0]))),
+                 os.path.join(repo, ".venv"), sys.prefix):
+        if os.path.isfile(os.path.join(venv, "pyvenv.cfg")):
+            site.addsitedir(os.path.join(venv, "lib", pyver, "site-packages"))
+            return
+    site.main()
+
+
 def bench(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
     repo = _benchmarks_package()
     if sys.flags.no_site:
-        # the fast launcher runs without site: add site-packages (matplotlib) for bench only
-        import site
-
-        site.main()
+        _add_site_packages(repo)
     if repo not in sys.path:
         sys.path.insert(0, repo)
     from benchmarks.common import BenchError
