@@ -216,7 +216,6 @@ def _stage_init(ch: Channel, cfg: InitConfig) -> None:
 
         run_hooks("createContainer", spec.hooks.create_container, state or {})
     setup.enter_root(cfg.rootfs, cfg.no_pivot)
-    setup.finish(spec)
     if spec.hostname:
         from contain.linux.syscalls import sethostname
 
@@ -225,8 +224,10 @@ def _stage_init(ch: Channel, cfg: InitConfig) -> None:
         from contain.linux.syscalls import setdomainname
 
         setdomainname(spec.domainname)
+    # sysctls before the read-only paths: /proc/sys is one of them
     for key, value in linux.sysctl.items():
         _write_sysctl(key, value)
+    setup.finish(spec)
     if proc.terminal:
         from contain.process.console import setup_console
 

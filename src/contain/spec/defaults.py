@@ -47,8 +47,10 @@ def default_spec(rootless: bool = False) -> dict[str, Any]:
             "args": ["sh"],
             "env": [DEFAULT_PATH, "TERM=xterm"],
             "cwd": "/",
+            # no ambient set: without the same names in the inheritable set the kernel
+            # refuses to raise them, and every run would warn so
             "capabilities": {"bounding": caps, "effective": list(caps),
-                             "permitted": list(caps), "ambient": list(caps)},
+                             "permitted": list(caps)},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": True,
         },
