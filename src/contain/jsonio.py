@@ -50,12 +50,30 @@ def loads(data: str | bytes) -> Any:
     except StopIteration as exc:
         raise JSONDecodeError("expecting value", doc, exc.value) from None
     except ValueError as exc:
-        raise JSONDecodeError(str(exc).split(":")[0].lower(), doc, i) from None
+        raise _decode_error(exc, doc, i) from None
+    except SystemError:
+        # _json reports most syntax errors through json.decoder.JSONDecodeError, which it
+        # only finds when json.decoder is already imported; otherwise it fails with
+        # "returned NULL without setting an exception". On this error path, import it
+        # and scan again for the precise message.
+        import json.decoder  # noqa: F401
+
+        try:
+            value, end = _scan(doc, i)
+        except StopIteration as exc:
+            raise JSONDecodeError("expecting value", doc, exc.value) from None
+        except ValueError as exc:
+            raise _decode_error(exc, doc, i) from None
     while end < n and doc[end] in _WS:
         end += 1
     if end != n:
         raise JSONDecodeError("extra data", doc, end)
     return value
+
+
+def _decode_error(exc: ValueError, doc: str, pos: int) -> JSONDecodeError:
+    msg = getattr(exc, "msg", None) or str(exc).split(":")[0]
+    return JSONDecodeError(msg[:1].lower() + msg[1:], doc, getattr(exc, "pos", pos))
 
 
 def _float(o: float) -> str:
