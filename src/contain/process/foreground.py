@@ -35,7 +35,10 @@ def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOpti
     """create + start (+ wait + delete unless detached); return the exit code."""
     import _socket
 
-    assert spec.process is not None
+    if spec.process is None:  # (create() says so too, but we look at it first)
+        from contain.spec.decode import fail
+
+        raise fail("$.process", "required field is missing")
     local_tty = spec.process.terminal and not opts.console_socket and not detach
     pair = None
     if local_tty:
