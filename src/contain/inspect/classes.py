@@ -196,7 +196,7 @@ def class_of(marks: dict[str, dict[str, Any]], separate_kernel: bool | None = No
                ("; a container extended by sandboxing (survey 4.4.1)" if on(
                    "Container/Namespaces") else ""))
     elif on("Container/Namespaces"):
-        name, why = "container", "private namespaces (" + ", ".join(ctr) + ")"
+        name, why = "container", "container enablers: " + ", ".join(ctr)
     else:
         name = "host"
         why = "no private namespace, no syscall filter, no hypervisor"
