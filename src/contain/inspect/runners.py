@@ -318,8 +318,10 @@ class Containerd(Tech):
     key = "containerd"
     label = "containerd"
     binary = "containerd"
-    comment = "ctr run --rootfs against the running daemon"
-    address = "/run/containerd/containerd.sock"
+    comment = "ctr run --rootfs against the running daemon ($CONTAINERD_ADDRESS)"
+
+    def __init__(self) -> None:
+        self.address = os.environ.get("CONTAINERD_ADDRESS") or "/run/containerd/containerd.sock"
 
     def missing(self) -> str | None:
         if not self.path():
