@@ -167,16 +167,39 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
     cfg = _init_config(spec, cid, bundle, rootfs, opts, seccomp)
     rootless = opts.rootless or os.geteuid() != 0
     mgr = None
+    warmer = None
     if not rootless or linux.cgroups_path:
         from contain.cgroups import new_manager
+        from contain.cgroups.warm import AttachWarmer
 
         mgr = new_manager(linux.cgroups_path, cid, rootless=rootless)
         mgr.validate(linux.resources)
+        if not rootless:
+            warmer = AttachWarmer()
+            warmer.start()
+    try:
+        return _create(root, cid, bundle, opts, spec, rootfs, cfg, mgr, rootless)
+    finally:
+        if warmer is not None:
+            warmer.stop()
+
+
+def _create(root: str, cid: str, bundle: str, opts: CreateOptions, spec: Spec, rootfs: str,
+            cfg: InitConfig, mgr: Manager | None, rootless: bool) -> ContainerRecord:
     path = store.claim(root, cid)
     record = store.ContainerRecord(root, cid, {})
     pid = 0
     console_sock = None
+    # Held until create is done (the child closes its copy at once): a concurrent
+    # start/delete waits for us; if we are killed halfway, the lock goes with us and
+    # `delete` finds the cgroup to remove in the provisional state.json.
+    lock = store.Lock(path).__enter__()
+    cfg.close_in_child = lock.fd
     try:
+        record.bundle = bundle
+        record.rootfs = rootfs
+        record.cgroup = mgr.to_json() if mgr is not None else None
+        store.save(record, sync=False)
         fifo = os.path.join(path, store.FIFO_NAME)
         os.mkfifo(fifo, 0o600)
         _hand_fifo_to_process(fifo, spec)
@@ -188,8 +211,6 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
             cfg.console_fd = console_sock.fileno()
         elif opts.console_fd >= 0:
             cfg.console_fd = opts.console_fd
-        record.bundle = bundle
-        record.rootfs = rootfs
         record.created = _now_rfc3339()
         record.owner = _owner()
         record.annotations = spec.annotations
@@ -206,6 +227,7 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
         store.remove_dir(path)
         raise
     finally:
+        lock.__exit__()
         if cfg.fifo_fd >= 0:
             os.close(cfg.fifo_fd)
         if console_sock is not None:

@@ -168,8 +168,9 @@ def load(root: str, cid: str) -> ContainerRecord:
     return ContainerRecord(root, cid, data)
 
 
-def save(record: ContainerRecord) -> None:
-    """Write state.json atomically: a temporary file, fsync, rename."""
+def save(record: ContainerRecord, sync: bool = True) -> None:
+    """Write state.json atomically: a temporary file, fsync, rename (*sync* False for
+    the provisional record written while create runs)."""
     from contain.jsonio import dumps
 
     final = os.path.join(record.dir, STATE_FILE)
@@ -177,7 +178,8 @@ def save(record: ContainerRecord) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, dumps(record.to_json()).encode())
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(tmp, final)

@@ -40,7 +40,7 @@ class InitConfig:
     __slots__ = ("spec", "cid", "bundle", "rootfs", "new_flags", "join", "new_userns",
                  "fifo_fd", "console_fd", "preserve_fds", "no_pivot",
                  "no_new_keyring", "seccomp", "parent_hooks", "container_hooks",
-                 "start_hooks", "env_extra", "stdio", "cgroup_sync")
+                 "start_hooks", "env_extra", "stdio", "cgroup_sync", "close_in_child")
 
     def __init__(self, spec: Spec, cid: str, bundle: str, rootfs: str) -> None:
         self.spec = spec
@@ -62,6 +62,7 @@ class InitConfig:
         self.env_extra: list[str] = []
         self.stdio: tuple[int, int, int] | None = None
         self.cgroup_sync = False  # the parent joins us to the cgroup and says "cgroup"
+        self.close_in_child = -1  # the parent's lock on the container directory
 
     def forks(self) -> bool:
         """Whether the first child forks again (a new or joined PID or time namespace)."""
@@ -138,6 +139,8 @@ def report_failure(ch: Channel, exc: BaseException) -> None:
 
 def _stage_namespaces(ch: Channel, cfg: InitConfig) -> None:
     prctl(c.PR_SET_DUMPABLE, 0)
+    if cfg.close_in_child >= 0:
+        os.close(cfg.close_in_child)
     if cfg.stdio is not None:
         for target, fd in enumerate(cfg.stdio):
             if fd != target:
