@@ -211,6 +211,12 @@ def _create(root: str, cid: str, bundle: str, opts: CreateOptions, spec: Spec, r
             cfg.console_fd = console_sock.fileno()
         elif opts.console_fd >= 0:
             cfg.console_fd = opts.console_fd
+        if any(m.uid_mappings for m in spec.mounts):
+            from contain.rootfs.idmap import userns_fd_for
+
+            for i, m in enumerate(spec.mounts):
+                if m.uid_mappings:
+                    cfg.idmap_userns[i] = userns_fd_for(m.uid_mappings, m.gid_mappings)
         record.created = _now_rfc3339()
         record.owner = _owner()
         record.annotations = spec.annotations
@@ -228,6 +234,8 @@ def _create(root: str, cid: str, bundle: str, opts: CreateOptions, spec: Spec, r
         raise
     finally:
         lock.__exit__()
+        for fd in cfg.idmap_userns.values():
+            os.close(fd)
         if cfg.fifo_fd >= 0:
             os.close(cfg.fifo_fd)
         if console_sock is not None:

@@ -40,7 +40,8 @@ class InitConfig:
     __slots__ = ("spec", "cid", "bundle", "rootfs", "new_flags", "join", "new_userns",
                  "fifo_fd", "console_fd", "preserve_fds", "no_pivot",
                  "no_new_keyring", "seccomp", "parent_hooks", "container_hooks",
-                 "start_hooks", "env_extra", "stdio", "cgroup_sync", "close_in_child")
+                 "start_hooks", "env_extra", "stdio", "cgroup_sync", "close_in_child",
+                 "idmap_userns")
 
     def __init__(self, spec: Spec, cid: str, bundle: str, rootfs: str) -> None:
         self.spec = spec
@@ -63,6 +64,7 @@ class InitConfig:
         self.stdio: tuple[int, int, int] | None = None
         self.cgroup_sync = False  # the parent joins us to the cgroup and says "cgroup"
         self.close_in_child = -1  # the parent's lock on the container directory
+        self.idmap_userns: dict[int, int] = {}  # mount index -> user namespace fd
 
     def forks(self) -> bool:
         """Whether the first child forks again (a new or joined PID or time namespace)."""
@@ -207,7 +209,8 @@ def _stage_init(ch: Channel, cfg: InitConfig) -> None:
 
     in_cgroup = _CgroupGate(ch, cfg)
     setup.prepare(spec, cfg.rootfs, cfg.bundle, userns=_in_userns(cfg),
-                  cgroupns=bool(cfg.new_flags & c.CLONE_NEWCGROUP), before_cgroup=in_cgroup)
+                  cgroupns=bool(cfg.new_flags & c.CLONE_NEWCGROUP), before_cgroup=in_cgroup,
+                  idmap_userns=cfg.idmap_userns)
     in_cgroup()
     _make_cwd(cfg.rootfs, proc.cwd)
     if cfg.parent_hooks or cfg.container_hooks or cfg.start_hooks:

@@ -51,22 +51,24 @@ def userns_fd_for(uid_maps: list[IDMapping], gid_maps: list[IDMapping]) -> int:
         os.waitpid(pid, 0)
 
 
-def mount_idmapped(source: str, target: str, m: Mount, recursive: bool) -> None:
+def mount_idmapped(source: str, target: str, m: Mount, recursive: bool, userns: int) -> None:
+    """Attach an id-mapped clone of *source* at *target*; *userns* is an fd of a user
+    namespace with the mount's mappings (made by the runtime on the host with
+    :func:`userns_fd_for`: the init's /proc may not show its own children yet)."""
     flags = c.OPEN_TREE_CLONE | c.OPEN_TREE_CLOEXEC | (c.AT_RECURSIVE if recursive else 0)
     try:
         tree = open_tree(AT_FDCWD, source, flags)
     except OSError as exc:
         raise ContainError(f"idmapped mount {source}: {exc.strerror}") from None
     try:
-        userns = userns_fd_for(m.uid_mappings, m.gid_mappings)
         try:
             mount_setattr(tree, "", c.AT_EMPTY_PATH | (c.AT_RECURSIVE if recursive else 0),
                           c.MOUNT_ATTR_IDMAP, userns_fd=userns)
         except OSError as exc:
             raise ContainError(f"idmapped mount {source} on {m.destination}: {exc.strerror} "
                                "(does the filesystem support id mapping?)") from None
-        finally:
-            os.close(userns)
-        move_mount(tree, "", AT_FDCWD, target, c.MOVE_MOUNT_F_EMPTY_PATH)
+        # the target is /proc/self/fd/N: follow that (magic) link to the resolved directory
+        move_mount(tree, "", AT_FDCWD, target,
+                   c.MOVE_MOUNT_F_EMPTY_PATH | c.MOVE_MOUNT_T_SYMLINKS)
     finally:
         os.close(tree)

@@ -150,7 +150,7 @@ def mount_entry(root_fd: int, m: Mount, index: int, bundle: str, ctx: MountConte
         if not is_bind and not is_dir_fd(dest_fd):
             raise ContainError(f"{where}: destination is not a directory")
         if is_bind:
-            _mount_bind(source, target, opts, m, where)
+            _mount_bind(source, target, opts, m, where, ctx.idmap_userns.get(index, -1))
         elif fstype == "sysfs" or fstype == "mqueue":
             try:
                 _mount_fs(m.source or fstype, fstype, target, opts, where)
@@ -197,12 +197,14 @@ def mount_entry(root_fd: int, m: Mount, index: int, bundle: str, ctx: MountConte
 class MountContext:
     """What the mount code needs to know about the container being set up."""
 
-    __slots__ = ("userns", "cgroupns", "rootfs")
+    __slots__ = ("userns", "cgroupns", "rootfs", "idmap_userns")
 
-    def __init__(self, userns: bool, cgroupns: bool, rootfs: str) -> None:
+    def __init__(self, userns: bool, cgroupns: bool, rootfs: str,
+                 idmap_userns: dict[int, int] | None = None) -> None:
         self.userns = userns
         self.cgroupns = cgroupns
         self.rootfs = rootfs
+        self.idmap_userns = idmap_userns or {}  # mount index -> user namespace fd
 
     def reopen(self, root_fd: int, destination: str) -> int:
         """An O_PATH fd of the mount now on *destination*."""
@@ -221,11 +223,12 @@ def _mount_fs(source: str, fstype: str, target: str, opts: MountOptions, where: 
         raise ContainError(f"{where}: mount {fstype}: {exc.strerror}") from None
 
 
-def _mount_bind(source: str, target: str, opts: MountOptions, m: Mount, where: str) -> None:
+def _mount_bind(source: str, target: str, opts: MountOptions, m: Mount, where: str,
+                userns: int) -> None:
     if m.uid_mappings:
         from contain.rootfs.idmap import mount_idmapped
 
-        mount_idmapped(source, target, m, opts.flags & c.MS_REC != 0)
+        mount_idmapped(source, target, m, opts.flags & c.MS_REC != 0, userns)
         return
     try:
         mount(source, target, None, c.MS_BIND | (opts.flags & c.MS_REC))

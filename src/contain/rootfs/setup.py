@@ -38,7 +38,8 @@ DEV_SYMLINKS = (("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
 
 
 def prepare(spec: Spec, rootfs: str, bundle: str, userns: bool, cgroupns: bool,
-            before_cgroup: Callable[[], None] | None = None) -> None:
+            before_cgroup: Callable[[], None] | None = None,
+            idmap_userns: dict[int, int] | None = None) -> None:
     """Everything before pivot_root: propagation, self-bind, mounts, /dev.
     *before_cgroup* is called before the first cgroup filesystem is mounted."""
     linux = spec.linux
@@ -54,7 +55,7 @@ def prepare(spec: Spec, rootfs: str, bundle: str, userns: bool, cgroupns: bool,
     mount(rootfs, rootfs, None, c.MS_BIND | c.MS_REC)
     root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        ctx = MountContext(userns, cgroupns, rootfs)
+        ctx = MountContext(userns, cgroupns, rootfs, idmap_userns)
         dev_is_bind = False
         for i, m in enumerate(spec.mounts):
             if before_cgroup is not None and m.type in ("cgroup", "cgroup2"):
