@@ -59,8 +59,9 @@ class Manager:
         out: dict[str, Any] = {"layout": self.layout, "path": self.path, "paths": self._paths}
         if self.rootless:
             out["rootless"] = True
-        if self.created:
-            out["created"] = self.created
+        # the live dict: a record that saved to_json() before create() still learns
+        # which directories create() made (so destroy removes the parents it made)
+        out["created"] = self.created
         if self.unified_mount and self.unified_mount not in ("/sys/fs/cgroup",
                                                              "/sys/fs/cgroup/unified"):
             out["unified_mount"] = self.unified_mount
@@ -98,7 +99,7 @@ class Manager:
                 if not new:
                     continue
                 made.extend(new)
-                self.created[key] = len(new)
+                self.created[key] = len(new)  # (kept in the same dict: see to_json)
                 if key == "cpuset":
                     for nd in new:
                         parent = os.path.dirname(nd)
@@ -112,11 +113,11 @@ class Manager:
                 for d in reversed(made):
                     _rmdir_quiet(d)
                 self._paths = {k: v for k, v in self._paths.items() if os.path.isdir(v)}
-                self.created = {}
+                self.created.clear()
                 return
             for d in reversed(made):
                 _rmdir_quiet(d)
-            self.created = {}
+            self.created.clear()
             raise ContainError(f"cannot create cgroup: {_oserr(exc)}") from None
 
     def enable(self, controllers: tuple[str, ...] | list[str]) -> None:

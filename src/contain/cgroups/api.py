@@ -92,6 +92,15 @@ def update(root: str, cid: str, resources: dict[str, Any] | Resources) -> dict[s
     linux.resources object: only the fields given change (runc's merge rules).
     The merged resources are applied as a whole (restored on failure) and saved in the
     container's state. Returns the merged linux.resources."""
+    from contain.errors import SpecError
+
+    try:
+        return _update(root, cid, resources)
+    except SpecError as exc:  # name the update, not config.json, as the source
+        raise SpecError(exc.path, exc.message, document="update") from None
+
+
+def _update(root: str, cid: str, resources: dict[str, Any] | Resources) -> dict[str, Any]:
     from contain.container import store
     from contain.spec.config import Resources
 

@@ -160,7 +160,7 @@ def _read_resources(source: str) -> dict[str, Any]:
         raise ContainError(f"cannot read resources {source}: {exc.strerror}") from None
     try:
         obj = loads(data)
-    except ValueError as exc:
+    except (ValueError, SystemError) as exc:  # (the C scanner can raise SystemError)
         raise ContainError(f"resources {source}: invalid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ContainError(f"resources {source}: expected a JSON object")
