@@ -8,10 +8,11 @@ BPF_CGROUP_DEVICE, BPF_PROG_QUERY and BPF_PROG_GET_FD_BY_ID. Programs are given 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import struct
 
+from contain.linux import native as ctypes
+from contain.linux.native import function
 from contain.linux.syscalls import NR
 
 # commands
@@ -46,9 +47,7 @@ BPF_DEVCG_ACC_WRITE = 4
 BPF_DEVCG_DEV_BLOCK = 1
 BPF_DEVCG_DEV_CHAR = 2
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+_syscall = function("syscall", ctypes.c_long)
 
 
 def insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
