@@ -168,9 +168,16 @@ def _stage_namespaces(ch: Channel, cfg: InitConfig) -> None:
                                f"{exc.strerror}") from None
         os.close(fd)
     if cfg.new_userns:
+        # an unprivileged parent can only open our /proc/<pid>/uid_map (root-owned while
+        # we are not dumpable) if we are dumpable: briefly, as runc's nsexec does
+        rootless = os.geteuid() != 0  # (before unshare: then we are the overflow uid)
         unshare(c.CLONE_NEWUSER)
+        if rootless:
+            prctl(c.PR_SET_DUMPABLE, 1)
         ch.send({"t": "userns"})
         ch.expect("ok")
+        if rootless:
+            prctl(c.PR_SET_DUMPABLE, 0)
     if cfg.new_userns or any(flag == c.CLONE_NEWUSER for flag, _ in cfg.join):
         _become_root_in_userns()
     # the cgroup namespace waits until the parent has moved us into the cgroup
