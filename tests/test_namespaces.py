@@ -308,3 +308,45 @@ def test_time_offsets(run_sh: Runner) -> None:
     offsets = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
     assert offsets["boottime"] == [str(days), "0"]
     assert offsets["monotonic"] == [str(2 * days), "0"]
+
+
+# -- sysctls (namespaced ones only) -----------------------------------------------------------
+
+def test_sysctls_of_the_containers_own_namespaces(run_sh: Runner) -> None:
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        host_forward = f.read()
+
+    def mutate(cfg: dict[str, Any]) -> None:
+        cfg["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1",
+                                  "net.ipv4.ping_group_range": "0 2147483647",
+                                  "kernel.shmmni": "1234",
+                                  "fs.mqueue.msg_max": "20",
+                                  "kernel.domainname": "sysctl.test"}
+
+    out = ok(run_sh("cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/ping_group_range "
+                    "/proc/sys/kernel/shmmni /proc/sys/fs/mqueue/msg_max "
+                    "/proc/sys/kernel/domainname; "
+                    "(echo 0 > /proc/sys/net/ipv4/ip_forward) 2>&1; true", mutate))
+    lines = out.splitlines()
+    assert lines[0] == "1"
+    assert lines[1].split() == ["0", "2147483647"]
+    assert lines[2:5] == ["1234", "20", "sysctl.test"]
+    assert "Read-only file system" in lines[5]  # /proc/sys is read-only afterwards
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        assert f.read() == host_forward
+
+
+def test_sysctl_outside_the_containers_namespaces_is_refused(run_sh: Runner) -> None:
+    with open("/proc/sys/kernel/shmmni") as f:
+        host = f.read()
+
+    def mutate(cfg: dict[str, Any]) -> None:
+        cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"]
+                                      if n["type"] != "ipc"]
+        cfg["linux"]["sysctl"] = {"kernel.shmmni": "999"}
+
+    proc = run_sh("true", mutate)
+    assert proc.returncode == 1
+    assert "$.linux.sysctl.kernel.shmmni" in proc.stderr and "ipc" in proc.stderr
+    with open("/proc/sys/kernel/shmmni") as f:
+        assert f.read() == host
