@@ -167,6 +167,7 @@ def test_fake_refusals(fake: Manager, obj: dict, field: str) -> None:
 def test_fake_missing_controller(fake: Manager) -> None:
     """FAKE: a controller the tree does not offer is refused before any write."""
     Path(fake.paths()["unified"], "cgroup.controllers").write_text("memory pids")
+    Path(fake.unified_mount or "", "cgroup.controllers").write_text("memory pids")
     with pytest.raises(SpecError, match="io controller") as info:
         fake.set(res({"pids": {"limit": 5}, "blockIO": {"weight": 100}}), skip_devices=True)
     assert info.value.path == "$.linux.resources.blockIO"
@@ -353,3 +354,32 @@ def test_program_shape() -> None:
     assert len(prog) % 8 == 0
     assert prog[-8:] == bpf.insn(bpf.BPF_JMP_EXIT)
     assert prog[-16:-8] == bpf.insn(bpf.BPF_ALU64_MOV_K, dst=0, imm=0)
+
+
+@needs_unified
+def test_real_hybrid_manager_hugetlb() -> None:
+    """REAL: the hybrid Manager (v1 controllers + this cgroup2 tree) puts huge page limits
+    in the cgroup2 directory, enabling hugetlb down the path only because it is asked
+    for; every directory is gone after destroy."""
+    from contain.cgroups import new_manager
+
+    if not os.path.exists("/sys/kernel/mm/hugepages/hugepages-2048kB"):
+        pytest.skip("no 2MB huge pages")
+    before = (UNIFIED / "cgroup.subtree_control").read_text().split()
+    mgr = new_manager(None, f"ctest-{uuid.uuid4().hex[:8]}")
+    assert mgr.layout == "hybrid"
+    limits = res({"hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 21}],
+                  "pids": {"limit": 10}})
+    mgr.validate(limits)
+    mgr.create()
+    try:
+        mgr.set(limits)
+        assert _f(mgr, "hugetlb.2MB.max") == str(4 << 21)
+        assert Path(mgr.paths()["pids"], "pids.max").read_text().strip() == "10"
+        assert "2MB" in mgr.stats().to_json()["hugetlb"]
+    finally:
+        mgr.destroy()
+        for c in (UNIFIED / "cgroup.subtree_control").read_text().split():
+            if c not in before:
+                (UNIFIED / "cgroup.subtree_control").write_text("-" + c)
+    assert not any(os.path.exists(p) for p in mgr.paths().values())

@@ -137,20 +137,18 @@ def swap_to_v2(swap: int, memory: int, field: str) -> int:
 
 
 def _v2_available(mgr: Manager) -> set[str]:
-    """Controllers the container's cgroup2 directory has (or will have once created:
-    what its nearest existing ancestor offers)."""
-    d = mgr.unified()
-    while d:
+    """Controllers the container's cgroup2 directory has or can be given: its own, plus
+    what the tree's root offers (``Manager.enable`` pushes those down the path; a level
+    that cannot take one makes that write fail, and the set is undone)."""
+    out: set[str] = set()
+    for d in (mgr.unified(), mgr.unified_mount):
+        if not d:
+            continue
         try:
-            return set(read_text(d, "cgroup.controllers").split())
-        except FileNotFoundError:
-            parent = os.path.dirname(d)
-            if parent == d:
-                break
-            d = parent
+            out.update(read_text(d, "cgroup.controllers").split())
         except OSError:
-            break
-    return set()
+            continue
+    return out
 
 
 def _num(value: int) -> str:
