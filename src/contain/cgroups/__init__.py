@@ -159,7 +159,7 @@ class Manager:
         from contain.cgroups.resources import apply, plan
 
         ops = plan(self, resources, skip_devices=skip_devices,
-                   linux_device_paths=linux_device_paths)
+                   linux_device_paths=linux_device_paths, warn=True)
         apply(self, ops)
 
     def destroy(self) -> None:

@@ -158,10 +158,11 @@ def _num(value: int) -> str:
 # -- planning ------------------------------------------------------------------------------
 
 class _Plan:
-    __slots__ = ("avail2", "enable2", "mgr", "ops", "v2")
+    __slots__ = ("avail2", "enable2", "mgr", "ops", "v2", "warn")
 
-    def __init__(self, mgr: Manager) -> None:
+    def __init__(self, mgr: Manager, warn: bool = False) -> None:
         self.mgr = mgr
+        self.warn = warn
         self.ops: list[Op] = []
         self.v2 = mgr.layout == "v2"
         self.avail2: set[str] | None = None
@@ -196,8 +197,8 @@ class _Plan:
 
 
 def plan(mgr: Manager, res: Resources | None, *, skip_devices: bool = False,
-         linux_device_paths: tuple[str, ...] | list[str] = ()) -> list[Op]:
-    p = _Plan(mgr)
+         linux_device_paths: tuple[str, ...] | list[str] = (), warn: bool = False) -> list[Op]:
+    p = _Plan(mgr, warn)
     if res is None:
         return p.ops
     _memory(p, res)
@@ -226,7 +227,7 @@ def _memory(p: _Plan, res: Resources) -> None:
     limit = m.limit or 0
     swap = m.swap or 0
     reservation = m.reservation or 0
-    if m.kernel or m.kernel_tcp:
+    if (m.kernel or m.kernel_tcp) and p.warn:
         from contain import log
 
         log.warning("kernel memory settings (memory.kernel, memory.kernelTCP) are ignored: "

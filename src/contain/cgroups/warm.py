@@ -2,17 +2,22 @@
 
 Moving a task into a cgroup takes the global ``cgroup_threadgroup_rwsem`` for writing;
 when that lock has been idle, taking it waits for a full RCU grace period (10-25 ms on
-this project's machines), and the *first* attach of every ``create`` pays it -- about a
-third of a container's start-up. The lock stays cheap for one grace period after each
-use. So, from the start of create until the init has been attached, a thread of the
-runtime re-writes its own pid into its *own* cgroup (a no-op move) every 2 ms: the first
-such write absorbs the wait in parallel with the rest of create, and the real attach
-then finds the lock warm (~1 ms instead of ~10-25).
+this project's machines) -- while holding ``cgroup_mutex``, so a cgroup mkdir waits too.
+The lock stays cheap for about one grace period after each use.
+
+So ``create``, ``run`` and ``exec`` start, as their very first step, a thread that writes
+the runtime's own pid into its *own* cgroup (a no-op move) every few milliseconds until
+the container's process has been attached: the first write absorbs the grace period
+while the command parses its config and imports its modules, and the real attach then
+finds the lock warm (~1 ms instead of 10-25).
 """
 
 from __future__ import annotations
 
 import os
+
+_INTERVAL = 0.004
+_state = {"running": False}
 
 
 def _own_procs_file() -> str | None:
@@ -37,39 +42,39 @@ def _own_procs_file() -> str | None:
     return None
 
 
-class AttachWarmer:
-    """Start with :meth:`start`, stop with :meth:`stop` once the init is attached."""
+def start() -> None:
+    """Start warming (once per process; only root may move itself)."""
+    if _state["running"] or os.geteuid() != 0:
+        return
+    path = _own_procs_file()
+    if path is None:
+        return
+    import _thread
 
-    INTERVAL = 0.002
+    _state["running"] = True
+    _thread.start_new_thread(_loop, (path, str(os.getpid()).encode()))
 
-    def __init__(self) -> None:
-        self.running = False
 
-    def start(self) -> None:
-        path = _own_procs_file()
-        if path is None:
-            return
-        import _thread
+def _loop(path: str, pid: bytes) -> None:
+    import time
 
-        self.running = True
-        _thread.start_new_thread(self._loop, (path, str(os.getpid()).encode()))
+    # plain os calls only: the main thread may fork meanwhile, and the child must not
+    # inherit a lock this thread held; one open fd, so each round is one syscall (each
+    # takes and gives back the GIL, which the main thread needs)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        _state["running"] = False
+        return
+    try:
+        while _state["running"]:
+            os.write(fd, pid)
+            time.sleep(_INTERVAL)
+    except OSError:
+        _state["running"] = False
+    finally:
+        os.close(fd)
 
-    def _loop(self, path: str, pid: bytes) -> None:
-        import time
 
-        # plain os calls only: the main thread may fork meanwhile, and the child must
-        # not inherit a lock this thread held
-        while self.running:
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-                try:
-                    os.write(fd, pid)
-                finally:
-                    os.close(fd)
-            except OSError:
-                self.running = False
-                return
-            time.sleep(self.INTERVAL)
-
-    def stop(self) -> None:
-        self.running = False
+def stop() -> None:
+    _state["running"] = False

@@ -93,6 +93,9 @@ def _create_options(ctx: Context, opts: dict[str, Any]) -> Any:
 
 
 def cmd_create(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    from contain.cgroups import warm
+
+    warm.start()  # first: the cgroup-attach lock warms while we parse and import
     from contain.container.lifecycle import create
 
     create(ctx.root, args[0], opts["bundle"] or os.getcwd(), _create_options(ctx, opts))
@@ -169,6 +172,9 @@ def cmd_list(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
 
 
 def cmd_run(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    from contain.cgroups import warm
+
+    warm.start()  # first: the cgroup-attach lock warms while we parse and import
     from contain.container.lifecycle import load_bundle
     from contain.process.foreground import run_container
 

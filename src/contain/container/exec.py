@@ -125,6 +125,9 @@ def build_process(config: dict[str, Any], opts: ExecOptions) -> Process:
 
 def exec_process(root: str, cid: str, opts: ExecOptions) -> int:
     """Run a process in container *cid*; its exit code (0 at once when detached)."""
+    from contain.cgroups import warm
+
+    warm.start()  # the attach of the new process finds the cgroup lock warm
     record = store.load(root, cid)
     status = record.status()
     if status == "stopped":
@@ -172,6 +175,9 @@ def exec_process(root: str, cid: str, opts: ExecOptions) -> int:
     try:
         pid = _spawn(record, proc, seccomp, console_fd, opts)
     finally:
+        from contain.cgroups import warm
+
+        warm.stop()
         if pair is not None:
             pair[1].close()
         if console_sock is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 
+from contain.cgroups import warm
 from contain.container import store
 from contain.errors import ContainError, NotFound, WrongState
 from contain.linux import consts as c
@@ -167,21 +168,17 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
     cfg = _init_config(spec, cid, bundle, rootfs, opts, seccomp)
     rootless = opts.rootless or os.geteuid() != 0
     mgr = None
-    warmer = None
     if not rootless or linux.cgroups_path:
         from contain.cgroups import new_manager
-        from contain.cgroups.warm import AttachWarmer
 
         mgr = new_manager(linux.cgroups_path, cid, rootless=rootless)
         mgr.validate(linux.resources)
         if not rootless:
-            warmer = AttachWarmer()
-            warmer.start()
+            warm.start()  # if the command has not already
     try:
         return _create(root, cid, bundle, opts, spec, rootfs, cfg, mgr, rootless)
     finally:
-        if warmer is not None:
-            warmer.stop()
+        warm.stop()
 
 
 def _create(root: str, cid: str, bundle: str, opts: CreateOptions, spec: Spec, rootfs: str,
@@ -220,7 +217,7 @@ def _create(root: str, cid: str, bundle: str, opts: CreateOptions, spec: Spec, r
         record.created = _now_rfc3339()
         record.owner = _owner()
         record.annotations = spec.annotations
-        record.config = spec.to_json()
+        record.config = spec.raw
         pid = _spawn(cfg, record, spec, mgr, rootless)
     except BaseException:
         if pid:
@@ -307,6 +304,43 @@ def _init_config(spec: Spec, cid: str, bundle: str, rootfs: str, opts: CreateOpt
     return cfg
 
 
+def _fork_into_pid_namespace(cfg: InitConfig) -> int:
+    """Fork the child; when it needs a PID namespace and no user namespace, enter that
+    namespace for our children first (unshare or setns affects only the children), so
+    that the child is the namespace's PID 1 without a second fork, then come back.
+
+    With a user namespace the PID namespace must belong to it (for /proc to be
+    mountable inside), so the child makes it and forks once more; a time namespace
+    needs a single-threaded setns to come back from, so it goes the same way."""
+    if not cfg.pid_from_parent():
+        return os.fork()
+    from contain.linux.syscalls import setns, unshare
+
+    ours = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        joined = [path for flag, path in cfg.join if flag == c.CLONE_NEWPID]
+        if joined:
+            fd = os.open(joined[0], os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                setns(fd, c.CLONE_NEWPID)
+            except OSError as exc:
+                raise ContainError(f"setns {joined[0]}: {exc.strerror}") from None
+            finally:
+                os.close(fd)
+        else:
+            unshare(c.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+        except BaseException:
+            setns(ours, c.CLONE_NEWPID)
+            raise
+        if pid:  # only the parent goes back: the child is the new namespace's PID 1
+            setns(ours, c.CLONE_NEWPID)
+        return pid
+    finally:
+        os.close(ours)
+
+
 def _setup_cgroup(mgr: Manager, spec: Spec, record: ContainerRecord, rootless: bool) -> bool:
     """Create the cgroup and write its limits (while the child unshares); False when a
     rootless user may not have one."""
@@ -340,7 +374,7 @@ def _spawn(cfg: InitConfig, record: ContainerRecord, spec: Spec, mgr: Manager | 
     cfg.cgroup_sync = mgr is not None
     preload(cfg)
     parent, child = Channel.pair()
-    pid = os.fork()
+    pid = _fork_into_pid_namespace(cfg)
     if pid == 0:  # the child: never returns
         parent.close()
         from contain.process.init import child_main

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+# One class per C type code used here (each costs a metaclass instantiation at import);
+# the fixed-width names are aliases on this LP64 ABI.
 class c_int(_SimpleCData):
     _type_ = "i"
 
@@ -42,26 +44,6 @@ class c_ulong(_SimpleCData):
     _type_ = "L"
 
 
-class c_int64(_SimpleCData):
-    _type_ = "q"
-
-
-class c_uint64(_SimpleCData):
-    _type_ = "Q"
-
-
-class c_uint32(_SimpleCData):
-    _type_ = "I"
-
-
-class c_uint16(_SimpleCData):
-    _type_ = "H"
-
-
-class c_uint8(_SimpleCData):
-    _type_ = "B"
-
-
 class c_ushort(_SimpleCData):
     _type_ = "H"
 
@@ -70,14 +52,14 @@ class c_char(_SimpleCData):
     _type_ = "c"
 
 
-class c_char_p(_SimpleCData):
-    _type_ = "z"
-
-
 class c_void_p(_SimpleCData):
     _type_ = "P"
 
 
+c_int64 = c_long
+c_uint64 = c_ulong
+c_uint32 = c_uint
+c_uint16 = c_ushort
 c_size_t = c_ulong
 
 

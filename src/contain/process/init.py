@@ -66,10 +66,22 @@ class InitConfig:
         self.close_in_child = -1  # the parent's lock on the container directory
         self.idmap_userns: dict[int, int] = {}  # mount index -> user namespace fd
 
-    def forks(self) -> bool:
-        """Whether the first child forks again (a new or joined PID or time namespace)."""
+    def _pid_ns(self) -> bool:
         joins = any(flag == c.CLONE_NEWPID for flag, _ in self.join)
-        return joins or bool(self.new_flags & (c.CLONE_NEWPID | c.CLONE_NEWTIME))
+        return joins or bool(self.new_flags & c.CLONE_NEWPID)
+
+    def pid_from_parent(self) -> bool:
+        """Whether the parent puts the child straight into its PID namespace (no user or
+        time namespace in the way: see lifecycle._fork_into_pid_namespace)."""
+        user = self.new_userns or any(flag == c.CLONE_NEWUSER for flag, _ in self.join)
+        return self._pid_ns() and not user and not self.new_flags & c.CLONE_NEWTIME
+
+    def forks(self) -> bool:
+        """Whether the first child forks again (a PID namespace it has to make or join
+        itself, or a new time namespace)."""
+        if self.pid_from_parent():
+            return False
+        return self._pid_ns() or bool(self.new_flags & c.CLONE_NEWTIME)
 
 
 def preload(cfg: InitConfig) -> None:
@@ -155,6 +167,8 @@ def _stage_namespaces(ch: Channel, cfg: InitConfig) -> None:
     # Join namespaces given by path: a user namespace first (the others may belong to it).
     fds = []
     for flag, path in cfg.join:
+        if flag == c.CLONE_NEWPID and cfg.pid_from_parent():
+            continue  # the parent forked us into it
         try:
             fds.append((flag, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
         except OSError as exc:
@@ -182,6 +196,8 @@ def _stage_namespaces(ch: Channel, cfg: InitConfig) -> None:
         _become_root_in_userns()
     # the cgroup namespace waits until the parent has moved us into the cgroup
     flags = cfg.new_flags & ~(c.CLONE_NEWUSER | c.CLONE_NEWCGROUP)
+    if cfg.pid_from_parent():
+        flags &= ~c.CLONE_NEWPID  # we are its PID 1 already
     if flags:
         unshare(flags)
     linux = cfg.spec.linux

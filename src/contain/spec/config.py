@@ -667,7 +667,7 @@ def _version(value: Any, path: str) -> str:
 
 class Spec(Model):
     __slots__ = ("oci_version", "process", "root", "hostname", "domainname", "mounts", "hooks",
-                 "annotations", "linux")
+                 "annotations", "linux", "raw")
     FIELDS = (
         ("oci_version", "ociVersion", _version, REQUIRED),
         ("process", "process", model(Process), None),
@@ -688,6 +688,13 @@ class Spec(Model):
     hooks: Hooks | None
     annotations: dict[str, str]
     linux: Linux | None
+    raw: dict[str, Any]  # the document as decoded (kept for state.json: no re-encoding)
+
+    @classmethod
+    def decode(cls, value: Any, path: str = "$") -> Spec:
+        spec = super().decode(value, path)
+        object.__setattr__(spec, "raw", value)
+        return spec
 
     def validate(self, path: str) -> None:
         if self.root is None:
