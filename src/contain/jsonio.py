@@ -8,7 +8,6 @@ work; this module gives them the few lines of glue ``json`` would have added.
 from __future__ import annotations
 
 import _json
-import math
 
 TYPE_CHECKING = False  # typing costs milliseconds to import; only mypy needs it
 if TYPE_CHECKING:
@@ -25,9 +24,10 @@ class _Context:
 
     @staticmethod
     def parse_constant(name: str) -> float:
-        return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[name]
+        return float(name.replace("Infinity", "inf"))  # NaN, Infinity, -Infinity
 
 
+_INF = float("inf")
 _scan = _json.make_scanner(_Context())  # type: ignore[arg-type]
 _WS = " \t\n\r"
 
@@ -77,7 +77,7 @@ def _decode_error(exc: ValueError, doc: str, pos: int) -> JSONDecodeError:
 
 
 def _float(o: float) -> str:
-    if o != o or o in (math.inf, -math.inf):
+    if o != o or o in (_INF, -_INF):
         raise ValueError(f"out of range float value {o!r}")
     return float.__repr__(o)
 

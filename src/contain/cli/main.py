@@ -73,9 +73,8 @@ def version_text() -> str:
 
 
 def _load(name: str) -> tuple[Command, Any]:
-    import importlib
-
-    module = importlib.import_module(f"contain.cli.{REGISTRY[name]}")
+    # __import__ rather than importlib.import_module: importlib drags in `warnings`
+    module = __import__(f"contain.cli.{REGISTRY[name]}", fromlist=["COMMANDS"])
     cmd: Command = module.COMMANDS[name]
     return cmd, getattr(module, cmd.target)
 

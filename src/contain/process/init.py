@@ -356,8 +356,6 @@ def prepare_process(proc: Process, seccomp: Any, preserve_fds: int,
                     personality: Any = None, warnings: list[str] | None = None) -> list[str]:
     """Apply the process fields (cwd, rlimits, scheduling, user, capabilities,
     no_new_privs) in the order that keeps them; return the environment to exec with."""
-    import resource
-
     try:
         os.chdir(proc.cwd)
     except OSError as exc:
@@ -366,15 +364,8 @@ def prepare_process(proc: Process, seccomp: Any, preserve_fds: int,
         os.getcwd()
     except OSError:
         raise ContainError(f"process.cwd {proc.cwd}: outside the container's root") from None
-    for rl in proc.rlimits:
-        num = RLIMITS.get(rl.type)
-        if num is None:
-            raise ContainError(f"process.rlimits: unknown rlimit {rl.type}")
-        try:
-            resource.setrlimit(num, (_rlim(rl.soft), _rlim(rl.hard)))
-        except (OSError, ValueError) as exc:
-            raise ContainError(f"process.rlimits {rl.type} soft={rl.soft} hard={rl.hard}: "
-                               f"{getattr(exc, 'strerror', None) or exc}") from None
+    if proc.rlimits:
+        _set_rlimits(proc)
     if proc.scheduler is not None:
         _set_scheduler(proc)
     if proc.io_priority is not None:
@@ -407,6 +398,20 @@ def prepare_process(proc: Process, seccomp: Any, preserve_fds: int,
     if not any(e.startswith("HOME=") for e in env):
         env.append(f"HOME={_home_of(proc.user.uid)}")
     return env
+
+
+def _set_rlimits(proc: Process) -> None:
+    import resource
+
+    for rl in proc.rlimits:
+        num = RLIMITS.get(rl.type)
+        if num is None:
+            raise ContainError(f"process.rlimits: unknown rlimit {rl.type}")
+        try:
+            resource.setrlimit(num, (_rlim(rl.soft), _rlim(rl.hard)))
+        except (OSError, ValueError) as exc:
+            raise ContainError(f"process.rlimits {rl.type} soft={rl.soft} hard={rl.hard}: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _rlim(v: int) -> int:

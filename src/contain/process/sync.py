@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import _socket
 import os
-import struct
+import sys
 
 from contain.errors import ContainError
 from contain.jsonio import dumps, loads
@@ -20,6 +20,16 @@ if TYPE_CHECKING:
 _SCM_RIGHTS = 1
 _SOL_SOCKET = 1
 _MAX = 1 << 16
+
+
+def _pack_fds(fds: tuple[int, ...] | list[int]) -> bytes:
+    """fds as the C int array SCM_RIGHTS carries (without importing struct)."""
+    return b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
+
+
+def _unpack_fds(data: bytes) -> list[int]:
+    return [int.from_bytes(data[i:i + 4], sys.byteorder, signed=True)
+            for i in range(0, len(data) - 3, 4)]
 
 
 class ChannelClosed(ContainError):
@@ -44,7 +54,7 @@ class Channel:
     def send(self, msg: dict[str, Any], fds: tuple[int, ...] | list[int] = ()) -> None:
         data = dumps(msg).encode()
         if fds:
-            anc = [(_SOL_SOCKET, _SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
+            anc = [(_SOL_SOCKET, _SCM_RIGHTS, _pack_fds(fds))]
             self.sock.sendmsg([data], anc)
         else:
             self.sock.send(data)
@@ -56,7 +66,7 @@ class Channel:
         for level, kind, payload in anc:
             if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
                 n = len(payload) // 4
-                fds.extend(struct.unpack(f"{n}i", payload[:n * 4]))
+                fds.extend(_unpack_fds(payload[:n * 4]))
         if not data:
             for fd in fds:
                 os.close(fd)
@@ -83,7 +93,7 @@ def send_fd(sock_fd: int, fd: int, name: str) -> None:
     socket protocol runc and its callers use)."""
     sock = _socket.socket(fileno=os.dup(sock_fd))
     try:
-        sock.sendmsg([name.encode()], [(_SOL_SOCKET, _SCM_RIGHTS, struct.pack("i", fd))])
+        sock.sendmsg([name.encode()], [(_SOL_SOCKET, _SCM_RIGHTS, _pack_fds([fd]))])
     finally:
         sock.close()
 
@@ -93,7 +103,7 @@ def recv_fd(sock: _socket.socket) -> tuple[int, str]:
                                             _socket.MSG_CMSG_CLOEXEC)
     for level, kind, payload in anc:
         if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
-            return struct.unpack("i", payload[:4])[0], data.decode(errors="replace")
+            return _unpack_fds(payload[:4])[0], data.decode(errors="replace")
     raise ContainError("console socket: no file descriptor received")
 
 
