@@ -167,7 +167,7 @@ class Manager:
         (sub-cgroups first), retrying while the kernel says EBUSY."""
         import time
 
-        if self.exists():
+        if self.exists() and self.pids():  # freezing an empty cgroup costs for nothing
             try:
                 self.kill_all(9)
             except (OSError, ContainError):
