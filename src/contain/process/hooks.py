@@ -1,4 +1,8 @@
-"""OCI hooks: run each with the container state on stdin, its args, env and timeout."""
+"""OCI hooks: run each with the container state on stdin, its args, env and timeout.
+
+A hook's stdout and stderr are collected and, when it fails, put in the error (as runc
+does): engines show that line to the user, and it is usually the only clue.
+"""
 
 from __future__ import annotations
 
@@ -12,34 +16,22 @@ if TYPE_CHECKING:
 
     from contain.spec.config import Hook
 
+_KEEP = 4096  # bytes of each output stream kept for the error message
+
 
 class HookError(ContainError):
     pass
 
 
-# the runtime spec: a failing poststart or poststop hook is a warning, "the remaining
-# hooks and lifecycle continue as if the hook had succeeded"
-CONTINUE_ON_FAILURE = ("poststart", "poststop")
-
-
 def run_hooks(kind: str, hooks: list[Hook], state: dict[str, Any]) -> None:
-    """Run *hooks* in order; the first failure raises HookError naming the hook (for
-    poststart and poststop every hook runs, and the failures are raised together)."""
+    """Run *hooks* in order; the first failure raises HookError naming the hook."""
     if not hooks:
         return
     from contain.jsonio import dumps
 
     data = dumps(state).encode()
-    errors = []
     for i, hook in enumerate(hooks):
-        try:
-            _run_one(kind, i, hook, data)
-        except HookError as exc:
-            if kind not in CONTINUE_ON_FAILURE:
-                raise
-            errors.append(str(exc))
-    if errors:
-        raise HookError("; ".join(errors))
+        _run_one(kind, i, hook, data)
 
 
 def _run_one(kind: str, index: int, hook: Hook, data: bytes) -> None:
@@ -48,37 +40,62 @@ def _run_one(kind: str, index: int, hook: Hook, data: bytes) -> None:
 
     argv = hook.args or [hook.path]
     env = dict(e.split("=", 1) for e in hook.env if "=" in e)
-    r, w = os.pipe2(os.O_CLOEXEC)
+    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    actions = [(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
+               (os.POSIX_SPAWN_DUP2, err_w, 2)]
+    name = f"{kind} hook #{index} ({hook.path})"
     try:
-        pid = os.posix_spawn(hook.path, argv, env,
-                             file_actions=[(os.POSIX_SPAWN_DUP2, r, 0)])
+        pid = os.posix_spawn(hook.path, argv, env, file_actions=actions)
     except OSError as exc:
-        os.close(r)
-        os.close(w)
-        raise HookError(f"{kind} hook #{index} ({hook.path}): {exc.strerror}") from None
-    os.close(r)
-    try:
-        os.write(w, data)
-    except BrokenPipeError:
-        pass
-    finally:
-        os.close(w)
+        for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
+            os.close(fd)
+        raise HookError(f"{name}: {exc.strerror}") from None
+    for fd in (in_r, out_w, err_w):
+        os.close(fd)
+    os.set_blocking(in_w, False)
+    pending = memoryview(data)
+    outputs: dict[int, bytearray] = {out_r: bytearray(), err_r: bytearray()}
     deadline = None if hook.timeout is None else time.monotonic() + hook.timeout
-    pidfd = os.pidfd_open(pid)
+    readers = [out_r, err_r]
+    writers = [in_w]
     try:
-        while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([pidfd], [], [], left)
-            if ready:
-                break
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            raise HookError(f"{kind} hook #{index} ({hook.path}) timed out after "
-                            f"{hook.timeout}s")
+        while readers or writers:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                raise HookError(f"{name} timed out after {hook.timeout}s")
+            r, w, _ = select.select(readers, writers, [], left)
+            for fd in r:
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    buf = outputs[fd]
+                    buf += chunk
+                    del buf[:-_KEEP]
+                else:
+                    readers.remove(fd)
+            if w:
+                try:
+                    pending = pending[os.write(in_w, pending):]
+                except BrokenPipeError:  # the hook does not read its stdin
+                    pending = pending[:0]
+                if not pending:
+                    writers = []
+                    os.close(in_w)
+                    in_w = -1
     finally:
-        os.close(pidfd)
+        for fd in (in_w, out_r, err_r):
+            if fd >= 0:
+                os.close(fd)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         what = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-        raise HookError(f"{kind} hook #{index} ({hook.path}): {what}")
+        detail = ""
+        for label, fd in (("stdout", out_r), ("stderr", err_r)):
+            text = outputs[fd].decode(errors="replace").strip()
+            if text:
+                detail += f", {label}: {text}"
+        raise HookError(f"{name}: {what}{detail}")
