@@ -108,6 +108,7 @@ def preload_modules(terminal: bool, hooks: bool, seccomp: bool, lsm: bool = Fals
     import contain.security.capabilities
 
     if terminal:
+        import struct  # noqa: F401  (console.set_winsize, after pivot_root)
         import termios  # noqa: F401
 
         import contain.process.console
