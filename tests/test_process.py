@@ -316,7 +316,7 @@ class ConsoleReceiver:
                     if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                         fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
                 self.name = msg.decode(errors="replace")
-            assert len(fds) == 1, f"expected one fd, got {list(fds)}"
+            assert len(fds) == 1, f"expected one fd, got {list(fds)} {msg!r} {anc!r}"
             self.master_fd = fds[0]
             if self.to_send:
                 os.write(self.master_fd, self.to_send)
@@ -355,8 +355,8 @@ def test_terminal_through_a_console_socket(make_bundle: Callable[..., Bundle],
     receiver.to_send = b"typed\n"
     proc = run_contain(state_root, "run", "--console-socket", str(receiver.path),
                        "--bundle", str(bundle.path), unique_id())
-    receiver.join()
     assert proc.returncode == 0, proc.stderr
+    receiver.join()
     assert proc.stdout == ""  # everything went through the pty
     out = receiver.output.decode().replace("\r\n", "\n")
     out = out.removeprefix("typed\n")  # the pty echoes what was typed ahead
