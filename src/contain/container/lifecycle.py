@@ -32,7 +32,7 @@ _SYSCTL_NS = (("kernel.shm", "ipc"), ("kernel.msg", "ipc"), ("kernel.sem", "ipc"
 
 class CreateOptions:
     __slots__ = ("console_socket", "pid_file", "preserve_fds", "no_pivot", "no_new_keyring",
-                 "console_fd", "rootless", "stdio")
+                 "console_fd", "rootless", "stdio", "start_now")
 
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None,
                  preserve_fds: int = 0, no_pivot: bool = False, no_new_keyring: bool = False,
@@ -45,6 +45,9 @@ class CreateOptions:
         self.console_fd = console_fd  # an already connected console socket (run -t)
         self.rootless = rootless
         self.stdio: tuple[int, int, int] | None = None  # fds for the init's 0, 1, 2
+        # run: the init goes on as soon as state.json is written, told so over the sync
+        # channel -- no exec.fifo round trip (call run_poststart afterwards)
+        self.start_now = False
 
 
 def load_bundle(bundle: str) -> tuple[str, Spec]:
@@ -197,10 +200,11 @@ def _create(root: str, cid: str, bundle: str, opts: CreateOptions, spec: Spec, r
         record.rootfs = rootfs
         record.cgroup = mgr.to_json() if mgr is not None else None
         store.save(record, sync=False)
-        fifo = os.path.join(path, store.FIFO_NAME)
-        os.mkfifo(fifo, 0o600)
-        _hand_fifo_to_process(fifo, spec)
-        cfg.fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+        if not opts.start_now:
+            fifo = os.path.join(path, store.FIFO_NAME)
+            os.mkfifo(fifo, 0o600)
+            _hand_fifo_to_process(fifo, spec)
+            cfg.fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
         if opts.console_socket:
             from contain.process.sync import connect_unix
 
@@ -426,7 +430,7 @@ def _spawn(cfg: InitConfig, record: ContainerRecord, spec: Spec, mgr: Manager | 
                 if "listener_fd" in msg:
                     _hand_to_seccomp_agent(spec, record, take_fd(init_pid, msg["listener_fd"]))
                 store.save(record)
-                parent.send({"t": "committed"})
+                parent.send({"t": "committed", "start": cfg.fifo_fd < 0})
                 return init_pid
             elif kind == "error":
                 for fd in fds:
@@ -553,6 +557,12 @@ def start(root: str, cid: str) -> ContainerRecord:
         fifo = os.path.join(record.dir, store.FIFO_NAME)
         _release_fifo(fifo, record)
         os.unlink(fifo)
+    run_poststart(record)
+    return record
+
+
+def run_poststart(record: ContainerRecord) -> None:
+    """The poststart hooks; a failure is a warning, as the spec says."""
     hooks = record.config.get("hooks") or {}
     if hooks.get("poststart"):
         from contain import log
@@ -564,7 +574,6 @@ def start(root: str, cid: str) -> ContainerRecord:
                       record.hook_state("running"))
         except HookError as exc:
             log.warning(str(exc))
-    return record
 
 
 def _release_fifo(fifo: str, record: ContainerRecord) -> None:

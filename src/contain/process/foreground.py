@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from contain.container.lifecycle import CreateOptions, create, delete, start, wait
+from contain.container.lifecycle import CreateOptions, create, delete, run_poststart, wait
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOpti
         opts.console_fd = pair[1].fileno()
     if not detach:
         become_subreaper()
+    opts.start_now = True
     try:
         record = create(root, cid, bundle, opts, spec=spec)
     finally:
@@ -60,10 +61,10 @@ def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOpti
             pair[0].close()
             pair = None
         if detach:
-            start(root, cid)
+            run_poststart(record)
             return 0
         with ForwardSignals(record, tty_master=master):
-            start(root, cid)
+            run_poststart(record)
             code = relay_tty(master, record) if master >= 0 else wait(record)
     except BaseException:
         delete(root, cid, force=True)

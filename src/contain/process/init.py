@@ -269,9 +269,10 @@ def _stage_init(ch: Channel, cfg: InitConfig) -> None:
                           personality=linux.personality, warnings=warnings)
     path = lookup_executable(proc.args[0], env)
     send_ready(ch, cfg.seccomp, warnings)
-    ch.expect("committed")
+    msg, _ = ch.expect("committed")
     ch.close()
-    _wait_for_start(cfg.fifo_fd)
+    if not msg.get("start"):
+        _wait_for_start(cfg.fifo_fd)
     if cfg.start_hooks and spec.hooks is not None:
         from contain.process.hooks import run_hooks
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from contain.container.lifecycle import CreateOptions, create, delete, start, wait
+from contain.container.lifecycle import CreateOptions, create, delete, run_poststart, wait
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ def _run_captured(root: str, cid: str, bundle: str, spec: Any, capture: bool,
     import time
 
     opts = CreateOptions()
+    opts.start_now = True
     ours: list[int] = []
     theirs: list[int] = []
     stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC) if input is not None else (0, -1)
@@ -82,7 +83,7 @@ def _run_captured(root: str, cid: str, bundle: str, spec: Any, capture: bool,
     pending = memoryview(input or b"")
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        start(root, cid)
+        run_poststart(record)
         pidfd = os.pidfd_open(record.pid)
         readers = [fd for fd in (out_r, err_r) if fd >= 0]
         writers = [stdin_w] if stdin_w >= 0 else []
