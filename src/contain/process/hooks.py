@@ -23,15 +23,29 @@ class HookError(ContainError):
     pass
 
 
+# the runtime spec: a failing poststart or poststop hook is a warning, "the remaining
+# hooks and lifecycle continue as if the hook had succeeded"
+CONTINUE_ON_FAILURE = ("poststart", "poststop")
+
+
 def run_hooks(kind: str, hooks: list[Hook], state: dict[str, Any]) -> None:
-    """Run *hooks* in order; the first failure raises HookError naming the hook."""
+    """Run *hooks* in order; the first failure raises HookError naming the hook (for
+    poststart and poststop every hook runs, and the failures are raised together)."""
     if not hooks:
         return
     from contain.jsonio import dumps
 
     data = dumps(state).encode()
+    errors = []
     for i, hook in enumerate(hooks):
-        _run_one(kind, i, hook, data)
+        try:
+            _run_one(kind, i, hook, data)
+        except HookError as exc:
+            if kind not in CONTINUE_ON_FAILURE:
+                raise
+            errors.append(str(exc))
+    if errors:
+        raise HookError("; ".join(errors))
 
 
 def _run_one(kind: str, index: int, hook: Hook, data: bytes) -> None:
