@@ -811,6 +811,11 @@ class Session:
         and gofer, a leftover bwrap or unshare) and container processes in our cgroups."""
         me = os.getpid()
         marker = str(self.tmp)
+        for cg in self._our_cgroups():  # a frozen task cannot die: thaw first
+            state = cg / "freezer.state"
+            if state.exists():
+                with contextlib.suppress(OSError):
+                    state.write_text("THAWED")
         victims = [pid for pid in all_pids()
                    if pid != me and (marker in cmdline(pid))]
         victims += self._cgroup_pids()

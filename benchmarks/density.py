@@ -75,8 +75,18 @@ def one_runtime(session: Session, rt: Runtime, n: int, checkpoints: list[int],
     baseline = meminfo_used_kib()
     try:
         for i in range(1, n + 1):
-            cid = session.new_id(rt.name, "dn")
-            started[cid] = rt.start_detached(cid, bundle)
+            for attempt in range(3):  # a failed start on a busy machine is retried
+                cid = session.new_id(rt.name, "dn")
+                try:
+                    started[cid] = rt.start_detached(cid, bundle)
+                    break
+                except BenchError:
+                    try:
+                        rt.stop_detached(cid)
+                    except (BenchError, KeyError):
+                        pass
+                    if attempt == 2:
+                        raise
             session.progress.step(f"{rt.name} {i}/{n}")
             if i in checkpoints:
                 time.sleep(settle)
