@@ -69,7 +69,15 @@ def default_root() -> str:
 
 
 def version_text() -> str:
-    return f"contain version {VERSION}\nspec: {SPEC_VERSION}\npython: {sys.version.split()[0]}\n"
+    """runc's shape: the version, then one "name: value" line per component."""
+    try:
+        from contain.linux.libseccomp import version
+
+        libseccomp = ".".join(map(str, version()))
+    except Exception:  # libseccomp missing: say so rather than fail --version
+        libseccomp = "not found"
+    return (f"contain version {VERSION}\nspec: {SPEC_VERSION}\n"
+            f"python: {sys.version.split()[0]}\nlibseccomp: {libseccomp}\n")
 
 
 def _load(name: str) -> tuple[Command, Any]:
