@@ -123,8 +123,24 @@ def state_root() -> Iterator[Path]:
         pytest.fail(f"state directories left in --root: {left}")
 
 
+# A token of this test session in every id it makes, so that the leak checks can tell
+# our cgroups from those of another session running on the same machine.
+SESSION = uuid.uuid4().hex[:4]
+
+
 def unique_id(prefix: str = "t") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+    return f"{prefix}{SESSION}-{uuid.uuid4().hex[:10]}"
+
+
+def _become_subreaper() -> None:
+    """Make pytest a child subreaper: a container's init whose `contain create` has
+    exited is reparented to us, so "our processes" are exactly our descendants."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+_become_subreaper()
 
 
 def run_contain(root: Path, *args: str, input: str | None = None, timeout: float = 60,
@@ -145,38 +161,46 @@ def _mounts() -> set[str]:
         return {line.split()[4] for line in f}
 
 
-def _processes() -> dict[int, tuple[str, str]]:
-    """pid -> (mount namespace, pid namespace) of every live process."""
+def _processes() -> dict[int, int]:
+    """pid -> ppid of every live (not zombie) process."""
     out = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] in "ZX":
-                    continue
-            out[int(entry)] = (os.readlink(f"/proc/{entry}/ns/mnt"),
-                               os.readlink(f"/proc/{entry}/ns/pid"))
+                fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
+        if fields[0] not in ("Z", "X"):
+            out[int(entry)] = int(fields[1])
     return out
 
 
-def _leaked_processes(before: dict[int, tuple[str, str]]) -> set[int]:
-    """New processes that are our children or live in other mount/pid namespaces
-    (a container's process that outlived its test)."""
+def _reap_zombies() -> None:
+    """Collect orphans reparented to us that have exited (we are a subreaper)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _leaked_processes(before: dict[int, int]) -> set[int]:
+    """New processes descended from this test process: a container or a runtime process
+    that outlived its test. Other sessions' processes are never ours."""
     me = os.getpid()
-    mine = (os.readlink("/proc/self/ns/mnt"), os.readlink("/proc/self/ns/pid"))
+    procs = _processes()
     leaked = set()
-    for pid, ns in _processes().items():
+    for pid in procs:
         if pid in before or pid == me:
             continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-        if ppid == me or ns != mine:
+        parent, hops = procs.get(pid), 0
+        while parent not in (None, 0, 1, me) and hops < 64:
+            parent, hops = procs.get(parent), hops + 1
+        if parent == me:
             leaked.add(pid)
     return leaked
 
@@ -185,11 +209,13 @@ CGROUP_ROOTS = ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/
 
 
 def _cgroups() -> set[str]:
+    """Cgroup directories named after ids of this session."""
     found = set()
     for base in CGROUP_ROOTS:
         for dirpath, dirnames, _ in os.walk(base):
             for d in dirnames:
-                found.add(os.path.join(dirpath, d))
+                if SESSION in d:
+                    found.add(os.path.join(dirpath, d))
     return found
 
 
@@ -203,6 +229,7 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.node.get_closest_marker("allow_leaks"):
         yield
         return
+    _reap_zombies()
     mounts, cgroups, fds, procs = _mounts(), _cgroups(), _fds(), _processes()
     yield
     leaked_mounts = _mounts() - mounts
@@ -223,5 +250,6 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
             except OSError:
                 pass
         problems.append(f"processes: {sorted(children)}")
+    _reap_zombies()
     if problems:
         pytest.fail("test leaked " + "; ".join(problems))

@@ -440,7 +440,8 @@ def test_run_detach_and_keep(contain: Contain, sleeper: Bundle,
     with open(f"/proc/{st['pid']}/stat") as f:
         ppid = int(f.read().rsplit(")", 1)[1].split()[1])
     with open(f"/proc/{ppid}/cmdline", "rb") as f:
-        assert b"contain" not in f.read()
+        parent = f.read()
+    assert b"bin/contain" not in parent and b"-m\0contain" not in parent, parent
     contain.ok("delete", "--force", cid)
 
     short = make_bundle(["/bin/sh", "-c", "exit 3"])

@@ -2,9 +2,14 @@
 
 ``contain sandbox -- CMD`` and ``contain.run(CMD)`` build this spec in memory and run it
 through the same core as ``contain run``: new pid, mount, ipc, uts, cgroup and (unless
-asked otherwise) network namespaces; the host's root bound read-only (recursively);
-private /tmp, /run, /proc, /dev and /dev/shm; no capabilities, no_new_privs, the default
-seccomp profile when libseccomp is present; memory, pids and cpu limits.
+asked otherwise) network namespaces; no capabilities, no_new_privs, the default seccomp
+profile; memory, pids and cpu limits.
+
+The root is a private skeleton (in the runtime's state directory, never on the host's
+own filesystem): the host's top-level symlinks copied, its top-level directories bound
+read-only (recursively), private /tmp, /run, /proc, /dev and /dev/shm, and mount points
+for --bind destinations the host lacks made in the skeleton. The skeleton itself is made
+read-only once set up.
 """
 
 from __future__ import annotations
@@ -17,6 +22,70 @@ from contain.spec.defaults import DEFAULT_PATH, MASKED_PATHS, READONLY_PATHS
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+
+# top-level directories the sandbox makes its own instead of binding the host's
+PRIVATE = ("proc", "sys", "dev", "tmp", "run")
+
+
+def host_directories() -> list[str]:
+    """The host's top-level directories the sandbox binds (read-only)."""
+    out = []
+    for name in sorted(os.listdir("/")):
+        path = "/" + name
+        if name not in PRIVATE and os.path.isdir(path) and not os.path.islink(path):
+            out.append(name)
+    return out
+
+
+def make_skeleton(rootfs: str, binds: list[str] | tuple[str, ...] = ()) -> None:
+    """Fill the empty *rootfs* with the host's top-level layout: its symlinks copied,
+    an empty directory for each directory (a mount point), and mount points for binds
+    whose destination the host lacks. Only *rootfs* is written."""
+    for name in os.listdir("/"):
+        path = "/" + name
+        try:
+            if os.path.islink(path):
+                os.symlink(os.readlink(path), os.path.join(rootfs, name))
+            elif os.path.isdir(path):
+                os.mkdir(os.path.join(rootfs, name), 0o755)
+        except FileExistsError:
+            pass
+    for name in PRIVATE:
+        os.makedirs(os.path.join(rootfs, name), 0o755, exist_ok=True)
+    for text in binds:
+        dst = text.split(":")[1]
+        target = os.path.join(rootfs, dst.strip("/"))
+        if not os.path.lexists("/" + dst.strip("/").split("/")[0]):
+            src = os.path.abspath(text.split(":")[0])
+            if os.path.isdir(src):
+                os.makedirs(target, 0o755, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+                open(target, "a").close()
+
+
+def remove_skeleton(rootfs: str) -> None:
+    """Undo make_skeleton: symlinks, empty directories and empty files only (nothing is
+    mounted on the host's side of it: the mounts live in the sandbox's namespace)."""
+    for dirpath, dirnames, filenames in os.walk(rootfs, topdown=False):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) or os.path.getsize(path) == 0:
+                os.unlink(path)
+        for name in dirnames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                os.unlink(path)
+            else:
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    pass
+    try:
+        os.rmdir(rootfs)
+    except OSError:
+        pass
 
 
 def parse_size(text: str | int) -> int:
@@ -49,6 +118,13 @@ def parse_bind(text: str) -> dict[str, Any]:
         raise ContainError(f"invalid --bind {text!r}: mode must be ro or rw")
     if not os.path.exists(src):
         raise ContainError(f"--bind {text}: {src}: no such file or directory")
+    top = dst.strip("/").split("/")[0]
+    if top not in PRIVATE and os.path.isdir("/" + top) and not os.path.islink("/" + top) \
+            and not os.path.exists(dst):
+        # inside a host directory, which is bound read-only: nothing can be made there
+        raise ContainError(f"--bind {text}: {dst} does not exist on the host, and "
+                           f"/{top} is the host's own, read-only (bind onto an existing "
+                           "path, under /tmp, or at a new top-level path)")
     return {"destination": dst, "type": "bind", "source": src,
             "options": ["rbind", mode, "nosuid", "nodev"]}
 
@@ -77,8 +153,11 @@ def sandbox_spec(args: list[str], *, memory: str | int | None = None,
     if net == "none":
         namespaces.append({"type": "network"})
     mounts: list[dict[str, Any]] = [
-        {"destination": "/", "type": "bind", "source": "/",
-         "options": ["rbind", "rro", "nosuid", "rprivate"]},
+        {"destination": f"/{name}", "type": "bind", "source": f"/{name}",
+         "options": ["rbind", "rro", "rprivate"]}
+        for name in host_directories()
+    ]
+    mounts += [
         {"destination": "/proc", "type": "proc", "source": "proc",
          "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -137,7 +216,7 @@ def sandbox_spec(args: list[str], *, memory: str | int | None = None,
                              "permitted": list(capset), "ambient": list(capset)},
             "noNewPrivileges": True,
         },
-        "root": {"path": "rootfs", "readonly": False},
+        "root": {"path": "rootfs", "readonly": True},
         "hostname": hostname or "sandbox",
         "mounts": mounts,
         "linux": linux,

@@ -15,19 +15,25 @@ def _new_id() -> str:
     return f"sandbox-{os.getpid()}-{os.urandom(4).hex()}"
 
 
-def _bundle_dir(root: str, cid: str) -> str:
-    """The sandbox's bundle: an empty rootfs directory the host root is bound onto."""
+def _bundle_dir(root: str, cid: str, binds: list[str] | tuple[str, ...]) -> str:
+    """The sandbox's bundle: its rootfs is a skeleton of the host's top level."""
+    from contain.sandbox.host import make_skeleton
+
     bundle = os.path.join(root, ".sandbox", cid)
     os.makedirs(os.path.join(bundle, "rootfs"), mode=0o700)
+    os.chmod(os.path.join(bundle, "rootfs"), 0o755)
+    make_skeleton(os.path.join(bundle, "rootfs"), binds)
     return bundle
 
 
 def _remove_bundle(bundle: str) -> None:
-    for d in (os.path.join(bundle, "rootfs"), bundle):
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass
+    from contain.sandbox.host import remove_skeleton
+
+    remove_skeleton(os.path.join(bundle, "rootfs"))
+    try:
+        os.rmdir(bundle)
+    except OSError:
+        pass
 
 
 def run_sandbox(args: list[str], *, root: str, capture: bool = False,
@@ -41,7 +47,7 @@ def run_sandbox(args: list[str], *, root: str, capture: bool = False,
 
     spec = Spec.decode(sandbox_spec(args, terminal=terminal, **options))
     cid = _new_id()
-    bundle = _bundle_dir(root, cid)
+    bundle = _bundle_dir(root, cid, options.get("binds", ()))
     try:
         if not capture and input is None and timeout is None:
             return run_container(root, cid, bundle, spec, CreateOptions()), None, None
