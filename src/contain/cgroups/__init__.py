@@ -73,7 +73,9 @@ class Manager:
             d = self._paths.get(key)
             if d:
                 return d
-        return next(iter(self._paths.values()))
+        for d in self._paths.values():
+            return d
+        raise ContainError("the container has no cgroup directory (rootless without one?)")
 
     def unified(self) -> str | None:
         return self._paths.get(UNIFIED)

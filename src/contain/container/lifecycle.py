@@ -174,8 +174,17 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
     if not rootless or linux.cgroups_path:
         from contain.cgroups import new_manager
 
-        mgr = new_manager(linux.cgroups_path, cid, rootless=rootless)
-        mgr.validate(linux.resources)
+        try:
+            mgr = new_manager(linux.cgroups_path, cid, rootless=rootless)
+            mgr.validate(linux.resources)
+        except ContainError as exc:
+            if not rootless:
+                raise
+            # as runc's rootless mode: without a delegated cgroup, run without one
+            from contain import log
+
+            log.warning(f"rootless: running without a cgroup, resources not applied ({exc})")
+            mgr = None
         if not rootless:
             warm.start()  # if the command has not already
     try:
@@ -347,21 +356,25 @@ def _fork_into_pid_namespace(cfg: InitConfig) -> int:
 
 def _setup_cgroup(mgr: Manager, spec: Spec, record: ContainerRecord, rootless: bool) -> bool:
     """Create the cgroup and write its limits (while the child unshares); False when a
-    rootless user may not have one."""
+    rootless user cannot have one (then the container runs without, with a warning)."""
     linux = spec.linux
     assert linux is not None
     record.cgroup = mgr.to_json()
     try:
         mgr.create()
-    except PermissionError:
+        mgr.set(linux.resources, linux_device_paths=[d.path for d in linux.devices])
+    except (PermissionError, ContainError) as exc:
         if not rootless:
             raise
         from contain import log
 
-        log.warning("no permission to create a cgroup: running without one")
+        log.warning(f"rootless: running without a cgroup, resources not applied ({exc})")
+        try:
+            mgr.destroy()
+        except (OSError, ContainError):
+            pass
         record.cgroup = None
         return False
-    mgr.set(linux.resources, linux_device_paths=[d.path for d in linux.devices])
     return True
 
 
