@@ -37,10 +37,13 @@ class ChannelClosed(ContainError):
 
 
 class Channel:
-    __slots__ = ("sock",)
+    __slots__ = ("sock", "pending")
 
     def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
+        # messages received while waiting for another kind (the parent's "cgroup" can
+        # arrive before the "ok" to a user-namespace request): kept for their expect()
+        self.pending: list[tuple[dict[str, Any], list[int]]] = []
 
     @staticmethod
     def pair() -> tuple[Channel, Channel]:
@@ -74,15 +77,21 @@ class Channel:
         return loads(data), fds
 
     def expect(self, kind: str) -> tuple[dict[str, Any], list[int]]:
-        """Receive one message; an "error" message from the other side is raised."""
-        msg, fds = self.recv()
-        if msg.get("t") == "error":
-            for fd in fds:
-                os.close(fd)
-            raise ContainError(str(msg.get("msg")))
-        if msg.get("t") != kind:
-            raise ContainError(f"sync: expected {kind!r}, got {msg.get('t')!r}")
-        return msg, fds
+        """The next message of *kind* (others are kept for later); an "error" message
+        from the other side is raised."""
+        for i, (msg, fds) in enumerate(self.pending):
+            if msg.get("t") == kind:
+                del self.pending[i]
+                return msg, fds
+        while True:
+            msg, fds = self.recv()
+            if msg.get("t") == "error":
+                for fd in fds:
+                    os.close(fd)
+                raise ContainError(str(msg.get("msg")))
+            if msg.get("t") == kind:
+                return msg, fds
+            self.pending.append((msg, fds))
 
     def close(self) -> None:
         self.sock.close()
