@@ -386,7 +386,7 @@ def _spawn(cfg: InitConfig, record: ContainerRecord, spec: Spec, mgr: Manager | 
     attaching a task to a v1 hierarchy waits for an RCU grace period (~10 ms), which
     then overlaps the child's namespace and mount work instead of adding to it."""
     from contain.process.init import preload
-    from contain.process.sync import Channel
+    from contain.process.sync import Channel, ChannelClosed
 
     cfg.cgroup_sync = mgr is not None
     preload(cfg)
@@ -451,11 +451,16 @@ def _spawn(cfg: InitConfig, record: ContainerRecord, spec: Spec, mgr: Manager | 
                 raise ContainError(str(msg.get("msg")))
             else:
                 raise ContainError(f"sync: unexpected message {kind!r} from init")
+    except (ConnectionError, ContainError) as exc:
+        if isinstance(exc, ContainError) and not isinstance(exc, ChannelClosed):
+            _stop_child(stage_pid, init_pid)
+            raise
+        # the child went away without a word: say how it ended
+        why = _how_it_ended(stage_pid or init_pid)
+        _stop_child(stage_pid, init_pid)
+        raise ContainError(f"the container's init {why} before it was ready") from None
     except BaseException:
-        if stage_pid:
-            _kill_and_reap(stage_pid)
-        if init_pid != stage_pid:
-            _kill(init_pid)
+        _stop_child(stage_pid, init_pid)
         raise
     finally:
         parent.close()
@@ -464,6 +469,30 @@ def _spawn(cfg: InitConfig, record: ContainerRecord, spec: Spec, mgr: Manager | 
                 os.waitpid(stage_pid, os.WNOHANG)
             except ChildProcessError:
                 pass
+
+
+def _stop_child(stage_pid: int, init_pid: int) -> None:
+    if stage_pid:
+        _kill_and_reap(stage_pid)
+    if init_pid != stage_pid:
+        _kill(init_pid)
+
+
+def _how_it_ended(pid: int) -> str:
+    """'was killed by signal N' / 'exited with status N' for our child *pid*."""
+    import time
+
+    for _ in range(50):
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return "died"
+        if done:
+            if os.WIFSIGNALED(status):
+                return f"was killed by signal {os.WTERMSIG(status)}"
+            return f"exited with status {os.WEXITSTATUS(status)}"
+        time.sleep(0.002)
+    return "closed its channel"
 
 
 def log_warnings(msg: dict[str, Any]) -> None:
