@@ -173,7 +173,8 @@ def render(meta: dict[str, Any], session: Session, results: list[Result],
             lines.append("")
         if r.markdown:
             lines.append(r.markdown.rstrip())
-        extra = {k: v for k, v in r.errors.items() if k not in session.failed}
+        extra = {k: v for k, v in r.errors.items()
+                 if k not in session.failed and v not in r.markdown}
         if extra and "| error |" not in r.markdown:
             lines += ["", "Errors:", ""]
             lines += [f"- {k}: {v}" for k, v in extra.items()]
