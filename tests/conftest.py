@@ -229,9 +229,15 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.node.get_closest_marker("allow_leaks"):
         yield
         return
+    # Engine tests drive daemons (containerd, conmon, dockerd) that keep helper processes
+    # and storage mounts of their own between tests; their session fixtures remove those.
+    engines = request.node.get_closest_marker("engines") is not None
     _reap_zombies()
     mounts, cgroups, fds, procs = _mounts(), _cgroups(), _fds(), _processes()
     yield
+    if engines:
+        mounts = _mounts()
+        procs = _processes()
     leaked_mounts = _mounts() - mounts
     leaked_cgroups = _cgroups() - cgroups
     leaked_fds = {fd for fd in _fds() - fds if os.path.exists(f"/proc/self/fd/{fd}")}

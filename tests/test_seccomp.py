@@ -762,7 +762,7 @@ def test_container_notify_reaches_agent(make_bundle: Callable[..., Any], state_r
     msg = agent.message
     assert msg is not None
     assert msg["fds"] == ["seccompFd"] and msg["metadata"] == "meta-1"
-    assert msg["state"]["pid"] > 0 and msg["state"]["id"].startswith("sc-")
+    assert msg["state"]["pid"] > 0 and msg["state"]["id"].startswith("sc")
     assert msg["pid"] > 0
     assert agent.answered >= 1
 

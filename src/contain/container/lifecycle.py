@@ -502,7 +502,14 @@ def log_warnings(msg: dict[str, Any]) -> None:
         from contain import log
 
         for warning in msg["warnings"]:
-            log.warning(str(warning))
+            text = str(warning)
+            # configs written by `runc spec` list ambient capabilities without the
+            # inheritable ones the kernel needs to raise them; runc 1.1 says nothing,
+            # and engines show the runtime's stderr to users: keep it for --debug
+            if "ambient" in text:
+                log.debug(text)
+            else:
+                log.warning(text)
 
 
 def take_fd(pid: int, fd: int) -> int:
