@@ -208,7 +208,7 @@ def _create(root: str, cid: str, bundle: str, opts: CreateOptions, spec: Spec, r
         record.bundle = bundle
         record.rootfs = rootfs
         record.cgroup = mgr.to_json() if mgr is not None else None
-        store.save(record, sync=False)
+        store.save(record)
         if not opts.start_now:
             fifo = os.path.join(path, store.FIFO_NAME)
             os.mkfifo(fifo, 0o600)
