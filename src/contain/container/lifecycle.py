@@ -123,15 +123,9 @@ def _owner() -> str:
     uid = os.geteuid()
     if uid == 0:
         return "root"
-    try:
-        with open("/etc/passwd") as f:
-            for line in f:
-                parts = line.split(":")
-                if len(parts) > 2 and parts[2] == str(uid):
-                    return parts[0]
-    except OSError:
-        pass
-    return str(uid)
+    from contain.passwd import name_of
+
+    return name_of(uid) or str(uid)
 
 
 def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,

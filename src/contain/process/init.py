@@ -25,6 +25,7 @@ import sys
 from contain.errors import ContainError
 from contain.linux import consts as c
 from contain.linux.syscalls import prctl, setns, unshare
+from contain.passwd import home_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -398,7 +399,7 @@ def prepare_process(proc: Process, seccomp: Any, preserve_fds: int,
     env = list(proc.env)
     env.extend(extra_env)
     if not any(e.startswith("HOME=") for e in env):
-        env.append(f"HOME={_home_of(proc.user.uid)}")
+        env.append(f"HOME={home_of(proc.user.uid)}")
     return env
 
 
@@ -475,18 +476,6 @@ def _setgroups_allowed() -> bool:
             return f.read().strip() != "deny"
     except OSError:
         return True
-
-
-def _home_of(uid: int) -> str:
-    try:
-        with open("/etc/passwd") as f:
-            for line in f:
-                parts = line.split(":")
-                if len(parts) > 5 and parts[2] == str(uid):
-                    return parts[5] or "/"
-    except OSError:
-        pass
-    return "/"
 
 
 def _mark_fds(preserve_fds: int) -> None:

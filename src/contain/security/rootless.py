@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from contain.errors import ContainError
+from contain.passwd import name_of
 from contain.spec.decode import fail
 
 TYPE_CHECKING = False
@@ -19,21 +20,9 @@ if TYPE_CHECKING:
     from contain.spec.config import IDMapping
 
 
-def _user_name(uid: int) -> str | None:
-    try:
-        with open("/etc/passwd") as f:
-            for line in f:
-                parts = line.split(":")
-                if len(parts) > 2 and parts[2] == str(uid):
-                    return parts[0]
-    except OSError:
-        pass
-    return None
-
-
 def subordinate_ranges(path: str, uid: int) -> list[tuple[int, int]]:
     """(start, count) ranges granted to *uid* (by name or number) in /etc/subuid-style files."""
-    name = _user_name(uid)
+    name = name_of(uid)
     out = []
     try:
         with open(path) as f:
