@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from contain.container import lifecycle, store
+from contain.container import control, lifecycle, store
 from contain.errors import ContainError
 
 TYPE_CHECKING = False
@@ -69,7 +69,7 @@ class Container:
         return self
 
     def start(self) -> None:
-        lifecycle.start(self.root, self.id)
+        control.start(self.root, self.id)
 
     def record(self) -> ContainerRecord:
         return store.load(self.root, self.id)
@@ -87,8 +87,8 @@ class Container:
         return self.record().pid
 
     def kill(self, signal: int | str = 15, all: bool = False) -> None:
-        sig = lifecycle.parse_signal(signal) if isinstance(signal, str) else signal
-        lifecycle.kill(self.root, self.id, sig, all_processes=all)
+        sig = control.parse_signal(signal) if isinstance(signal, str) else signal
+        control.kill(self.root, self.id, sig, all_processes=all)
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the container's process to exit; its exit code (128+N if killed by
@@ -96,10 +96,10 @@ class Container:
         record = self.record()
         if timeout is not None and not _wait_exit(record.pid, timeout):
             raise TimeoutError(f"container {self.id} still running after {timeout}s")
-        return lifecycle.wait(record)
+        return control.wait(record)
 
     def delete(self, force: bool = False) -> None:
-        lifecycle.delete(self.root, self.id, force=force)
+        control.delete(self.root, self.id, force=force)
 
     # -- resources (cgroups) -----------------------------------------------------------
 

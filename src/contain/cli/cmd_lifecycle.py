@@ -103,7 +103,7 @@ def cmd_create(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
 
 
 def cmd_start(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
-    from contain.container.lifecycle import start
+    from contain.container.control import start
 
     start(ctx.root, args[0])
     return 0
@@ -120,7 +120,7 @@ def cmd_state(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
 
 
 def cmd_kill(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
-    from contain.container.lifecycle import kill, parse_signal
+    from contain.container.control import kill, parse_signal
 
     sig = parse_signal(args[1]) if len(args) > 1 else 15
     kill(ctx.root, args[0], sig, all_processes=opts["all"])
@@ -128,7 +128,7 @@ def cmd_kill(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
 
 
 def cmd_delete(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
-    from contain.container.lifecycle import delete
+    from contain.container.control import delete
     from contain.errors import NotFound
 
     try:

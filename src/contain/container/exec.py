@@ -196,7 +196,7 @@ def exec_process(root: str, cid: str, opts: ExecOptions) -> int:
         if master >= 0:
             os.close(master)
         return 0
-    from contain.container.lifecycle import wait
+    from contain.container.control import wait
     from contain.process.foreground import ForwardSignals, relay_tty
 
     proc_record = store.ContainerRecord(root, cid, {"pid": pid})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from contain.container.lifecycle import CreateOptions, create, delete, run_poststart, wait
+from contain.container.control import delete, run_poststart, wait
+from contain.container.lifecycle import CreateOptions, create
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

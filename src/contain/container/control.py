@@ -1,0 +1,205 @@
+"""start, state, kill, delete and wait: the light commands engines call per container.
+
+Kept apart from create (container/lifecycle.py), whose code is most of what a command
+would otherwise load: these run in ~10 ms of which most is the interpreter's start.
+"""
+
+from __future__ import annotations
+
+import os
+
+from contain.container import store
+from contain.errors import ContainError, NotFound, WrongState
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from contain.container.store import ContainerRecord
+
+
+def start(root: str, cid: str) -> ContainerRecord:
+    """Release the init blocked on exec.fifo, then run the poststart hooks."""
+    with store.Lock(store.container_dir(root, cid)):
+        record = store.load(root, cid)
+        status = record.status()
+        if status != "created":
+            if status == "stopped":
+                raise WrongState("cannot start a container that has stopped")
+            raise WrongState(f"cannot start an already {status} container"
+                             if status in ("running", "paused")
+                             else f"cannot start a container in the {status} state")
+        fifo = os.path.join(record.dir, store.FIFO_NAME)
+        _release_fifo(fifo, record)
+        os.unlink(fifo)
+    run_poststart(record)
+    return record
+
+
+def run_poststart(record: ContainerRecord) -> None:
+    """The poststart hooks; a failure is a warning, as the spec says."""
+    hooks = record.config.get("hooks") or {}
+    if hooks.get("poststart"):
+        from contain import log
+        from contain.process.hooks import HookError, run_hooks
+        from contain.spec.config import Hooks
+
+        try:
+            run_hooks("poststart", Hooks.decode(hooks, "$.hooks").poststart,
+                      record.hook_state("running"))
+        except HookError as exc:
+            log.warning(str(exc))
+
+
+def _release_fifo(fifo: str, record: ContainerRecord) -> None:
+    import select
+
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        pidfd = os.pidfd_open(record.pid)
+    except OSError:
+        os.close(fd)
+        raise WrongState("cannot start a container that has stopped") from None
+    try:
+        while True:
+            ready, _, _ = select.select([fd, pidfd], [], [], 5.0)
+            if fd in ready:
+                data = os.read(fd, 1)
+                if data:
+                    return
+            if pidfd in ready:
+                raise WrongState("cannot start a container that has stopped")
+    finally:
+        os.close(fd)
+        os.close(pidfd)
+
+
+def state(root: str, cid: str) -> dict[str, Any]:
+    return store.load(root, cid).oci_state()
+
+
+SIGNALS = {
+    "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7,
+    "FPE": 8, "KILL": 9, "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14,
+    "TERM": 15, "STKFLT": 16, "CHLD": 17, "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21,
+    "TTOU": 22, "URG": 23, "XCPU": 24, "XFSZ": 25, "VTALRM": 26, "PROF": 27, "WINCH": 28,
+    "IO": 29, "POLL": 29, "PWR": 30, "SYS": 31,
+}
+
+
+def parse_signal(text: str) -> int:
+    if text.isdigit():
+        num = int(text)
+        if 0 < num < 65:
+            return num
+        raise ContainError(f"invalid signal {text!r}")
+    name = text.upper()
+    if name.startswith("SIG"):
+        name = name[3:]
+    if name.startswith("RTMIN") or name.startswith("RTMAX"):
+        base = 34 if name.startswith("RTMIN") else 64
+        off = name[5:]
+        try:
+            return base + int(off) if off else base
+        except ValueError:
+            pass
+    if name in SIGNALS:
+        return SIGNALS[name]
+    raise ContainError(f"unknown signal {text!r}")
+
+
+def kill(root: str, cid: str, sig: int = 15, all_processes: bool = False) -> None:
+    record = store.load(root, cid)
+    status = record.status()
+    if status in ("stopped", "creating"):
+        raise WrongState("container not running")
+    if all_processes:
+        mgr = record.cgroup_manager()
+        if mgr is not None:
+            mgr.kill_all(sig)
+            return
+    signal_init(record, sig)
+
+
+def signal_init(record: ContainerRecord, sig: int) -> None:
+    """Signal the init through a pidfd, after checking it is still our process."""
+    import _signal
+
+    try:
+        pidfd = os.pidfd_open(record.pid)
+    except ProcessLookupError:
+        raise WrongState("container not running") from None
+    try:
+        if not record.init_alive():
+            raise WrongState("container not running")
+        _signal.pidfd_send_signal(pidfd, sig)
+    finally:
+        os.close(pidfd)
+
+
+def delete(root: str, cid: str, force: bool = False) -> None:
+    path = store.container_dir(root, cid)
+    if not os.path.isdir(path):
+        raise NotFound("container does not exist")
+    with store.Lock(path):
+        record = store.load(root, cid)
+        status = record.status()
+        if status in ("running", "paused") and not force:
+            raise WrongState(f"cannot delete container {cid} that is not stopped: {status}")
+        mgr = record.cgroup_manager()
+        if status != "stopped" and status != "creating":
+            if status == "paused" and mgr is not None:
+                mgr.thaw()
+            try:
+                signal_init(record, 9)
+            except WrongState:
+                pass
+            _wait_gone(record)
+        if mgr is not None:
+            mgr.destroy()
+        store.remove_dir(path)
+    hooks = record.config.get("hooks") or {}
+    if hooks.get("poststop"):
+        from contain import log
+        from contain.process.hooks import HookError, run_hooks
+        from contain.spec.config import Hooks
+
+        try:
+            run_hooks("poststop", Hooks.decode(hooks, "$.hooks").poststop,
+                      record.hook_state("stopped"))
+        except HookError as exc:
+            log.warning(str(exc))
+
+
+def _wait_gone(record: ContainerRecord, timeout: float = 10.0) -> None:
+    import select
+
+    try:
+        pidfd = os.pidfd_open(record.pid)
+    except ProcessLookupError:
+        return
+    try:
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    # the init may be our own child (run): reap it so it does not linger as a zombie
+    try:
+        os.waitpid(record.pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def wait(record: ContainerRecord) -> int:
+    """Wait for the init to exit; return its exit code (128+N when killed by signal N).
+    The init must be our child (run makes itself a subreaper before forking)."""
+    while True:
+        try:
+            _, status = os.waitpid(record.pid, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 255
+        if os.WIFEXITED(status):
+            return os.WEXITSTATUS(status)
+        if os.WIFSIGNALED(status):
+            return 128 + os.WTERMSIG(status)
