@@ -314,7 +314,7 @@ def test_bad_resources_fail_create_cleanly(make_bundle: Callable[..., Bundle],
 # -- the Python API ------------------------------------------------------------------------
 
 def test_python_api(start: Callable[..., Ctr]) -> None:
-    from contain.cgroups import api
+    from contain.container import resources as api
     from contain.cgroups.stats import Stats
 
     c = start("exec sleep 100", {"memory": {"limit": 64 << 20}})

@@ -104,27 +104,27 @@ class Container:
     # -- resources (cgroups) -----------------------------------------------------------
 
     def pause(self) -> None:
-        from contain.cgroups import api
+        from contain.container import resources as api
 
         api.pause(self.root, self.id)
 
     def resume(self) -> None:
-        from contain.cgroups import api
+        from contain.container import resources as api
 
         api.resume(self.root, self.id)
 
     def update(self, resources: dict[str, Any]) -> None:
-        from contain.cgroups import api
+        from contain.container import resources as api
 
         api.update(self.root, self.id, resources)
 
     def stats(self) -> Any:
-        from contain.cgroups import api
+        from contain.container import resources as api
 
         return api.stats(self.root, self.id)
 
     def processes(self) -> list[int]:
-        from contain.cgroups import api
+        from contain.container import resources as api
 
         return api.processes(self.root, self.id)
 

@@ -207,7 +207,7 @@ def resources_from_flags(opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_update(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
-    from contain.cgroups import api
+    from contain.container import resources as api
 
     for flag, what in (("l3_cache_schema", "Intel RDT/CAT: l3 cache schema"),
                        ("mem_bw_schema", "Intel RDT/MBA: memory bandwidth schema")):
@@ -226,14 +226,14 @@ def cmd_update(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
 # -- pause / resume ------------------------------------------------------------------------
 
 def cmd_pause(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
-    from contain.cgroups import api
+    from contain.container import resources as api
 
     api.pause(ctx.root, args[0])
     return 0
 
 
 def cmd_resume(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
-    from contain.cgroups import api
+    from contain.container import resources as api
 
     api.resume(ctx.root, args[0])
     return 0
@@ -242,7 +242,7 @@ def cmd_resume(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
 # -- events --------------------------------------------------------------------------------
 
 def cmd_events(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
-    from contain.cgroups import api
+    from contain.container import resources as api
     from contain.jsonio import dumps
 
     try:
@@ -274,7 +274,7 @@ def cmd_events(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
 # -- ps ------------------------------------------------------------------------------------
 
 def cmd_ps(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
-    from contain.cgroups import api
+    from contain.container import resources as api
 
     cid, rest = args[0], list(args[1:])
     fmt = opts["format"]
