@@ -397,7 +397,9 @@ def _spawn(cfg: InitConfig, record: ContainerRecord, spec: Spec, mgr: Manager | 
         child_main(child, cfg)
     child.close()
     init_pid = pid
-    stage_pid = pid
+    # the intermediate child that forks the init and exits (0: the child is the init,
+    # which must not be reaped here: `run` waits for its exit status)
+    stage_pid = pid if cfg.forks() else 0
     joined = False
     try:
         if mgr is not None and not _setup_cgroup(mgr, spec, record, rootless):
@@ -470,10 +472,14 @@ def _spawn(cfg: InitConfig, record: ContainerRecord, spec: Spec, mgr: Manager | 
 
 
 def _stop_child(stage_pid: int, init_pid: int) -> None:
+    """Kill what create forked; reap what is ours (the stage, or the init when there is
+    no stage: a grandchild init is reaped by whoever it was reparented to)."""
     if stage_pid:
         _kill_and_reap(stage_pid)
-    if init_pid != stage_pid:
-        _kill(init_pid)
+        if init_pid != stage_pid:
+            _kill(init_pid)
+    else:
+        _kill_and_reap(init_pid)
 
 
 def _how_it_ended(pid: int) -> str:
