@@ -314,8 +314,8 @@ def test_bad_resources_fail_create_cleanly(make_bundle: Callable[..., Bundle],
 # -- the Python API ------------------------------------------------------------------------
 
 def test_python_api(start: Callable[..., Ctr]) -> None:
-    from contain.container import resources as api
     from contain.cgroups.stats import Stats
+    from contain.container import resources as api
 
     c = start("exec sleep 100", {"memory": {"limit": 64 << 20}})
     root = str(c.root)
