@@ -13,7 +13,6 @@ import errno
 import os
 import stat
 
-from contain.errors import ContainError
 from contain.linux import consts
 from contain.linux.syscalls import openat2
 
@@ -90,11 +89,3 @@ def resolve_in_root(root_fd: int, path: str, create: str | None = None, mode: in
 
 def is_dir_fd(fd: int) -> bool:
     return stat.S_ISDIR(os.fstat(fd).st_mode)
-
-
-def check_inside(root: str, what: str) -> None:
-    """After a chdir, make sure the working directory is reachable from the root
-    (a cwd leaked from outside shows as "(unreachable)")."""
-    cwd = os.getcwd()
-    if not cwd.startswith("/") or cwd.startswith("(unreachable)"):
-        raise ContainError(f"{what} is outside the container's root filesystem")
