@@ -26,10 +26,10 @@ $(VENV)/.ok: scripts/make-launcher
 	$(PY) scripts/make-launcher $(CONTAIN)
 	touch $@
 
-# pytest, ruff, mypy (and the package, editable) for the test suite.
+# pytest, ruff, mypy, matplotlib for the benchmark plots (and the package, editable).
 testenv: $(VENV)/.test-ok
 $(VENV)/.test-ok: $(VENV)/.ok pyproject.toml
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	$(PY) scripts/make-launcher $(CONTAIN)
 	touch $@
 
