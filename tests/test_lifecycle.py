@@ -158,12 +158,13 @@ def test_kill_with_signal_names_and_numbers(contain: Contain,
     bundle = make_bundle(["/bin/sh", "-c", "trap 'echo USR1 >> /out/log' USR1; "
                           "trap 'echo HUP >> /out/log' HUP; "
                           "trap 'echo TERM >> /out/log; exit 0' TERM; "
-                          "while :; do sleep 0.05; done"])
+                          "touch /out/ready; while :; do sleep 0.05; done"])
     bundle.config["mounts"].append({"destination": "/out", "type": "bind",
                                     "source": str(out), "options": ["rbind"]})
     bundle.write()
     cid = unique_id()
     contain.ok("run", "--detach", "--bundle", str(bundle.path), cid)
+    wait_for((out / "ready").exists)  # the traps are set (before, USR1 would kill sh)
     log = out / "log"
     for sig, word in (("USR1", "USR1"), ("SIGHUP", "HUP"), ("10", "USR1"), ("TERM", "TERM")):
         before = log.read_text().count(word) if log.exists() else 0

@@ -12,7 +12,8 @@ import pytest
 
 from conftest import run_contain
 
-PY = sys.executable
+# the real interpreter: the venv may live under /tmp, which the sandbox makes private
+PY = os.path.realpath(sys.executable)
 
 
 def sandbox(root: Path, *args: str, input: str | None = None,
