@@ -224,21 +224,9 @@ def oci_config(args: Sequence[str], *, hostname: str = "bench", cwd: str = "/",
     """A config.json of the shape ``runc spec`` writes (no terminal), running *args*.
 
     *binds* are (host source, destination, read-only) bind mounts added at the end."""
-    mounts: list[dict[str, Any]] = [
-        {"destination": "/proc", "type": "proc", "source": "proc"},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-         "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-         "options": ["nosuid", "noexec", "nodev", "ro"]},
-        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
-    ]
+    from contain.spec.defaults import default_mounts  # runc spec's mounts, the same list
+
+    mounts = default_mounts()
     for src, dst, ro in binds:
         mounts.append({"destination": dst, "type": "bind", "source": src,
                        "options": ["rbind", "nosuid", "nodev", *(["ro"] if ro else [])]})
