@@ -165,8 +165,11 @@ def exec_process(root: str, cid: str, opts: ExecOptions) -> int:
     console_fd = -1
     console_sock = None
     if local_tty:
+        from contain.process.foreground import size_from_caller
+
         pair = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         console_fd = pair[1].fileno()
+        size_from_caller(proc)
     elif opts.console_socket:
         from contain.process.sync import connect_unix
 

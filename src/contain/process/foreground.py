@@ -45,6 +45,7 @@ def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOpti
     if local_tty:
         pair = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         opts.console_fd = pair[1].fileno()
+        size_from_caller(spec.process)
     if not detach:
         become_subreaper()
     opts.start_now = True
@@ -111,6 +112,22 @@ class ForwardSignals:
 
         for sig, handler in self.saved.items():
             _signal.signal(sig, handler)
+
+
+def size_from_caller(proc: Any) -> None:
+    """The pty is made with the caller's window size (process.consoleSize), so that the
+    process sees it from its first instruction, before the relay starts."""
+    if proc.console_size is not None or not os.isatty(0):
+        return
+    from contain.process.console import get_winsize
+    from contain.spec.config import Box
+
+    try:
+        rows, cols = get_winsize(0)
+    except OSError:
+        return
+    if rows and cols:
+        object.__setattr__(proc, "console_size", Box(height=rows, width=cols))
 
 
 def copy_winsize(src: int, dst: int) -> None:
