@@ -7,7 +7,8 @@ runc does for SELinux labels and youki for AppArmor profiles) rather than run th
 container less confined than asked. ``linux.mountLabel`` only changes mount options
 when SELinux is enabled; otherwise it is ignored, as runc's SELinux library does.
 
-Landlock (enabled on many current kernels) is applied by the sandbox layer, not here.
+Landlock (enabled on many current kernels) belongs to the sandbox layer, not here; it is
+not applied yet.
 """
 
 from __future__ import annotations
