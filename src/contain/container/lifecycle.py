@@ -31,7 +31,7 @@ _SYSCTL_NS = (("kernel.shm", "ipc"), ("kernel.msg", "ipc"), ("kernel.sem", "ipc"
 
 class CreateOptions:
     __slots__ = ("console_socket", "pid_file", "preserve_fds", "no_pivot", "no_new_keyring",
-                 "console_fd", "rootless", "stdio", "start_now")
+                 "console_fd", "rootless", "stdio", "start_now", "no_cgroup")
 
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None,
                  preserve_fds: int = 0, no_pivot: bool = False, no_new_keyring: bool = False,
@@ -47,6 +47,7 @@ class CreateOptions:
         # run: the init goes on as soon as state.json is written, told so over the sync
         # channel -- no exec.fifo round trip (call run_poststart afterwards)
         self.start_now = False
+        self.no_cgroup = False  # sandboxes without limits: no cgroup at all
 
 
 def load_bundle(bundle: str) -> tuple[str, Spec]:
@@ -164,7 +165,7 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
     cfg = _init_config(spec, cid, bundle, rootfs, opts, seccomp)
     rootless = opts.rootless or os.geteuid() != 0
     mgr = None
-    if not rootless or linux.cgroups_path:
+    if (not rootless or linux.cgroups_path) and not opts.no_cgroup:
         from contain.cgroups import new_manager
 
         try:

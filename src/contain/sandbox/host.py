@@ -5,11 +5,12 @@ through the same core as ``contain run``: new pid, mount, ipc, uts, cgroup and (
 asked otherwise) network namespaces; no capabilities, no_new_privs, the default seccomp
 profile; memory, pids and cpu limits.
 
-The root is a private skeleton (in the runtime's state directory, never on the host's
-own filesystem): the host's top-level symlinks copied, its top-level directories bound
-read-only (recursively), private /tmp, /run, /proc, /dev and /dev/shm, and mount points
-for --bind destinations the host lacks made in the skeleton. The skeleton itself is made
-read-only once set up.
+The root is the host's own, bound read-only (recursively), with private /tmp, /run,
+/proc, /dev and /dev/shm over it. When a --bind targets a top-level path the host lacks,
+the root is instead a private skeleton (in the runtime's state directory, never on the
+host's own filesystem): the host's top-level symlinks copied, its top-level directories
+bound read-only one by one, and the missing mount points made in the skeleton, which is
+made read-only once set up.
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ def host_directories() -> list[str]:
         if name not in PRIVATE and os.path.isdir(path) and not os.path.islink(path):
             out.append(name)
     return out
+
+
+def needs_skeleton(binds: list[str] | tuple[str, ...]) -> bool:
+    """Whether a bind targets a top-level path the host lacks: only then is the root a
+    skeleton (see make_skeleton); otherwise the host's root is bound as a whole."""
+    for text in binds:
+        parts = text.split(":")
+        if len(parts) > 1 and not os.path.lexists("/" + parts[1].strip("/").split("/")[0]):
+            return True
+    return False
 
 
 def make_skeleton(rootfs: str, binds: list[str] | tuple[str, ...] = ()) -> None:
@@ -152,11 +163,15 @@ def sandbox_spec(args: list[str], *, memory: str | int | None = None,
     namespaces = [{"type": t} for t in ("pid", "mount", "ipc", "uts", "cgroup")]
     if net == "none":
         namespaces.append({"type": "network"})
-    mounts: list[dict[str, Any]] = [
-        {"destination": f"/{name}", "type": "bind", "source": f"/{name}",
-         "options": ["rbind", "rro", "rprivate"]}
-        for name in host_directories()
-    ]
+    if needs_skeleton(binds):
+        mounts: list[dict[str, Any]] = [
+            {"destination": f"/{name}", "type": "bind", "source": f"/{name}",
+             "options": ["rbind", "rro", "rprivate"]}
+            for name in host_directories()
+        ]
+    else:  # the host's root in one recursive read-only bind: one mount instead of ~25
+        mounts = [{"destination": "/", "type": "bind", "source": "/",
+                   "options": ["rbind", "rro", "rprivate"]}]
     mounts += [
         {"destination": "/proc", "type": "proc", "source": "proc",
          "options": ["nosuid", "noexec", "nodev"]},
