@@ -143,10 +143,15 @@ def report_failure(ch: Channel, exc: BaseException) -> None:
             msg = f"{exc.filename}: {msg}"
     else:
         msg = f"{type(exc).__name__}: {exc}"
-    if os.environ.get("CONTAIN_DEBUG_INIT"):
-        import traceback
+    from contain import log
 
-        traceback.print_exc()
+    if log.debug_enabled():  # --debug: the child's traceback too, on its stderr
+        try:
+            import traceback
+
+            traceback.print_exc()
+        except ImportError:  # after pivot_root the module may be out of reach
+            pass
     try:
         ch.send({"t": "error", "msg": msg})
     except OSError:
