@@ -13,7 +13,6 @@ from contain.errors import ContainError, NotFound, WrongState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
 
     from contain.container.store import ContainerRecord
 
@@ -72,10 +71,6 @@ def _release_fifo(fifo: str, record: ContainerRecord) -> None:
     finally:
         os.close(fd)
         os.close(pidfd)
-
-
-def state(root: str, cid: str) -> dict[str, Any]:
-    return store.load(root, cid).oci_state()
 
 
 SIGNALS = {

@@ -74,25 +74,17 @@ def prepare(spec: Spec, rootfs: str, bundle: str, userns: bool, cgroupns: bool,
 
 
 def _make_parent_private(rootfs: str) -> None:
-    """pivot_root fails when the rootfs's parent mount is shared: make it private."""
-    path = os.path.realpath(rootfs)
-    best = ""
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4]
-            if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best):
-                best = mp
-    if best and "shared:" in _optional_fields(best):
-        mount(None, best, None, c.MS_PRIVATE)
-
-
-def _optional_fields(mount_point: str) -> str:
-    with open("/proc/self/mountinfo") as f:
+    """pivot_root fails when the rootfs's parent mount is shared: make it private.
+    (*rootfs* is already a real path: create resolved it.)"""
+    best, shared = "", False
+    with open("/proc/self/mountinfo") as f:  # one pass: mount point and its tags
         for line in f:
             fields = line.split(" - ")[0].split()
-            if fields[4] == mount_point:
-                return " ".join(fields[6:])
-    return ""
+            mp = fields[4]
+            if (rootfs == mp or rootfs.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best):
+                best, shared = mp, any(t.startswith("shared:") for t in fields[6:])
+    if best and shared:
+        mount(None, best, None, c.MS_PRIVATE)
 
 
 def _mknod(root_fd: int, path: str, kind: str, major: int, minor: int, mode: int,
