@@ -274,15 +274,37 @@ def _spawn(record: store.ContainerRecord, proc: Process, seccomp: Any, console_f
             elif kind == "error":
                 raise ContainError(str(msg.get("msg")))
     except BaseException:
-        for p in {stage, pid} - {0}:
-            try:
-                os.kill(p, 9)
-                os.waitpid(p, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
+        _reap_after_failure(stage, pid)
         raise
     finally:
         parent.close()
+
+
+def _reap_after_failure(stage: int, pid: int) -> None:
+    """Kill and reap what exec forked. The process that failed may have reported before
+    the stage said its pid, so it is unknown here; it is inside the container's PID
+    namespace and, once the stage is gone, our child (we are a subreaper): left a
+    zombie, it would keep the container's PID 1 from ever finishing its exit."""
+    import time
+
+    for p in {stage, pid} - {0}:
+        try:
+            os.kill(p, 9)
+        except ProcessLookupError:
+            pass
+    for p in {stage, pid} - {0}:
+        try:
+            os.waitpid(p, 0)
+        except ChildProcessError:
+            pass
+    deadline = time.monotonic() + 1.0  # the unknown one is already on its way out
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done == 0:
+            time.sleep(0.001)
 
 
 def _hand_listener(record: store.ContainerRecord, fd: int, pid: int) -> None:
