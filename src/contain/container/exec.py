@@ -175,6 +175,23 @@ def exec_process(root: str, cid: str, opts: ExecOptions) -> int:
 
         console_sock = connect_unix(opts.console_socket)
         console_fd = console_sock.fileno()
+    from contain.process.foreground import ForwardSignals
+
+    # the process runs as soon as it is spawned: forwarding is in place before that
+    forward = ForwardSignals() if not opts.detach else None
+    if forward is not None:
+        forward.__enter__()
+    try:
+        return _spawn_and_wait(root, cid, record, proc, seccomp, console_fd, opts, pair,
+                               console_sock, forward)
+    finally:
+        if forward is not None:
+            forward.__exit__()
+
+
+def _spawn_and_wait(root: str, cid: str, record: store.ContainerRecord, proc: Process,
+                    seccomp: Any, console_fd: int, opts: ExecOptions, pair: Any,
+                    console_sock: Any, forward: Any) -> int:
     try:
         pid = _spawn(record, proc, seccomp, console_fd, opts)
     finally:
@@ -185,6 +202,8 @@ def exec_process(root: str, cid: str, opts: ExecOptions) -> int:
             pair[1].close()
         if console_sock is not None:
             console_sock.close()
+    if forward is not None:
+        forward.attach(pid)
     if opts.pid_file:
         from contain.container.lifecycle import write_pid_file
 
@@ -200,14 +219,14 @@ def exec_process(root: str, cid: str, opts: ExecOptions) -> int:
             os.close(master)
         return 0
     from contain.container.control import wait
-    from contain.process.foreground import ForwardSignals, relay_tty
+    from contain.process.foreground import relay_tty
 
     proc_record = store.ContainerRecord(root, cid, {"pid": pid})
     try:
-        with ForwardSignals(proc_record, tty_master=master):
-            if master >= 0:
-                return relay_tty(master, proc_record)
-            return wait(proc_record)
+        if master >= 0:
+            forward.relay_winch_to(master)
+            return relay_tty(master, proc_record)
+        return wait(proc_record)
     finally:
         if master >= 0:
             os.close(master)
@@ -322,10 +341,11 @@ def _child(ch: Channel, record: store.ContainerRecord, proc: Process, seccomp: A
            console_fd: int, opts: ExecOptions, mgr: Manager | None,
            ns_fds: list[tuple[int, int]]) -> NoReturn:
     from contain.linux.syscalls import prctl, setns
-    from contain.process.init import report_failure
+    from contain.process.init import report_failure, reset_signals
 
     try:
         prctl(c.PR_SET_DUMPABLE, 0)
+        reset_signals()
         if opts.stdio is not None:
             for target, fd in enumerate(opts.stdio):
                 if fd != target:

@@ -12,6 +12,7 @@ import os
 
 from contain.container.control import delete, run_poststart, wait
 from contain.container.lifecycle import CreateOptions, create
+from contain.process.init import FORWARDED, SIGWINCH
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
     from contain.container.store import ContainerRecord
     from contain.spec.config import Spec
 
-FORWARDED = (1, 2, 3, 10, 12, 15)  # HUP INT QUIT USR1 USR2 TERM
-SIGWINCH = 28
 
 
 def become_subreaper() -> None:
@@ -49,54 +48,82 @@ def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOpti
     if not detach:
         become_subreaper()
     opts.start_now = True
+    # with start_now the container runs as soon as create returns: handlers go in first,
+    # and a signal that comes before the container exists waits for it
+    forward = ForwardSignals() if not detach else None
+    if forward is not None:
+        forward.__enter__()
     try:
-        record = create(root, cid, bundle, opts, spec=spec)
-    finally:
-        if pair is not None:
-            pair[1].close()
-    master = -1
-    try:
-        if pair is not None:
-            from contain.process.sync import recv_fd
+        try:
+            record = create(root, cid, bundle, opts, spec=spec)
+        finally:
+            if pair is not None:
+                pair[1].close()
+        if forward is not None:
+            forward.attach(record.pid)
+        master = -1
+        try:
+            if pair is not None:
+                from contain.process.sync import recv_fd
 
-            master, _ = recv_fd(pair[0])
-            pair[0].close()
-            pair = None
-        if detach:
+                master, _ = recv_fd(pair[0])
+                pair[0].close()
+                pair = None
             run_poststart(record)
-            return 0
-        with ForwardSignals(record, tty_master=master):
-            run_poststart(record)
+            if detach:
+                return 0
+            if master >= 0 and forward is not None:
+                forward.relay_winch_to(master)
             code = relay_tty(master, record) if master >= 0 else wait(record)
-    except BaseException:
-        delete(root, cid, force=True)
-        raise
+        except BaseException:
+            delete(root, cid, force=True)
+            raise
+        finally:
+            if master >= 0:
+                os.close(master)
+            if pair is not None:
+                pair[0].close()
     finally:
-        if master >= 0:
-            os.close(master)
-        if pair is not None:
-            pair[0].close()
+        if forward is not None:
+            forward.__exit__()
     if not keep:
         delete(root, cid, force=True)
     return code
 
 
 class ForwardSignals:
-    """Forward the usual termination signals (and SIGWINCH to a relayed pty)."""
+    """Forward the usual termination signals to the container's process (and SIGWINCH
+    to a relayed pty). Signals that come before :meth:`attach` are kept for it."""
 
-    def __init__(self, record: ContainerRecord, tty_master: int = -1) -> None:
-        self.record = record
+    def __init__(self, pid: int = 0, tty_master: int = -1) -> None:
+        self.pid = pid
         self.master = tty_master
+        self.pending: list[int] = []
         self.saved: dict[int, Any] = {}
 
     def _forward(self, signum: int, frame: Any) -> None:
+        if not self.pid:
+            self.pending.append(signum)
+            return
         try:
-            os.kill(self.record.pid, signum)
+            os.kill(self.pid, signum)
         except ProcessLookupError:
             pass
 
+    def attach(self, pid: int) -> None:
+        self.pid = pid
+        for signum in self.pending:
+            self._forward(signum, None)
+        self.pending.clear()
+
     def _winch(self, signum: int, frame: Any) -> None:
         copy_winsize(0, self.master)
+
+    def relay_winch_to(self, master: int) -> None:
+        import _signal
+
+        self.master = master
+        self.saved.setdefault(SIGWINCH, _signal.signal(SIGWINCH, self._winch))
 
     def __enter__(self) -> ForwardSignals:
         import _signal
@@ -104,7 +131,7 @@ class ForwardSignals:
         for sig in FORWARDED:
             self.saved[sig] = _signal.signal(sig, self._forward)
         if self.master >= 0:
-            self.saved[SIGWINCH] = _signal.signal(SIGWINCH, self._winch)
+            self.relay_winch_to(self.master)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -112,6 +139,7 @@ class ForwardSignals:
 
         for sig, handler in self.saved.items():
             _signal.signal(sig, handler)
+        self.saved.clear()
 
 
 def size_from_caller(proc: Any) -> None:

@@ -121,10 +121,25 @@ def preload_modules(terminal: bool, hooks: bool, seccomp: bool, lsm: bool = Fals
         import contain.security.lsm  # noqa: F401
 
 
+# signals `run` and `exec` forward to the container's process (HUP INT QUIT USR1 USR2 TERM)
+FORWARDED = (1, 2, 3, 10, 12, 15)
+SIGWINCH = 28
+
+
+def reset_signals() -> None:
+    """In a forked child: the runtime's forwarding handlers must not outlive the fork (a
+    signal during the child's setup takes its default action, as in a new process)."""
+    import _signal
+
+    for sig in (*FORWARDED, SIGWINCH):
+        _signal.signal(sig, _signal.SIG_DFL)
+
+
 def child_main(ch: Channel, cfg: InitConfig) -> NoReturn:
     """Entry point of the forked child; never returns."""
     code = 1
     try:
+        reset_signals()
         _stage_namespaces(ch, cfg)
         code = 0
     except BaseException as exc:  # report every failure to the parent, then exit
