@@ -400,16 +400,16 @@ def prepare_process(proc: Process, seccomp: SeccompProgram | None, preserve_fds:
         from contain.security.lsm import apply_on_exec
 
         apply_on_exec(proc)
-    problems = _set_identity(proc, seccomp)
-    if warnings is not None:
-        warnings.extend(problems)
     if proc.user.umask is not None:
         os.umask(proc.user.umask)
     else:
         os.umask(0o022)
+    _mark_fds(preserve_fds)
     if proc.no_new_privileges:
         prctl(c.PR_SET_NO_NEW_PRIVS, 1)
-    _mark_fds(preserve_fds)
+    problems = _set_identity(proc, seccomp)
+    if warnings is not None:
+        warnings.extend(problems)
     env = list(proc.env)
     env.extend(extra_env)
     if not any(e.startswith("HOME=") for e in env):
@@ -460,9 +460,27 @@ def _set_scheduler(proc: Process) -> None:
         raise ContainError(f"process.scheduler: {sch.policy}: {exc.strerror}") from None
 
 
+class _Filter:
+    """Whether _set_identity had to load the filter already (see there); read by
+    exec_process in the same process."""
+
+    loaded = False
+
+
+_CAP_SYS_ADMIN = 1 << 21
+
+
 def _set_identity(proc: Process, seccomp: SeccompProgram | None) -> list[str]:
-    """Bounding set, user and groups, then the capability sets (KEEPCAPS across setuid);
-    a seccomp filter that needs CAP_SYS_ADMIN (no no_new_privs) is loaded before the drop."""
+    """Bounding set, user and groups, then the capability sets (KEEPCAPS across setuid).
+
+    The filter is loaded later, as the last call before execve. Without no_new_privs
+    loading it needs CAP_SYS_ADMIN: when the process is not to have that capability,
+    it stays in the effective and permitted sets until then. execve drops it: the new
+    permitted set is computed from the inheritable, bounding and ambient sets and the
+    file, never from the old permitted one (capabilities(7)); the bounding set has lost
+    it already. Where it could survive -- in the ambient set, or setuid clearing every
+    capability (no capabilities object, and another user than root) -- the filter is
+    loaded before setuid instead, as runc does."""
     from contain.security import capabilities as caps_mod
 
     user = proc.user
@@ -477,11 +495,24 @@ def _set_identity(proc: Process, seccomp: SeccompProgram | None) -> list[str]:
             raise ContainError(f"process.user uid={user.uid} gid={user.gid}: "
                                f"{exc.strerror}") from None
 
-    if seccomp is not None and not proc.no_new_privileges and not seccomp.notify:
+    needs_admin = seccomp is not None and not proc.no_new_privileges
+    sets = caps_mod.resolve(proc.capabilities) if proc.capabilities is not None else None
+    if needs_admin and (sets.ambient & _CAP_SYS_ADMIN if sets is not None else user.uid != 0):
         from contain.security.seccomp import load_filter
 
+        assert seccomp is not None
         load_filter(seccomp)
-    return caps_mod.apply_process_identity(proc.capabilities, set_user)
+        _Filter.loaded = True
+    elif needs_admin and sets is not None and not sets.permitted & _CAP_SYS_ADMIN:
+        from contain.linux.syscalls import capget
+
+        if capget()[1] & _CAP_SYS_ADMIN:
+            sets = caps_mod.CapSets(bounding=sets.bounding,
+                                    effective=sets.effective | _CAP_SYS_ADMIN,
+                                    inheritable=sets.inheritable,
+                                    permitted=sets.permitted | _CAP_SYS_ADMIN,
+                                    ambient=sets.ambient)
+    return caps_mod.apply_process_identity(sets, set_user)
 
 
 def _setgroups_allowed() -> bool:
@@ -551,14 +582,18 @@ def _wait_for_start(fifo_fd: int) -> None:
 
 def exec_process(path: str, proc: Process, env: list[str],
                  seccomp: SeccompProgram | None) -> NoReturn:
-    if seccomp is not None and proc.no_new_privileges and not seccomp.notify:
+    """Load the seccomp filter and execve: nothing else may come after the filter, as
+    the container's profile may deny anything else (close_range, statfs, ...)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    args = proc.args
+    envp = dict(e.split("=", 1) for e in env if "=" in e)
+    if seccomp is not None and not seccomp.notify and not _Filter.loaded:
         from contain.security.seccomp import load_filter
 
         load_filter(seccomp)
-    sys.stdout.flush()
-    sys.stderr.flush()
     try:
-        os.execve(path, proc.args, dict(e.split("=", 1) for e in env if "=" in e))
+        os.execve(path, args, envp)
     except OSError as exc:
-        os.write(2, f"contain: exec {proc.args[0]}: {exc.strerror}\n".encode())
+        os.write(2, f"contain: exec {args[0]}: {exc.strerror}\n".encode())
         os._exit(127)
