@@ -1,9 +1,12 @@
 """``exec``: a new process inside a running container.
 
-The runtime forks a child that joins the container's cgroup and every namespace of its
-init (from /proc/<init>/ns, the user namespace last when we are root -- we can join the
-others only while privileged on the host -- and first otherwise), forks once more so the
-process is inside the PID (and time) namespace, then applies the same confinement as the
+The process to run is a copy of the container's decoded process with the command line
+and the flags applied (or ``--process FILE``). It is started by the same spawn driver as
+a container's init (process/spawn.py), in exec mode: the child joins the container's
+cgroup and every namespace of its init (from /proc/<init>/ns, opened here while the init
+is known to be alive; the user namespace last when we are root -- we can join the others
+only while privileged on the host -- and first otherwise), forks once more when the PID
+(or time) namespace applies to children only, then applies the same confinement as the
 init (rlimits, user, capabilities, no_new_privs, seccomp) and execs. It is non-dumpable
 until execve, like the init, and no fd of the runtime survives the exec.
 """

@@ -207,11 +207,14 @@ class Spawner:
         parent, child = sync.Channel.pair()
         try:
             pid = _fork(plan)
-            if pid == 0:  # the child: never returns
-                parent.close()
-                init.child_main(child, plan, self.handles)
-        finally:
+        except BaseException:
+            parent.close()
             child.close()
+            raise
+        if pid == 0:  # the child: never returns
+            parent.close()
+            init.child_main(child, plan, self.handles)
+        child.close()
         # the stage, which forks the process and exits; or the process itself
         self.stage, self.pid = (pid, 0) if plan.forks else (0, pid)
         try:
