@@ -253,3 +253,20 @@ def test_cap_sys_admin_kept_for_the_filter_does_not_reach_the_process(
     assert with_filter == without
     eff = int(next(line for line in with_filter if line.startswith("CapEff")).split()[1], 16)
     assert not eff & (1 << 21)
+
+
+def test_an_early_failure_of_the_child_is_reported_as_the_child_said(
+        make_bundle: Callable[..., Bundle], state_root: Path) -> None:
+    """The child fails at once (setns of an IPC namespace as the UTS one), while the
+    parent is still making the cgroup: the parent's next step (joining a dead process
+    to the cgroup, or a send to a closed channel) fails too, but the error is the
+    child's own report, not "exited with status 1"."""
+    bundle = make_bundle(["/bin/true"])
+    for ns in bundle.config["linux"]["namespaces"]:
+        if ns["type"] == "uts":
+            ns["path"] = "/proc/self/ns/ipc"
+    bundle.write()
+    for _ in range(3):
+        proc = run_contain(state_root, "run", "-b", str(bundle.path), unique_id())
+        assert proc.returncode != 0
+        assert "setns ipc:[" in proc.stderr and "Invalid argument" in proc.stderr, proc.stderr

@@ -189,7 +189,7 @@ def _join_namespaces(plan: Plan, fds: Handles) -> None:
             setns(fd, flag)
         except OSError as exc:
             raise ContainError(f"setns {os.readlink(f'/proc/self/fd/{fd}')}: "
-                               f"{exc.strerror}") from None
+                               f"{os.strerror(exc.errno or 0)}") from None
         os.close(fd)
     fds.ns = []
 

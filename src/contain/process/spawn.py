@@ -220,11 +220,16 @@ class Spawner:
         try:
             self._drive(parent)
         except BaseException as exc:
-            if isinstance(exc, (sync.ChannelClosed, ConnectionError)):
-                why = self._how_it_ended()
-                self._stop()
-                raise ContainError(f"{self.what} {why} before it was ready") from None
+            closed = isinstance(exc, (sync.ChannelClosed, ConnectionError))
+            why = self._how_it_ended() if closed else ""
             self._stop()
+            # the child's own report, when it failed first (and a step of ours failed
+            # for that: a cgroup join of a dead process, a send to a closed channel)
+            reported = parent.pending_error() if isinstance(exc, Exception) else None
+            if reported is not None and not isinstance(exc, sync.ChildError):
+                raise reported from None
+            if closed:
+                raise ContainError(f"{self.what} {why} before it was ready") from None
             raise
         finally:
             parent.close()

@@ -174,6 +174,21 @@ class Channel:
             raise child_error(msg)
         raise ProtocolError(f"sync: expected {kind!r}, got {got!r}")
 
+    def pending_error(self) -> ChildError | None:
+        """After a failure on our side (the child may have failed first and said so:
+        then its report is the cause), the ERROR among what is left unread, if any.
+        Call it once the child is dead, so that all it sent is there."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                msg = self.recv()
+                if msg["t"] == ERROR:
+                    return child_error(msg)
+        except (OSError, ValueError, ContainError):  # drained, closed, or garbage
+            return None
+        finally:
+            self.sock.setblocking(True)
+
     def close(self) -> None:
         self.sock.close()
 
