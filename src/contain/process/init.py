@@ -33,6 +33,7 @@ from contain.linux import consts as c
 from contain.linux.syscalls import prctl, setns, unshare
 from contain.passwd import home_of
 from contain.process import sync
+from contain.process.spawn import CREATE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def preload(plan: Plan) -> None:
     """Import, before fork, every module the child uses: after pivot_root (or setns
     into the container's mount namespace) the host's Python library is out of reach,
     so a lazy import there would fail."""
-    if plan.mode == "create":
+    if plan.mode == CREATE:
         import contain.rootfs.setup  # noqa: F401
 
     proc = plan.process
@@ -100,7 +101,7 @@ def child_main(ch: Channel, plan: Plan, fds: Handles) -> NoReturn:
     try:
         reset_signals()
         _stage_enter(ch, plan, fds)
-        if plan.mode == "create":
+        if plan.mode == CREATE:
             _stage_init(ch, plan, fds)
         else:
             _stage_exec(ch, plan, fds)
@@ -139,7 +140,7 @@ def _stage_enter(ch: Channel, plan: Plan, fds: Handles) -> None:
             if fd != target:
                 os.dup2(fd, target)
     proc = plan.process
-    if plan.mode == "create" and proc.oom_score_adj is not None:
+    if plan.mode == CREATE and proc.oom_score_adj is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(proc.oom_score_adj))
     _join_namespaces(plan, fds)
@@ -154,7 +155,7 @@ def _stage_enter(ch: Channel, plan: Plan, fds: Handles) -> None:
         ch.expect(sync.USERNS_DONE)
         if rootless:
             prctl(c.PR_SET_DUMPABLE, 0)
-    if plan.mode == "create":
+    if plan.mode == CREATE:
         if plan.in_userns:
             _become_root_in_userns()
         # the cgroup namespace waits until the parent has moved us into the cgroup
@@ -175,7 +176,7 @@ def _stage_enter(ch: Channel, plan: Plan, fds: Handles) -> None:
 def _join_namespaces(plan: Plan, fds: Handles) -> None:
     """setns into the namespaces given by path (create: opened here, a user namespace
     first, as the others may belong to it; exec: opened and ordered by the parent)."""
-    if plan.mode == "create":
+    if plan.mode == CREATE:
         for flag, path in plan.join:
             if flag == c.CLONE_NEWPID and plan.pid_from_parent:
                 continue  # the parent forked us into it
