@@ -337,3 +337,13 @@ def test_log_file_receives_the_error(state_root: Path, tmp_path: Path) -> None:
     assert proc.returncode == 1
     entries = [json.loads(x) for x in log.read_text().splitlines()]
     assert any(e["level"] == "error" and "does not exist" in e["msg"] for e in entries)
+
+
+def test_syscall_numbers_of_an_unknown_machine_fail_loudly() -> None:
+    """No fallback to x86_64's numbers: on another machine they call other syscalls."""
+    from contain.errors import ContainError
+    from contain.linux.syscalls import NR, SyscallNumbers
+
+    assert NR["setns"] > 0  # this machine has a table
+    with pytest.raises(ContainError, match=r"setns.*riscv64"):
+        SyscallNumbers("riscv64")["setns"]

@@ -44,5 +44,5 @@ def cmd_sandbox(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         args, root=ctx.root, terminal=opts["tty"], memory=opts["memory"], pids=opts["pids"],
         cpus=cpus, binds=opts["bind"], net=opts["net"], env=opts["env"], cwd=opts["cwd"],
         hostname=opts["hostname"], userns=opts["userns"], caps=opts["cap"],
-        seccomp=not opts["no_seccomp"])
+        seccomp=not opts["no_seccomp"], forward_signals=True)
     return code

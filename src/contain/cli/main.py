@@ -6,7 +6,6 @@ Each command lives in a ``contain.cli.cmd_*`` module that declares its flags in 
 
 from __future__ import annotations
 
-import os
 import sys
 
 from contain.cli.args import Command, Flag, UsageError, format_help, parse
@@ -15,9 +14,6 @@ from contain.errors import ContainError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-VERSION = "0.1.0"
-SPEC_VERSION = "1.2.0"
 
 # command name -> module under contain.cli (imported only when the command runs)
 REGISTRY: dict[str, str] = {
@@ -50,7 +46,12 @@ class Context:
     __slots__ = ("root", "log", "log_format", "debug", "systemd_cgroup", "rootless")
 
     def __init__(self, opts: dict[str, Any]) -> None:
-        self.root: str = opts["root"] or default_root()
+        if opts["root"]:
+            self.root: str = opts["root"]
+        else:  # (imported here: engines pass --root, and their commands skip the import)
+            from contain.meta import default_root
+
+            self.root = default_root()
         self.log: str | None = opts["log"]
         self.log_format: str = opts["log_format"]
         self.debug: bool = opts["debug"]
@@ -58,18 +59,10 @@ class Context:
         self.rootless: str = opts["rootless"]
 
 
-def default_root() -> str:
-    """/run/contain for root; $XDG_RUNTIME_DIR/contain for everybody else (as runc)."""
-    if os.geteuid() == 0:
-        return "/run/contain"
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return os.path.join(xdg, "contain")
-    return f"/tmp/contain-{os.geteuid()}"
-
-
 def version_text() -> str:
     """runc's shape: the version, then one "name: value" line per component."""
+    from contain.meta import SPEC_VERSION, VERSION
+
     try:
         from contain.linux.libseccomp import version
 

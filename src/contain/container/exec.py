@@ -36,7 +36,8 @@ class ExecOptions:
                  caps: list[str] | tuple[str, ...] = (), no_new_privs: bool = False,
                  apparmor: str | None = None, process_label: str | None = None,
                  preserve_fds: int = 0, ignore_paused: bool = False,
-                 stdio: tuple[int, int, int] | None = None) -> None:
+                 stdio: tuple[int, int, int] | None = None,
+                 forward_signals: bool = False) -> None:
         self.args = list(args or [])
         self.process_file = process_file
         self.tty = tty
@@ -54,6 +55,8 @@ class ExecOptions:
         self.preserve_fds = preserve_fds
         self.ignore_paused = ignore_paused
         self.stdio = stdio
+        # replace the caller's handlers to forward signals (the CLI; main thread only)
+        self.forward_signals = forward_signals
 
 
 def build_process(config: dict[str, Any], opts: ExecOptions) -> Process:
@@ -125,9 +128,6 @@ def build_process(config: dict[str, Any], opts: ExecOptions) -> Process:
 
 def exec_process(root: str, cid: str, opts: ExecOptions) -> int:
     """Run a process in container *cid*; its exit code (0 at once when detached)."""
-    from contain.cgroups import warm
-
-    warm.start()  # the attach of the new process finds the cgroup lock warm
     record = store.load(root, cid)
     status = record.status()
     if status == "stopped":
@@ -178,7 +178,7 @@ def exec_process(root: str, cid: str, opts: ExecOptions) -> int:
     from contain.process.foreground import ForwardSignals
 
     # the process runs as soon as it is spawned: forwarding is in place before that
-    forward = ForwardSignals() if not opts.detach else None
+    forward = ForwardSignals() if opts.forward_signals and not opts.detach else None
     if forward is not None:
         forward.__enter__()
     try:
@@ -224,8 +224,9 @@ def _spawn_and_wait(root: str, cid: str, record: store.ContainerRecord, proc: Pr
     proc_record = store.ContainerRecord(root, cid, {"pid": pid})
     try:
         if master >= 0:
-            forward.relay_winch_to(master)
-            return relay_tty(master, proc_record)
+            if forward is not None:
+                forward.relay_winch_to(master)
+            relay_tty(master, pid)
         return wait(proc_record)
     finally:
         if master >= 0:

@@ -179,17 +179,12 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
 
             log.warning(f"rootless: running without a cgroup, resources not applied ({exc})")
             mgr = None
-        if not rootless:
-            from contain.cgroups import warm
-
-            warm.start()  # if the command has not already
     try:
         return _create(root, cid, bundle, opts, spec, rootfs, cfg, mgr, rootless)
     finally:
-        if mgr is not None:
-            from contain.cgroups import warm
+        from contain.cgroups import warm
 
-            warm.stop()
+        warm.stop()  # (the command's warming, if any: attached, or given up)
 
 
 def _create(root: str, cid: str, bundle: str, opts: CreateOptions, spec: Spec, rootfs: str,

@@ -35,7 +35,27 @@ _NR: dict[str, dict[str, int]] = {
         "landlock_restrict_self": 446, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
     },
 }
-NR = _NR.get(_ARCH, _NR["x86_64"])
+
+
+class SyscallNumbers(dict[str, int]):
+    """The syscall numbers of one machine. A name it has no number for (every name, on a
+    machine without a table) fails loudly: another architecture's numbers would call
+    other syscalls with these arguments."""
+
+    def __init__(self, machine: str) -> None:
+        super().__init__(_NR.get(machine, {}))
+        self.machine = machine
+
+    def __missing__(self, name: str) -> int:
+        from contain.errors import ContainError
+
+        if self:
+            raise ContainError(f"no syscall number for {name} on {self.machine}")
+        raise ContainError(f"{name}: contain has no syscall numbers for this machine "
+                           f"({self.machine}; known: {', '.join(_NR)})")
+
+
+NR = SyscallNumbers(_ARCH)
 
 _syscall = function("syscall", ctypes.c_long)
 

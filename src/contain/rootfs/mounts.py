@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from contain.spec.config import Mount
 
 # option -> (clear?, flag)
-_FLAGS: dict[str, tuple[bool, int]] = {
+MOUNT_FLAGS: dict[str, tuple[bool, int]] = {
     "async": (True, c.MS_SYNCHRONOUS), "atime": (True, c.MS_NOATIME),
     "bind": (False, c.MS_BIND), "defaults": (False, 0), "dev": (True, c.MS_NODEV),
     "diratime": (True, c.MS_NODIRATIME), "dirsync": (False, c.MS_DIRSYNC),
@@ -71,7 +71,7 @@ class MountOptions:
 def parse_options(options: list[str]) -> MountOptions:
     out = MountOptions()
     for opt in options:
-        known = _FLAGS.get(opt)
+        known = MOUNT_FLAGS.get(opt)
         if known is not None:
             clear, flag = known
             if clear:
