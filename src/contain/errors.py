@@ -1,4 +1,11 @@
-"""Errors that reach the user as one line."""
+"""Errors that reach the user as one line, and the one function that makes that line.
+
+The convention: linux/ raises OSErrors (contain.linux.syscalls.SyscallError: errno, the
+syscall, its target); the layers above turn the ones they expect into a ContainError
+that names the field or object concerned, ``raise ContainError(...) from exc``, so the
+cause and its errno stay reachable; :func:`message` turns whatever reaches the top into
+the line the user sees (the CLI prints it; a program may use it too).
+"""
 
 from __future__ import annotations
 
@@ -49,3 +56,19 @@ class AlreadyExists(ContainError):
 
 class WrongState(ContainError):
     """The operation is not allowed in the container's current status."""
+
+
+def message(exc: BaseException) -> str:
+    """The one-line message for the user of any exception.
+
+    A ContainError is written for the user already; an OSError reads "what: reason" (a
+    SyscallError's text names the syscall and its target; another's, the file); anything
+    else is a bug of ours: "internal error: Type: text"."""
+    if isinstance(exc, ContainError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        text = exc.strerror or str(exc)
+        if exc.filename is not None and str(exc.filename) not in text:
+            text = f"{exc.filename}: {text}"
+        return text
+    return f"internal error: {type(exc).__name__}: {exc}"

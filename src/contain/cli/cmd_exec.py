@@ -51,8 +51,8 @@ def _exec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         raise ContainError("--preserve-fds must not be negative")
     try:
         gids = [int(g) for g in opts["additional_gids"]]
-    except ValueError:
-        raise ContainError("--additional-gids takes numeric gids") from None
+    except ValueError as exc:
+        raise ContainError("--additional-gids takes numeric gids") from exc
     cid, command = args[0], args[1:]
     if command and command[0] == "--":
         command = command[1:]

@@ -77,7 +77,7 @@ def cmd_spec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         with open(path, "w") as f:
             f.write(dumps(spec, indent=2) + "\n")
     except OSError as exc:
-        raise ContainError(f"{path}: {exc.strerror}") from None
+        raise ContainError(f"{path}: {exc.strerror}") from exc
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from contain.cli.args import Command, Flag, UsageError, format_help, parse
-from contain.errors import ContainError
+from contain.errors import ContainError, message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -136,25 +136,13 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"{name}: too many arguments: {name} {cmd.usage}".rstrip())
         ctx = Context(gopts)
         return int(handler(ctx, opts, args) or 0)
-    except ContainError as exc:
-        log.error(str(exc))
-        return 1
-    except OSError as exc:
-        if debug:
-            raise
-        log.error(_os_message(exc))
-        return 1
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # a bug: one line for the user, the traceback with --debug
-        if debug:
+    except Exception as exc:  # one line for the user; with --debug, the traceback
+        if debug and not isinstance(exc, ContainError):
             raise
-        log.error(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)")
+        text = message(exc)
+        if not isinstance(exc, (ContainError, OSError)):  # a bug of ours
+            text += " (run with --debug for details)"
+        log.error(text)
         return 1
-
-
-def _os_message(exc: OSError) -> str:
-    text = exc.strerror or str(exc)
-    if exc.filename and str(exc.filename) not in text:
-        text = f"{exc.filename}: {text}"
-    return text

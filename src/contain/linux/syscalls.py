@@ -1,8 +1,9 @@
 """Thin typed wrappers over the system calls that :mod:`os` lacks.
 
-Built on :mod:`contain.linux.native` (a lean subset of ctypes). Every wrapper raises
-:class:`OSError` carrying errno and the syscall's name, so that callers above can
-turn a failure into a one-line message naming what failed.
+Built on :mod:`contain.linux.native` (a lean subset of ctypes). Every failure in linux/
+raises :class:`SyscallError`, the one OSError of this layer: errno, the syscall's name
+and its target, so that callers above can turn it into a one-line message naming what
+failed (and still catch it as the usual FileNotFoundError, PermissionError, ...).
 """
 
 from __future__ import annotations
@@ -60,6 +61,47 @@ NR = SyscallNumbers(_ARCH)
 _syscall = function("syscall", ctypes.c_long)
 
 
+class SyscallError(OSError):
+    """A system call (or a library call of linux/) failed.
+
+    ``errno`` is OSError's, and an instance is also of that errno's OSError subclass
+    (see :func:`syscall_error`); ``syscall`` names the call, ``target`` what it acted on
+    (a path, "source on target", a pid; None if nothing in particular), ``detail`` what
+    the kernel added (a verifier log). ``strerror`` reads "syscall target: reason[:
+    detail]", the text that messages above quote."""
+
+    def __init__(self, err: int, syscall: str, target: str | None = None,
+                 detail: str | None = None) -> None:
+        reason = os.strerror(err)
+        text = f"{syscall} {target}: {reason}" if target else f"{syscall}: {reason}"
+        super().__init__(err, f"{text}: {detail}" if detail else text)
+        self.syscall = syscall
+        self.target = target
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return syscall_error, (self.errno, self.syscall, self.target, self.detail)
+
+
+_KINDS: dict[type[OSError], type[SyscallError]] = {}
+
+
+def syscall_error(err: int, syscall: str, target: object = None,
+                  detail: str | None = None) -> SyscallError:
+    """A :class:`SyscallError` that is also the OSError subclass Python gives *err*
+    (ENOENT: FileNotFoundError, EPERM: PermissionError, ...)."""
+    kind = type(OSError(err, ""))
+    cls = _KINDS.get(kind)
+    if cls is None:
+        cls = SyscallError if kind is OSError else type(
+            "SyscallError", (SyscallError, kind), {"__module__": __name__,
+                                                  "__qualname__": f"SyscallError[{kind.__name__}]"})
+        _KINDS[kind] = cls
+    if isinstance(target, bytes):
+        target = os.fsdecode(target)
+    return cls(err, syscall, None if target is None else str(target), detail)
+
+
 class _Libc:
     """libc functions, looked up on first use."""
 
@@ -72,13 +114,9 @@ class _Libc:
 _libc = _Libc()
 
 
-def _check(ret: int, name: str, detail: str | None = None) -> int:
+def _check(ret: int, name: str, target: object = None) -> int:
     if ret < 0:
-        err = ctypes.get_errno()
-        msg = f"{name}: {os.strerror(err)}"
-        if detail:
-            msg = f"{name} {detail}: {os.strerror(err)}"
-        raise OSError(err, msg)
+        raise syscall_error(ctypes.get_errno(), name, target)
     return ret
 
 
@@ -127,7 +165,8 @@ def umount2(target: str, flags: int = 0) -> None:
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    _check(_syscall(ctypes.c_long(NR["pivot_root"]), _b(new_root), _b(put_old)), "pivot_root")
+    _check(_syscall(ctypes.c_long(NR["pivot_root"]), _b(new_root), _b(put_old)), "pivot_root",
+           new_root)
 
 
 class _OpenHow(ctypes.Structure):

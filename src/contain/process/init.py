@@ -19,6 +19,7 @@ Any failure is sent to the parent as one line and the child exits.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -358,7 +359,7 @@ def _join_keyring(cid: str) -> None:
         keyctl_join_session_keyring(f"_ses.{cid}")
     except OSError as exc:
         # keyrings may be unavailable (ENOSYS) or limited (EDQUOT) here: runc ignores it too
-        if exc.errno not in (38, 122, 1):
+        if exc.errno not in (errno.ENOSYS, errno.EDQUOT, errno.EPERM):
             raise
 
 
