@@ -20,6 +20,9 @@ from contain.process.foreground import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
+    from contain.container.store import ContainerRecord
     from contain.spec.config import Spec
 
 
@@ -30,8 +33,6 @@ def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOpti
 
     *forward_signals* replaces the caller's handlers of the usual termination signals
     while the container runs (the CLI asks for it; it needs the main thread)."""
-    import _socket
-
     if spec.process is None:  # (create() says so too, but we look at it first)
         from contain.spec.decode import fail
 
@@ -40,13 +41,11 @@ def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOpti
     # and a signal that comes before the container exists waits for it
     forward = ForwardSignals().__enter__() if forward_signals and not detach else None
     try:
-        local_tty = spec.process.terminal and not opts.console_socket and not detach
-        pair = None
-        if local_tty:
-            pair = _socket.socketpair(_socket.AF_UNIX,
-                                      _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+        # (a local pty: the console fd goes to create, the master comes back on pair[0])
+        pair = _console_pair(spec) if spec.process.terminal and not opts.console_socket \
+            and not detach else None
+        if pair is not None:
             opts.console_fd = pair[1].fileno()
-            size_from_caller(spec.process)
         if not detach:
             become_subreaper()
         opts.start_now = True
@@ -61,33 +60,49 @@ def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOpti
                 pair[1].close()
         if forward is not None:
             forward.attach(record.pid)
-        master = -1
         try:
-            if pair is not None:
-                from contain.process.sync import recv_fd
-
-                master, _ = recv_fd(pair[0])
-                pair[0].close()
-                pair = None
-            run_poststart(record)
-            if detach:
-                return 0
-            if master >= 0:
-                if forward is not None:
-                    forward.relay_winch_to(master)
-                relay_tty(master, record.pid)
-            code = wait(record)
+            code = _follow(record, pair, forward, detach)
         except BaseException:
             delete(root, cid, force=True)
             raise
-        finally:
-            if master >= 0:
-                os.close(master)
-            if pair is not None:
-                pair[0].close()
     finally:
         if forward is not None:
             forward.__exit__()
+    if detach:
+        return 0
     if not keep:
         delete(root, cid, force=True)
     return code
+
+
+def _console_pair(spec: Spec) -> tuple[Any, Any]:
+    import _socket
+
+    pair = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    size_from_caller(spec.process)
+    return pair
+
+
+def _follow(record: ContainerRecord, pair: tuple[Any, Any] | None,
+            forward: ForwardSignals | None, detach: bool) -> int:
+    """After create: take the pty master (if relayed), run the poststart hooks, then
+    (unless detached) relay the pty until the process exits and reap it."""
+    master = -1
+    try:
+        if pair is not None:
+            from contain.process.sync import recv_fd
+
+            master, _ = recv_fd(pair[0])
+        run_poststart(record)
+        if detach:
+            return 0
+        if master >= 0:
+            if forward is not None:
+                forward.relay_winch_to(master)
+            relay_tty(master, record.pid)
+        return wait(record)
+    finally:
+        if master >= 0:
+            os.close(master)
+        if pair is not None:
+            pair[0].close()

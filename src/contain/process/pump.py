@@ -66,7 +66,6 @@ class Pump:
             linger: float = 0.05) -> bool:
         """Serve the fds (see the module's docstring); False if *deadline* (a
         ``time.monotonic()`` value) came first."""
-        import errno
         import select
         import time
 
@@ -75,14 +74,12 @@ class Pump:
             for fd in [fd for fd, data in self._feeds.items() if not data]:
                 self._end_feed(fd)
             while True:
-                if exited:
+                if exited:  # nothing reads the feeds any more
                     for fd in list(self._feeds):
                         self._end_feed(fd)
                 readers = [fd for fd, (_, is_input) in self._sources.items()
                            if not (exited and is_input)]
-                if exited and not readers:
-                    return True
-                if exit_fd < 0 and not readers and not self._feeds:
+                if not readers and (exited or (exit_fd < 0 and not self._feeds)):
                     return True
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -96,22 +93,27 @@ class Pump:
                 for fd in ready:
                     if fd == exit_fd:
                         exited = True
-                        continue
-                    try:
-                        data = os.read(fd, _CHUNK)
-                    except OSError as exc:  # a pty whose other side is all closed
-                        if exc.errno != errno.EIO:
-                            raise
-                        data = b""
-                    if data:
-                        self._sources[fd][0](data)
                     else:
-                        del self._sources[fd]
+                        self._read(fd)
                 for fd in writable:
                     self._write_feed(fd)
         finally:
             for fd in list(self._feeds):
                 self._end_feed(fd)
+
+    def _read(self, fd: int) -> None:
+        import errno
+
+        try:
+            data = os.read(fd, _CHUNK)
+        except OSError as exc:  # a pty whose other side is all closed
+            if exc.errno != errno.EIO:
+                raise
+            data = b""
+        if data:
+            self._sources[fd][0](data)
+        else:
+            del self._sources[fd]
 
     def _write_feed(self, fd: int) -> None:
         pending = self._feeds[fd]
