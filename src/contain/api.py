@@ -29,9 +29,7 @@ DEFAULT_ROOT = "/run/contain"
 
 
 def _default_root() -> str:
-    from contain.meta import default_root
-
-    return default_root()
+    return store.default_root()
 
 
 class Container:

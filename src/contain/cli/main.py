@@ -43,20 +43,25 @@ GLOBAL_FLAGS = (
 class Context:
     """What the global flags decide, handed to every command."""
 
-    __slots__ = ("root", "log", "log_format", "debug", "systemd_cgroup", "rootless")
+    __slots__ = ("_root", "log", "log_format", "debug", "systemd_cgroup", "rootless")
 
     def __init__(self, opts: dict[str, Any]) -> None:
-        if opts["root"]:
-            self.root: str = opts["root"]
-        else:  # (imported here: engines pass --root, and their commands skip the import)
-            from contain.meta import default_root
-
-            self.root = default_root()
+        self._root: str | None = opts["root"]
         self.log: str | None = opts["log"]
         self.log_format: str = opts["log_format"]
         self.debug: bool = opts["debug"]
         self.systemd_cgroup: bool = opts["systemd_cgroup"]
         self.rootless: str = opts["rootless"]
+
+    @property
+    def root(self) -> str:
+        """--root, or the state store's default (looked up only by the commands that
+        use a root, which import the store anyway)."""
+        if self._root is None:
+            from contain.container.store import default_root
+
+            self._root = default_root()
+        return self._root
 
 
 def version_text() -> str:

@@ -182,9 +182,12 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
     try:
         return _create(root, cid, bundle, opts, spec, rootfs, cfg, mgr, rootless)
     finally:
-        from contain.cgroups import warm
+        import sys
 
-        warm.stop()  # (the command's warming, if any: attached, or given up)
+        # the command's warming, if any (then its module is loaded): attached, or given up
+        warm = sys.modules.get("contain.cgroups.warm")
+        if warm is not None:
+            warm.stop()
 
 
 def _create(root: str, cid: str, bundle: str, opts: CreateOptions, spec: Spec, rootfs: str,

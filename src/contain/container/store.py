@@ -24,6 +24,17 @@ FIFO_NAME = "exec.fifo"
 MAX_ID_LEN = 1024
 
 
+def default_root() -> str:
+    """Where the state lives without --root: /run/contain for root,
+    $XDG_RUNTIME_DIR/contain for everybody else (as runc)."""
+    if os.geteuid() == 0:
+        return "/run/contain"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return os.path.join(xdg, "contain")
+    return f"/tmp/contain-{os.geteuid()}"
+
+
 def validate_id(cid: str) -> None:
     """Ids as runc accepts them: letters, digits and ``_+-.``, not starting with a dot."""
     if not cid:

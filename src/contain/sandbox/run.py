@@ -55,7 +55,6 @@ def run_sandbox(args: list[str], *, root: str, capture: bool = False,
     """Run *args* in a sandbox; return (exit code, stdout, stderr) (output only when
     *capture*). *forward_signals* (the CLI's choice; main thread only) forwards the
     usual termination signals sent to the caller to the sandbox."""
-    from contain.cgroups import warm
     from contain.sandbox.host import sandbox_spec
     from contain.spec.config import Spec
 
@@ -67,15 +66,27 @@ def run_sandbox(args: list[str], *, root: str, capture: bool = False,
     # the sandbox with its first one (a cgroup costs ~6 ms to make, join and remove)
     opts.no_cgroup = spec.linux is None or spec.linux.resources is None
     try:
+        if opts.no_cgroup:  # (and no import of contain.cgroups either)
+            return _run(root, cid, bundle, spec, opts, capture, input, timeout,
+                        forward_signals)
+        from contain.cgroups import warm
+
         # a cgroup to join: the attach finds the cgroup lock warm (see cgroups/warm.py)
-        with warm.warming(enabled=not opts.no_cgroup):
-            if not capture and input is None and timeout is None:
-                return run_container(root, cid, bundle, spec, opts,
-                                     forward_signals=forward_signals), None, None
-            become_subreaper()
-            return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout)
+        with warm.warming():
+            return _run(root, cid, bundle, spec, opts, capture, input, timeout,
+                        forward_signals)
     finally:
         _remove_bundle(bundle)
+
+
+def _run(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptions, capture: bool,
+         input: bytes | None, timeout: float | None,
+         forward_signals: bool) -> tuple[int, bytes | None, bytes | None]:
+    if not capture and input is None and timeout is None:
+        return run_container(root, cid, bundle, spec, opts,
+                             forward_signals=forward_signals), None, None
+    become_subreaper()
+    return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout)
 
 
 def _run_captured(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptions,
