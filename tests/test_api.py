@@ -292,3 +292,26 @@ def test_run_and_exec_from_another_thread(make_bundle: Callable[..., Bundle],
     assert out["run"] == 3
     assert "main thread" in out["forward"]
     assert out["exec"] == 7
+
+
+def test_run_forwards_signals_when_asked(state_root: Path, tmp_path: Path) -> None:
+    """forward_signals=True (main thread): a SIGTERM sent to the caller reaches the
+    sandbox, also with captured output, and the caller's handler is back afterwards."""
+    out = py(f"""
+        import json, os, signal, threading, time, contain
+
+        def term_when_ready():
+            deadline = time.monotonic() + 60
+            while not os.path.exists("{tmp_path}/ready") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=term_when_ready, daemon=True).start()
+        r = contain.run(["/bin/sh", "-c", "trap 'echo got TERM; exit 7' TERM; "
+                         "touch /w/ready; while :; do sleep 0.05; done"],
+                        binds=["{tmp_path}:/w"], capture_output=True, forward_signals=True,
+                        timeout=60, root="{state_root}")
+        print(json.dumps({{"rc": r.returncode, "out": r.stdout.decode(),
+                           "handler": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL}}))
+    """, timeout=120)
+    assert out == {"rc": 7, "out": "got TERM\n", "handler": True}

@@ -199,8 +199,8 @@ def run(args: list[str], *, capture_output: bool = False, input: bytes | None = 
     stdin. *timeout* kills the sandbox and raises TimeoutError. *forward_signals*
     replaces this process's handlers of the usual termination signals with ones that
     forward them to the sandbox while it runs (off by default: a library should not
-    take its caller's signals; only from the main thread, and not with capture, input
-    or timeout). Safe to call from any thread otherwise."""
+    take its caller's signals; only from the main thread). Without it, safe to call
+    from any thread."""
     from contain.sandbox.run import run_sandbox
 
     code, out, err = run_sandbox(

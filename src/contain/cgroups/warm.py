@@ -74,9 +74,13 @@ class warming:
         self._stop.acquire()
         self._done = _thread.allocate_lock()
         self._done.acquire()
+        try:
+            _thread.start_new_thread(_loop, (path, str(os.getpid()).encode(), self._stop,
+                                             self._done))
+        except BaseException:
+            self._stop = self._done = None
+            raise
         warming._current = self
-        _thread.start_new_thread(_loop, (path, str(os.getpid()).encode(), self._stop,
-                                         self._done))
         return self
 
     def stop(self) -> None:

@@ -7,7 +7,7 @@ import os
 from contain.container.control import delete, run_poststart, wait
 from contain.container.lifecycle import CreateOptions, create
 from contain.container.run import run_container
-from contain.process.foreground import become_subreaper
+from contain.process.foreground import ForwardSignals, become_subreaper
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def run_sandbox(args: list[str], *, root: str, capture: bool = False,
                 **options: Any) -> tuple[int, bytes | None, bytes | None]:
     """Run *args* in a sandbox; return (exit code, stdout, stderr) (output only when
     *capture*). *forward_signals* (the CLI's choice; main thread only) forwards the
-    usual termination signals sent to the caller to the sandbox."""
+    usual termination signals sent to the caller to the sandbox while it runs."""
     from contain.sandbox.host import sandbox_spec
     from contain.spec.config import Spec
 
@@ -86,12 +86,17 @@ def _run(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptions, captu
         return run_container(root, cid, bundle, spec, opts,
                              forward_signals=forward_signals), None, None
     become_subreaper()
-    return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout)
+    if not forward_signals:
+        return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout)
+    with ForwardSignals() as forward:
+        return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout,
+                             forward)
 
 
 def _run_captured(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptions,
-                  capture: bool, input: bytes | None,
-                  timeout: float | None) -> tuple[int, bytes | None, bytes | None]:
+                  capture: bool, input: bytes | None, timeout: float | None,
+                  forward: ForwardSignals | None = None,
+                  ) -> tuple[int, bytes | None, bytes | None]:
     import signal
     import time
 
@@ -116,6 +121,8 @@ def _run_captured(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptio
         raise
     for fd in theirs:
         os.close(fd)
+    if forward is not None:
+        forward.attach(record.pid)
     from contain.process.pump import Pump
 
     deadline = None if timeout is None else time.monotonic() + timeout
