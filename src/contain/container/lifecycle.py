@@ -183,16 +183,14 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
 
             log.warning(f"rootless: running without a cgroup, resources not applied ({exc})")
             mgr = None
-        if not rootless:
-            from contain.cgroups import warm
-
-            warm.start()  # if the command has not already
     try:
         return _create(root, plan, opts, mgr, rootless)
     finally:
-        if mgr is not None:
-            from contain.cgroups import warm
+        import sys
 
+        # the command's warming, if any (then its module is loaded): attached, or given up
+        warm = sys.modules.get("contain.cgroups.warm")
+        if warm is not None:
             warm.stop()
 
 
