@@ -144,20 +144,33 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(gopts)
         return int(handler(ctx, opts, args) or 0)
     except ContainError as exc:
-        log.error(str(exc))
+        log.error(one_line(str(exc)))
         return 1
     except OSError as exc:
         if debug:
             raise
-        log.error(_os_message(exc))
+        log.error(one_line(_os_message(exc)))
         return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug: one line for the user, the traceback with --debug
         if debug:
             raise
-        log.error(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)")
+        log.error(one_line(f"internal error: {type(exc).__name__}: {exc}")
+                  + " (run with --debug for details)")
         return 1
+
+
+MAX_ERROR = 1000  # characters of an error line (the values it quotes are cut at 200)
+
+
+def one_line(text: str) -> str:
+    """An error as one line of bounded length, whatever it quotes."""
+    if "\n" in text or "\r" in text:
+        text = " ".join(text.split())
+    if len(text) > MAX_ERROR:
+        text = f"{text[:MAX_ERROR]}... ({len(text)} characters)"
+    return text
 
 
 def _os_message(exc: OSError) -> str:
