@@ -18,6 +18,7 @@ from contain.spec.decode import (
     i64,
     id32,
     integer,
+    key,
     mapping,
     model,
     one_of,
@@ -713,9 +714,13 @@ class Linux(Model):
                        "a new user namespace needs uidMappings and gidMappings")
         if (self.uid_mappings or self.gid_mappings) and "user" not in seen:
             raise fail(f"{path}.uidMappings", "mappings given without a user namespace")
-        for key in self.time_offsets:
-            if key not in ("monotonic", "boottime"):
-                raise fail(f"{path}.timeOffsets.{key}", "unknown clock (monotonic or boottime)")
+        for clock in self.time_offsets:
+            if clock not in ("monotonic", "boottime"):
+                raise fail(f"{path}.timeOffsets.{key(clock)}",
+                           "unknown clock (monotonic or boottime)")
+        for name in self.sysctl:
+            if not name or len(name) > 255:
+                raise fail(f"{path}.sysctl.{key(name)}", "not a sysctl name")
         new_time = "time" in seen and self.namespaces[seen["time"]].path is None
         if self.time_offsets and not new_time:
             raise fail(f"{path}.timeOffsets", "time offsets need a new time namespace")

@@ -45,8 +45,11 @@ def show(value: object) -> str:
 
 
 def key(name: str) -> str:
-    """An object key as it appears in a JSON path, cut like :func:`show`."""
-    return name if len(name) <= SHOW_MAX else f"{name[:SHOW_MAX]}..."
+    """An object key as it appears in a JSON path: as is when short and printable, else
+    quoted and cut like :func:`show`."""
+    if len(name) <= SHOW_MAX and name.isprintable():
+        return name
+    return show(name)
 
 
 def check_text(value: str, path: str) -> str:

@@ -1,0 +1,280 @@
+"""Input a hostile or careless user gives, checked against real containers (issue 11):
+ids that the kernel reads as (uid_t)-1, NUL bytes and lone surrogates that would be cut
+or refused by the kernel, JSON that is no JSON (NaN, 1,000 levels deep), huge values,
+failures after the init exists (a pid file that cannot be written), limits that leave the
+init unable to finish (no file descriptors, no /proc).
+
+Each bad input must give one line naming the field, exit 1, and leave nothing behind
+(the state_root and no_leaks fixtures check the last part)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Bundle, unique_id
+from test_errors import contain, one_line_error
+
+Mutate = Callable[[dict[str, Any]], None]
+BIG = 4294967295  # (uid_t)-1: "leave unchanged" to setresuid, so root stays root
+
+
+def _set(path: str, value: Any) -> Mutate:
+    def mutate(cfg: dict[str, Any]) -> None:
+        keys = path.split(".")
+        obj: Any = cfg
+        for k in keys[:-1]:
+            obj = obj[int(k)] if isinstance(obj, list) else obj.setdefault(k, {})
+        obj[keys[-1]] = value
+    return mutate
+
+
+def _userns(uid_maps: list[dict[str, int]], gid_maps: list[dict[str, int]] | None = None
+            ) -> Mutate:
+    def mutate(cfg: dict[str, Any]) -> None:
+        cfg["linux"]["namespaces"].append({"type": "user"})
+        cfg["linux"]["uidMappings"] = uid_maps
+        cfg["linux"]["gidMappings"] = gid_maps or uid_maps
+    return mutate
+
+
+def _mount(**m: Any) -> Mutate:
+    return lambda cfg: cfg["mounts"].append(m)
+
+
+def _env(entry: str) -> Mutate:
+    return lambda cfg: cfg["process"]["env"].append(entry)
+
+
+def _all(*mutations: Mutate) -> Mutate:
+    def mutate(cfg: dict[str, Any]) -> None:
+        for m in mutations:
+            m(cfg)
+    return mutate
+
+
+ID_CASES: dict[str, tuple[Mutate, str]] = {
+    "uid -1": (_set("process.user", {"uid": BIG, "gid": BIG}), "$.process.user.uid"),
+    "gid -1": (_set("process.user", {"uid": 1000, "gid": BIG}), "$.process.user.gid"),
+    "uid 2^31": (_set("process.user", {"uid": 2**31, "gid": 0}), "$.process.user.uid"),
+    "additional gid -1": (_set("process.user", {"uid": 0, "gid": 0, "additionalGids": [5, BIG]}),
+                          "$.process.user.additionalGids[1]"),
+    "mapping host -1": (_userns([{"containerID": 0, "hostID": BIG, "size": 1}]),
+                        "$.linux.uidMappings[0].hostID"),
+    "mapping container -1": (_userns([{"containerID": BIG, "hostID": 0, "size": 1}]),
+                             "$.linux.uidMappings[0].containerID"),
+    "mapping sum": (_userns([{"containerID": 0, "hostID": 2**31 - 10, "size": 100}]),
+                    "$.linux.uidMappings[0]"),
+    "mapping size -1": (_userns([{"containerID": 0, "hostID": 0, "size": BIG}]),
+                        "$.linux.uidMappings[0].size"),
+    "mount uid= option": (_mount(destination="/mnt", type="tmpfs", source="tmpfs",
+                                 options=[f"uid={BIG}"]), "$.mounts[7].options[0]"),
+    "mount gid= option": (_mount(destination="/mnt", type="tmpfs", source="tmpfs",
+                                 options=["mode=755", "gid=-1"]), "$.mounts[7].options[1]"),
+    "device uid": (_set("linux.devices", [{"type": "c", "path": "/dev/x", "major": 1,
+                                           "minor": 3, "uid": BIG}]), "$.linux.devices[0].uid"),
+}
+
+
+@pytest.mark.parametrize("case", list(ID_CASES))
+def test_out_of_range_ids_are_refused(case: str, make_bundle: Callable[..., Bundle],
+                                      state_root: Path) -> None:
+    """The config would have run as root ("uid=0(root)") with uid 4294967295; create must
+    refuse it instead, naming the field, and nothing may be left."""
+    mutate, field = ID_CASES[case]
+    bundle = make_bundle(["/bin/sh", "-c", "id; exit 0"])
+    mutate(bundle.config)
+    bundle.write()
+    proc = contain(state_root, "run", "--bundle", str(bundle.path), unique_id())
+    assert "uid=0(root)" not in proc.stdout, proc.stdout
+    one_line_error(proc, f"{field}:")
+    assert "out of range" in proc.stderr or "must be a number" in proc.stderr \
+        or "beyond" in proc.stderr
+
+
+def test_largest_valid_ids_still_work(make_bundle: Callable[..., Bundle],
+                                      state_root: Path) -> None:
+    """The control: ids at the top of the range are taken and really used."""
+    top = 2**31 - 1
+    bundle = make_bundle(["/bin/sh", "-c", "id -u; id -g; id -G"])
+    bundle.config["process"]["user"] = {"uid": top, "gid": top, "additionalGids": [top]}
+    bundle.write()
+    proc = contain(state_root, "run", "--bundle", str(bundle.path), unique_id())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(top), str(top), str(top)]
+
+
+@pytest.fixture
+def running(make_bundle: Callable[..., Bundle], state_root: Path) -> Iterator[str]:
+    """A running container whose process is uid 1000 (sleeps until deleted)."""
+    bundle = make_bundle(["/bin/sleep", "1000"])
+    bundle.config["process"]["user"] = {"uid": 1000, "gid": 1000}
+    bundle.write()
+    cid = unique_id()
+    proc = contain(state_root, "create", "--bundle", str(bundle.path), cid)
+    assert proc.returncode == 0, proc.stderr
+    try:
+        assert contain(state_root, "start", cid).returncode == 0
+        yield cid
+    finally:
+        contain(state_root, "delete", "--force", cid)
+
+
+@pytest.mark.parametrize("flags", [
+    ("-u", f"{BIG}:{BIG}"), ("-u", f"1000:{BIG}"), ("-u", str(BIG)), ("-u", "2147483648"),
+    ("-u", "1000", "--additional-gids", str(BIG)), ("-u", "-1"),
+])
+def test_exec_user_out_of_range(running: str, state_root: Path, flags: tuple[str, ...]
+                                ) -> None:
+    proc = contain(state_root, "exec", *flags, running, "/bin/sh", "-c", "id")
+    assert "uid=0" not in proc.stdout and "gid=0" not in proc.stdout, proc.stdout
+    err = one_line_error(proc)
+    assert "--user" in err or "--additional-gids" in err
+
+
+def test_exec_process_json_out_of_range(running: str, state_root: Path,
+                                        tmp_path: Path) -> None:
+    process = {"cwd": "/", "args": ["/bin/sh", "-c", "id"], "user": {"uid": BIG, "gid": BIG}}
+    path = tmp_path / "process.json"
+    path.write_text(json.dumps(process))
+    proc = contain(state_root, "exec", "-p", str(path), running)
+    assert "uid=0" not in proc.stdout, proc.stdout
+    one_line_error(proc, "$.user.uid", "out of range")
+
+
+def test_exec_user_in_range_is_used(running: str, state_root: Path) -> None:
+    """The control for the two tests above: a valid -u is applied."""
+    proc = contain(state_root, "exec", "-u", "1000:1001", "--additional-gids", "1002",
+                   running, "/bin/sh", "-c", "id -u; id -g; id -G")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1000", "1001", "1001", "1002"]
+
+
+# -- strings that the kernel would cut short or cannot take --------------------------------
+
+TEXT_CASES: dict[str, tuple[Mutate, str]] = {
+    "env": (_env("A=b\0c"), "$.process.env[2]"),
+    "args": (_set("process.args", ["/bin/sh", "-c", "echo x\0y"]), "$.process.args[2]"),
+    "cwd": (_set("process.cwd", "/tmp\0/x"), "$.process.cwd"),
+    "mount destination": (_mount(destination="/mnt/\0x", type="tmpfs", source="tmpfs"),
+                          "$.mounts[7].destination"),
+    "mount source": (_mount(destination="/mnt", type="bind", source="/tmp\0x",
+                            options=["bind"]), "$.mounts[7].source"),
+    "mount option": (_mount(destination="/mnt", type="tmpfs", source="tmpfs",
+                            options=["size=1m\0,ro"]), "$.mounts[7].options[0]"),
+    "hostname": (_set("hostname", "host\0name"), "$.hostname"),
+    "domainname": (_set("domainname", "dom\0ain"), "$.domainname"),
+    "sysctl value": (_set("linux.sysctl", {"kernel.shmmax": "1\0"}), "$.linux.sysctl"),
+    "sysctl key": (_set("linux.sysctl", {"kernel.shm\0max": "1"}), "$.linux.sysctl"),
+    "annotation": (_set("annotations", {"a": "b\0c"}), "$.annotations.a"),
+    "rootfs path": (_set("root.path", "rootfs\0x"), "$.root.path"),
+    "masked path": (_set("linux.maskedPaths", ["/proc/kcore\0x"]), "$.linux.maskedPaths[0]"),
+    "rlimit type": (_set("process.rlimits", [{"type": "RLIMIT_NOFILE\0", "soft": 1,
+                                              "hard": 1}]), "$.process.rlimits[0].type"),
+    "lone surrogate in args": (_set("process.args", ["/bin/echo", "a\ud800"]),
+                               "$.process.args[1]"),
+    "lone surrogate in env": (_env("A=\udc80"), "$.process.env[2]"),
+}
+
+
+@pytest.mark.parametrize("case", list(TEXT_CASES))
+def test_nul_and_surrogates_are_refused(case: str, make_bundle: Callable[..., Bundle],
+                                        state_root: Path) -> None:
+    mutate, field = TEXT_CASES[case]
+    bundle = make_bundle(["/bin/true"])
+    mutate(bundle.config)
+    bundle.write()  # json.dumps writes "\u0000" and "\ud800" escapes
+    proc = contain(state_root, "run", "--bundle", str(bundle.path), unique_id())
+    err = one_line_error(proc, field)
+    assert "NUL byte" in err or "surrogate" in err
+
+
+# -- JSON that is no JSON, and huge values --------------------------------------------------
+
+def _write_raw(bundle: Bundle, text: str) -> None:
+    (bundle.path / "config.json").write_text(text)
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_bare_nan_is_refused(value: str, make_bundle: Callable[..., Bundle],
+                             state_root: Path, tmp_path: Path) -> None:
+    bundle = make_bundle(["/bin/true"])
+    text = json.dumps(bundle.config)
+    _write_raw(bundle, text.replace('"terminal": false', f'"terminal": false, "x": {value}'))
+    one_line_error(contain(state_root, "create", "--bundle", str(bundle.path), unique_id()),
+                   "config.json", f"{value} is not a JSON value")
+
+
+@pytest.mark.parametrize("depth", [201, 1000, 100_000])
+def test_deep_nesting_is_refused(depth: int, make_bundle: Callable[..., Bundle],
+                                 state_root: Path) -> None:
+    bundle = make_bundle(["/bin/true"])
+    text = json.dumps(bundle.config)
+    deep = "[" * depth + "]" * depth
+    _write_raw(bundle, text[:-1] + f', "x": {deep}}}')
+    one_line_error(contain(state_root, "create", "--bundle", str(bundle.path), unique_id()),
+                   "config.json", "nested deeper than 200 levels")
+
+
+def test_nesting_within_the_limit_is_fine(make_bundle: Callable[..., Bundle],
+                                          state_root: Path) -> None:
+    bundle = make_bundle(["/bin/true"])
+    bundle.config["annotations"] = {}
+    text = json.dumps(bundle.config)
+    deep = "[" * 150 + "]" * 150  # an unknown property: kept, ignored
+    _write_raw(bundle, text[:-1] + f', "x": {deep}}}')
+    proc = contain(state_root, "run", "--bundle", str(bundle.path), unique_id())
+    assert proc.returncode == 0, proc.stderr
+
+
+BIG_CASES: dict[str, tuple[Mutate, str]] = {
+    "70,000 additionalGids": (_set("process.user.additionalGids", list(range(70_000))),
+                              "$.process.user.additionalGids"),
+    "cpu affinity not a number": (_set("process.execCPUAffinity", {"initial": "a-b"}),
+                                  "$.process.execCPUAffinity.initial"),
+    "cpu affinity backwards": (_set("process.execCPUAffinity", {"final": "3-1"}),
+                               "$.process.execCPUAffinity.final"),
+    "cpu affinity 100,000 cpus": (_set("process.execCPUAffinity", {"initial": "0-99999"}),
+                                  "$.process.execCPUAffinity.initial"),
+    "cpuset 100,000 cpus": (_set("linux.resources", {"cpu": {"cpus": "0-99999"}}),
+                            "$.linux.resources.cpu.cpus"),
+    "cpuset list of 50,000": (_set("linux.resources", {"cpu": {"cpus": ",".join(
+        str(i) for i in range(50_000))}}), "$.linux.resources.cpu.cpus"),
+    "huge integer": (_set("process.oomScoreAdj", 10**400), "$.process.oomScoreAdj"),
+    "long env value with NUL": (_env("A=" + "x" * 100_000 + "\0"), "$.process.env[2]"),
+    "long bad enum": (_set("linux.rootfsPropagation", "x" * 100_000),
+                      "$.linux.rootfsPropagation"),
+    "long hostname": (_set("hostname", "h" * 100_000), "$.hostname"),
+    "long sysctl key": (_set("linux.sysctl", {"k" * 100_000: "1"}), "$.linux.sysctl"),
+    "long relative path": (_set("linux.maskedPaths", ["p" * 100_000]),
+                           "$.linux.maskedPaths[0]"),
+}
+
+
+@pytest.mark.parametrize("case", list(BIG_CASES))
+def test_huge_values_give_a_short_line(case: str, make_bundle: Callable[..., Bundle],
+                                       state_root: Path) -> None:
+    """One line, naming the field, that quotes at most ~200 characters of the value (a
+    100,000-cpu range once produced a 589 KB line)."""
+    mutate, field = BIG_CASES[case]
+    bundle = make_bundle(["/bin/true"])
+    mutate(bundle.config)
+    bundle.write()
+    proc = contain(state_root, "run", "--bundle", str(bundle.path), unique_id())
+    err = one_line_error(proc, field)
+    assert len(err) < 600, err
+    assert "Error:" not in err and "internal error" not in err, err
+
+
+def test_valid_cpu_affinity_is_applied(make_bundle: Callable[..., Bundle],
+                                       state_root: Path) -> None:
+    bundle = make_bundle(["/bin/sh", "-c", "grep Cpus_allowed_list /proc/self/status"])
+    bundle.config["process"]["execCPUAffinity"] = {"initial": "0"}
+    bundle.write()
+    proc = contain(state_root, "run", "--bundle", str(bundle.path), unique_id())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-1] == "0", proc.stdout
