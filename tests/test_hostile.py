@@ -10,6 +10,8 @@ Each bad input must give one line naming the field, exit 1, and leave nothing be
 from __future__ import annotations
 
 import json
+import os
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -278,3 +280,94 @@ def test_valid_cpu_affinity_is_applied(make_bundle: Callable[..., Bundle],
     proc = contain(state_root, "run", "--bundle", str(bundle.path), unique_id())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[-1] == "0", proc.stdout
+
+
+# -- failures after the init exists undo everything -----------------------------------------
+
+def _processes_running(marker: str) -> list[int]:
+    """Pids whose command line contains *marker* (a unique sleep duration)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("command", ["create", "run"])
+@pytest.mark.parametrize("where", ["missing directory", "unwritable target"])
+def test_pid_file_failure_leaves_nothing(command: str, where: str,
+                                        make_bundle: Callable[..., Bundle],
+                                        state_root: Path, tmp_path: Path) -> None:
+    """A pid file in a missing directory is refused before anything exists; one that
+    cannot be written (its path is a non-empty directory: the rename fails) after the
+    init exists makes create/run undo the container: no state dir, cgroup or process
+    (`run` used to leave the container running)."""
+    marker = str(4000 + random.randrange(1000))
+    bundle = make_bundle(["/bin/sleep", marker])
+    if where == "missing directory":
+        pid_file = tmp_path / "nonexistent-dir" / "pid"
+    else:
+        pid_file = tmp_path / "piddir"
+        (pid_file / "x").mkdir(parents=True)
+    cid = unique_id()
+    proc = contain(state_root, command, "--pid-file", str(pid_file), "--bundle",
+                   str(bundle.path), cid)
+    one_line_error(proc, "--pid-file", str(pid_file))
+    assert not (state_root / cid).exists()
+    assert _processes_running(f"sleep {marker}") == []
+    assert contain(state_root, "state", cid).returncode == 1
+
+
+@pytest.mark.parametrize("where", ["missing directory", "unwritable target"])
+def test_exec_pid_file_failure_leaves_no_process(where: str, running: str, state_root: Path,
+                                                 tmp_path: Path) -> None:
+    marker = str(5000 + random.randrange(1000))
+    if where == "missing directory":
+        pid_file = tmp_path / "nonexistent-dir" / "pid"
+    else:
+        pid_file = tmp_path / "piddir"
+        (pid_file / "x").mkdir(parents=True)
+    for detach in ((), ("--detach",)):
+        proc = contain(state_root, "exec", *detach, "--pid-file", str(pid_file), running,
+                       "/bin/sleep", marker)
+        one_line_error(proc, "--pid-file")
+        assert _processes_running(f"sleep {marker}") == []
+        _reap_orphans()
+
+
+def _reap_orphans() -> None:
+    """A detached exec's process is reparented to the nearest subreaper: this test
+    process. Reap it as the host's init would, or its zombie (in the container's PID
+    namespace) would keep the container's PID 1 from finishing its exit."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def test_pid_file_is_written(make_bundle: Callable[..., Bundle], state_root: Path,
+                             tmp_path: Path) -> None:
+    """The control: a good pid file holds the init's pid."""
+    bundle = make_bundle(["/bin/sleep", "1000"])
+    cid = unique_id()
+    pid_file = tmp_path / "pid"
+    proc = contain(state_root, "create", "--pid-file", str(pid_file), "--bundle",
+                   str(bundle.path), cid)
+    try:
+        assert proc.returncode == 0, proc.stderr
+        state = json.loads(contain(state_root, "state", cid).stdout)
+        assert pid_file.read_text() == str(state["pid"])
+    finally:
+        contain(state_root, "delete", "--force", cid)

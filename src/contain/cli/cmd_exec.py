@@ -48,6 +48,10 @@ def cmd_exec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         if colon and gid:
             _check_id("--user", "gid", gid)
     gids = [_check_id("--additional-gids", "gid", g) for g in opts["additional_gids"]]
+    if opts["pid_file"]:
+        from contain.container.lifecycle import check_pid_file
+
+        check_pid_file(opts["pid_file"])
     cid, command = args[0], args[1:]
     if command and command[0] == "--":
         command = command[1:]

@@ -207,7 +207,11 @@ def _spawn_and_wait(root: str, cid: str, record: store.ContainerRecord, proc: Pr
     if opts.pid_file:
         from contain.container.lifecycle import write_pid_file
 
-        write_pid_file(opts.pid_file, pid)
+        try:
+            write_pid_file(opts.pid_file, pid)
+        except ContainError:  # the process must not outlive a failed exec
+            _kill_and_wait(pid)
+            raise
     master = -1
     if pair is not None:
         from contain.process.sync import recv_fd
@@ -324,6 +328,22 @@ def _reap_after_failure(stage: int, pid: int) -> None:
             return
         if done == 0:
             time.sleep(0.001)
+
+
+def _kill_and_wait(pid: int) -> None:
+    """Kill *pid* and wait until it is gone, also when it is not our child (detached:
+    it was reparented into the container)."""
+    import select
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        _reap_after_failure(0, pid)
+        select.select([pidfd], [], [], 10.0)
+    finally:
+        os.close(pidfd)
 
 
 def _hand_listener(record: store.ContainerRecord, fd: int, pid: int) -> None:

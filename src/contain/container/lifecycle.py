@@ -139,6 +139,8 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
     else:
         bundle = os.path.abspath(bundle)
     rootfs = validate(spec, bundle)
+    if opts.pid_file:
+        check_pid_file(opts.pid_file)
     proc = spec.process
     linux = spec.linux
     assert proc is not None and linux is not None
@@ -231,6 +233,8 @@ def _create(root: str, cid: str, bundle: str, opts: CreateOptions, spec: Spec, r
         record.annotations = spec.annotations
         record.config = spec.raw
         pid = _spawn(cfg, record, spec, mgr, rootless)
+        if opts.pid_file:  # a failure here undoes the container like any other
+            write_pid_file(opts.pid_file, pid)
     except BaseException:
         if pid:
             _kill_and_reap(pid)
@@ -249,8 +253,6 @@ def _create(root: str, cid: str, bundle: str, opts: CreateOptions, spec: Spec, r
             os.close(cfg.fifo_fd)
         if console_sock is not None:
             console_sock.close()
-    if opts.pid_file:
-        write_pid_file(opts.pid_file, record.pid)
     return record
 
 
@@ -583,13 +585,27 @@ def _kill_and_reap(pid: int) -> None:
         pass
 
 
+def check_pid_file(path: str) -> None:
+    """Before anything is created: the pid file's directory must exist."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ContainError(f"--pid-file {path}: no such directory {parent}")
+
+
 def write_pid_file(path: str, pid: int) -> None:
     """Write the pid file atomically (engines read it as soon as create returns)."""
     path = os.path.abspath(path)
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        os.write(fd, str(pid).encode())
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, str(pid).encode())
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ContainError(f"--pid-file {path}: {exc.strerror}") from None
