@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Bundle, unique_id
+from conftest import Bundle, contain_cmd, unique_id
 from test_errors import contain, one_line_error
 
 Mutate = Callable[[dict[str, Any]], None]
@@ -371,3 +373,66 @@ def test_pid_file_is_written(make_bundle: Callable[..., Bundle], state_root: Pat
         assert pid_file.read_text() == str(state["pid"])
     finally:
         contain(state_root, "delete", "--force", cid)
+
+
+# -- configs the init cannot finish with: create fails, not a dead container ---------------
+
+DEAD_CASES: dict[str, tuple[Mutate, str]] = {
+    "NOFILE soft 0": (_set("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": 0,
+                                                "hard": 1024}]), "RLIMIT_NOFILE"),
+    "NOFILE soft 1": (_set("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": 1,
+                                                "hard": 1024}]), "RLIMIT_NOFILE"),
+    "no mounts": (_set("mounts", []), "no /proc"),
+    "mounts null": (_set("mounts", None), "no /proc"),
+}
+
+
+@pytest.mark.parametrize("case", list(DEAD_CASES))
+def test_create_fails_instead_of_a_dead_container(case: str,
+                                                  make_bundle: Callable[..., Bundle],
+                                                  state_root: Path) -> None:
+    """These used to exit 0 from create with the container already stopped (the init
+    could not reopen exec.fifo after its rlimit, or without /proc, and died unheard)."""
+    mutate, words = DEAD_CASES[case]
+    bundle = make_bundle(["/bin/true"])
+    mutate(bundle.config)
+    bundle.write()
+    cid = unique_id()
+    one_line_error(contain(state_root, "create", "--bundle", str(bundle.path), cid), words)
+    assert not (state_root / cid).exists()
+
+
+@pytest.mark.parametrize("case", list(DEAD_CASES))
+def test_run_needs_no_fifo(case: str, make_bundle: Callable[..., Bundle],
+                           state_root: Path) -> None:
+    """`run` starts the process without exec.fifo: the same configs run there."""
+    mutate, _ = DEAD_CASES[case]
+    bundle = make_bundle(["/bin/true"])
+    mutate(bundle.config)
+    bundle.write()
+    proc = contain(state_root, "run", "--bundle", str(bundle.path), unique_id())
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_low_nofile_that_leaves_room_starts(make_bundle: Callable[..., Bundle],
+                                            state_root: Path) -> None:
+    bundle = make_bundle(["/bin/sh", "-c", "ulimit -n"])
+    bundle.config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 16, "hard": 16}]
+    bundle.write()
+    cid = unique_id()
+    out = state_root.parent / f"{cid}.out"
+    try:
+        with open(out, "w") as f:  # (a pipe would be held by the created container)
+            proc = subprocess.run([*contain_cmd(), "--root", str(state_root), "create",
+                                   "--bundle", str(bundle.path), cid], stdout=f, stderr=f,
+                                  stdin=subprocess.DEVNULL, timeout=60)
+        assert proc.returncode == 0, out.read_text()
+        assert contain(state_root, "start", cid).returncode == 0
+        for _ in range(500):
+            if out.read_text():
+                break
+            time.sleep(0.01)
+        assert out.read_text().strip() == "16"
+    finally:
+        contain(state_root, "delete", "--force", cid)
+        out.unlink(missing_ok=True)

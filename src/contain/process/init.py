@@ -289,6 +289,8 @@ def _stage_init(ch: Channel, cfg: InitConfig) -> None:
     env = prepare_process(proc, cfg.seccomp, cfg.preserve_fds, extra_env=cfg.env_extra,
                           personality=linux.personality, warnings=warnings)
     path = lookup_executable(proc.args[0], env)
+    if cfg.fifo_fd >= 0 or cfg.start_hooks:
+        _check_can_start(cfg.fifo_fd, proc)
     send_ready(ch, cfg.seccomp, warnings)
     msg, _ = ch.expect("committed")
     ch.close()
@@ -547,6 +549,28 @@ def send_ready(ch: Channel, seccomp: Any, warnings: list[str]) -> None:
         os.write(ch.fileno(), dumps(msg).encode())
         return
     ch.send(msg)
+
+
+def _check_can_start(fifo_fd: int, proc: Process) -> None:
+    """After `ready` the init can no longer report a failure: create would succeed and
+    leave a dead container. So try now what start will need: a free file descriptor
+    under process.rlimits (RLIMIT_NOFILE) and /proc to reopen exec.fifo through. Fewer
+    fds are open at start than now, so what works now works then."""
+    target = f"/proc/self/fd/{fifo_fd}" if fifo_fd >= 0 else "/"
+    try:
+        os.close(os.open(target, os.O_PATH | os.O_CLOEXEC))
+    except OSError as exc:
+        import errno
+
+        if exc.errno == errno.EMFILE:
+            soft = next((rl.soft for rl in proc.rlimits if rl.type == "RLIMIT_NOFILE"), None)
+            raise ContainError(f"process.rlimits: RLIMIT_NOFILE soft limit {soft} leaves the "
+                               "runtime no file descriptor to start the process with") from None
+        if exc.errno == errno.ENOENT:
+            raise ContainError("mounts: the container has no /proc, which the runtime needs "
+                               "to wait for `start` (mount proc at /proc, or use `run`)"
+                               ) from None
+        raise ContainError(f"cannot reopen exec.fifo: {exc.strerror}") from None
 
 
 def _wait_for_start(fifo_fd: int) -> None:
