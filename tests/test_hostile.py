@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -436,3 +437,42 @@ def test_low_nofile_that_leaves_room_starts(make_bundle: Callable[..., Bundle],
     finally:
         contain(state_root, "delete", "--force", cid)
         out.unlink(missing_ok=True)
+
+
+# -- start: a container that runs and is reaped at once is not "stopped" --------------------
+
+def test_start_of_a_process_reaped_at_once(make_bundle: Callable[..., Bundle],
+                                           state_root: Path) -> None:
+    """An engine's shim reaps the init the moment it exits. `start` used to open
+    exec.fifo (which lets the init run) before it took a pidfd of the init: a process
+    that ran, exited and was reaped in between made start answer "cannot start a
+    container that has stopped" (docker: test_run_attached_exit_code flaked so). strace
+    delays pidfd_open by 300 ms to open that window wide; this test reaps like a shim."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace not installed (scripts/extra-deps installs it)")
+    bundle = make_bundle(["/bin/true"])
+    cid = unique_id()
+    assert contain(state_root, "create", "--bundle", str(bundle.path), cid).returncode == 0
+    try:
+        pid = json.loads(contain(state_root, "state", cid).stdout)["pid"]
+        start = subprocess.Popen(["strace", "-o", "/dev/null", "-e",
+                                  "inject=pidfd_open:delay_enter=300000", *contain_cmd(),
+                                  "--root", str(state_root), "start", cid],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            status = None
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # the init is ours: we are a subreaper
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                time.sleep(0.001)
+            _, err = start.communicate(timeout=60)
+        finally:
+            if start.poll() is None:
+                start.kill()
+                start.wait()
+        assert status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert start.returncode == 0, err
+    finally:
+        contain(state_root, "delete", "--force", cid)

@@ -51,25 +51,44 @@ def run_poststart(record: ContainerRecord) -> None:
 
 
 def _release_fifo(fifo: str, record: ContainerRecord) -> None:
+    """Open exec.fifo for reading, which lets the init's blocked open for writing
+    return; the init writes one byte and execs. The byte is the proof it went on.
+
+    The pidfd is taken *before* the fifo is opened: from the open on, the process may
+    run, exit and be reaped (by an engine's shim) at any moment, after which its pid
+    cannot be opened -- that reported a container that had just run as "stopped". And
+    a pidfd that is ready does not mean the init died before starting: it may have
+    written its byte and exited between select()'s look at the fifo and its look at the
+    pidfd, so the fifo is read once more before saying so."""
     import select
 
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         pidfd = os.pidfd_open(record.pid)
     except OSError:
-        os.close(fd)
         raise WrongState("cannot start a container that has stopped") from None
     try:
-        while True:
-            ready, _, _ = select.select([fd, pidfd], [], [], 5.0)
-            if fd in ready:
-                data = os.read(fd, 1)
+        if not record.init_alive():  # the pid was reused before we held it
+            raise WrongState("cannot start a container that has stopped")
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            waiting = [fd, pidfd]
+            while True:
+                ready, _, _ = select.select(waiting, [], [], 5.0)
+                if not ready:
+                    continue
+                try:
+                    data = os.read(fd, 1)
+                except BlockingIOError:  # a writer is there, its byte is not yet
+                    data = b""
                 if data:
                     return
-            if pidfd in ready:
-                raise WrongState("cannot start a container that has stopped")
+                if pidfd in ready:
+                    raise WrongState("cannot start a container that has stopped")
+                if fd in ready:  # end of file: the init closed it without its byte;
+                    waiting = [pidfd]  # it is on its way out (the next look says so)
+        finally:
+            os.close(fd)
     finally:
-        os.close(fd)
         os.close(pidfd)
 
 
