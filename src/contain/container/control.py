@@ -13,7 +13,9 @@ from contain.errors import ContainError, NotFound, WrongState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
 
+    from contain.cgroups import Manager
     from contain.container.store import ContainerRecord
 
 
@@ -156,7 +158,14 @@ def delete(root: str, cid: str, force: bool = False) -> None:
     if not os.path.isdir(path):
         raise NotFound("container does not exist")
     with store.Lock(path):
-        record = store.load(root, cid)
+        try:
+            record = store.load(root, cid)
+        except store.CorruptState as exc:
+            if not force:
+                raise ContainError(f"{exc} (`delete --force` removes what it can find)"
+                                   ) from None
+            _delete_corrupt(root, cid, exc)
+            return
         status = record.status()
         if status in ("running", "paused") and not force:
             raise WrongState(f"cannot delete container {cid} that is not stopped: {status}")
@@ -183,6 +192,63 @@ def delete(root: str, cid: str, force: bool = False) -> None:
                       record.hook_state("stopped"))
         except HookError as exc:
             log.warning(str(exc))
+
+
+def _delete_corrupt(root: str, cid: str, exc: store.CorruptState) -> None:
+    """delete --force of a container whose state.json cannot be read: kill what can be
+    found -- the init if what survived of the record still names it (pid and start time
+    agree), every process of its cgroup (from the record if its cgroup part is sound,
+    else recomputed as create would from the id and the bundle's config.json) -- and
+    remove the entry. The poststop hooks are not run: their config is not trusted."""
+    from contain import log
+
+    log.warning(f"{exc}: removing what can be found of it")
+    partial = exc.partial
+    pid, start = partial.get("pid"), partial.get("init_start")
+    if type(pid) is int and type(start) is int and pid > 0:
+        record = store.ContainerRecord(root, cid, {"pid": pid, "init_start": start})
+        if record.init_alive():
+            try:
+                signal_init(record, 9)
+            except WrongState:
+                pass
+            _wait_gone(record)
+    mgr = _recover_cgroup(cid, partial)
+    if mgr is not None:
+        try:
+            if mgr.exists():
+                mgr.destroy()
+        except (OSError, ContainError) as err:
+            log.warning(f"container {cid}: {err}")
+    store.remove_dir(store.container_dir(root, cid))
+
+
+def _recover_cgroup(cid: str, partial: dict[str, Any]) -> Manager | None:
+    from contain.cgroups import load_manager, new_manager
+
+    saved = partial.get("cgroup")
+    if isinstance(saved, dict) and store.check_shape(cid, {"id": cid, "pid": 0,
+                                                           "cgroup": saved}) is None:
+        return load_manager(saved)
+    cgroups_path = None
+    config = partial.get("config")
+    bundle = partial.get("bundle")
+    if not isinstance(config, dict) and isinstance(bundle, str) and bundle:
+        from contain.jsonio import loads
+
+        try:
+            with open(os.path.join(bundle, "config.json"), "rb") as f:
+                config = loads(f.read())
+        except (OSError, ValueError):
+            config = None
+    if isinstance(config, dict):
+        linux = config.get("linux")
+        if isinstance(linux, dict) and isinstance(linux.get("cgroupsPath"), str):
+            cgroups_path = linux["cgroupsPath"]
+    try:
+        return new_manager(cgroups_path, cid, rootless=os.geteuid() != 0)
+    except (OSError, ContainError):
+        return None
 
 
 def _wait_gone(record: ContainerRecord, timeout: float = 10.0) -> None:

@@ -56,16 +56,16 @@ class ContainerRecord:
     def __init__(self, root: str, cid: str, data: dict[str, Any]) -> None:
         self.root = root
         self.id = cid
-        self.pid: int = data.get("pid", 0)
-        self.bundle: str = data.get("bundle", "")
-        self.rootfs: str = data.get("rootfs", "")
-        self.created: str = data.get("created", "")
-        self.owner: str = data.get("owner", "")
-        self.init_start: int = data.get("init_start", 0)
-        self.config: dict[str, Any] = data.get("config", {})
+        self.pid: int = data.get("pid") or 0
+        self.bundle: str = data.get("bundle") or ""
+        self.rootfs: str = data.get("rootfs") or ""
+        self.created: str = data.get("created") or ""
+        self.owner: str = data.get("owner") or ""
+        self.init_start: int = data.get("init_start") or 0
+        self.config: dict[str, Any] = data.get("config") or {}
         self.cgroup: dict[str, Any] | None = data.get("cgroup")
-        self.annotations: dict[str, str] = data.get("annotations", {})
-        self.extra: dict[str, Any] = data.get("extra", {})
+        self.annotations: dict[str, str] = data.get("annotations") or {}
+        self.extra: dict[str, Any] = data.get("extra") or {}
 
     @property
     def dir(self) -> str:
@@ -136,6 +136,54 @@ class ContainerRecord:
         return Spec.decode(self.config)
 
 
+class CorruptState(ContainError):
+    """state.json cannot be read as a container record (truncated, not JSON, or JSON of
+    the wrong shape); *partial* is what could be parsed (a dict), for `delete --force`
+    to find the container's processes and cgroup with."""
+
+    def __init__(self, cid: str, why: str, partial: dict[str, Any] | None) -> None:
+        super().__init__(f"container {cid}: state.json is corrupt: {why}")
+        self.partial = partial or {}
+
+
+# what save() writes: key -> accepted types (bool is no integer here)
+_SHAPE: dict[str, tuple[type, ...]] = {
+    "id": (str,), "pid": (int,), "bundle": (str,), "rootfs": (str,), "created": (str,),
+    "owner": (str,), "init_start": (int,), "config": (dict,), "cgroup": (dict, type(None)),
+    "annotations": (dict,), "extra": (dict,),
+}
+_REQUIRED = ("id", "pid")
+
+
+def check_shape(cid: str, data: Any) -> str | None:
+    """Why *data* is not a record of container *cid*, or None if it is one."""
+    if not isinstance(data, dict):
+        return f"expected an object, got {type(data).__name__}"
+    for k in _REQUIRED:
+        if k not in data:
+            return f"{k} is missing"
+    for k, types in _SHAPE.items():
+        v = data.get(k)
+        if v is None and k != "cgroup" and k not in _REQUIRED:
+            continue
+        if not isinstance(v, types) or isinstance(v, bool):
+            return f"{k}: unexpected {type(v).__name__}"
+    if data["id"] != cid:
+        return "it names another container"
+    if data["pid"] < 0 or (data.get("init_start") or 0) < 0:
+        return "negative pid"
+    cgroup = data.get("cgroup")
+    if cgroup is not None:
+        paths = cgroup.get("paths")
+        if not isinstance(paths, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and v.startswith("/")
+                for k, v in paths.items()):
+            return "cgroup.paths: expected an object of absolute paths"
+        if not isinstance(cgroup.get("layout", ""), str):
+            return "cgroup.layout: expected a string"
+    return None
+
+
 def container_dir(root: str, cid: str) -> str:
     validate_id(cid)
     return os.path.join(root, cid)
@@ -163,8 +211,11 @@ def load(root: str, cid: str) -> ContainerRecord:
         if os.path.isdir(path):
             return ContainerRecord(root, cid, {})  # still being created (or a create died)
         raise NotFound("container does not exist") from None
-    except ValueError as exc:
-        raise ContainError(f"container {cid}: state.json is corrupt: {exc}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptState(cid, str(exc), None) from None
+    why = check_shape(cid, data)
+    if why is not None:
+        raise CorruptState(cid, why, data if isinstance(data, dict) else None)
     return ContainerRecord(root, cid, data)
 
 
