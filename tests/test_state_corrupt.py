@@ -7,14 +7,16 @@ record's own cgroup part is gone) and removes the entry."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Bundle, unique_id
+from conftest import Bundle, contain_cmd, unique_id
 from test_errors import contain, one_line_error
 from test_hostile import _processes_running
 
@@ -121,3 +123,56 @@ def test_list_of_only_good_entries_is_quiet(make_bundle: Callable[..., Bundle],
         assert proc.stderr == ""
     finally:
         contain(state_root, "delete", "--force", cid)
+
+
+def test_delete_racing_create(make_bundle: Callable[..., Bundle], state_root: Path) -> None:
+    """`delete` in a tight loop while `create` runs (issue 11 item 16). A delete that
+    came between create's mkdir and its flock removed the directory under it: create
+    failed with "state.json.tmp: No such file or directory" (51 of 100 trials). Now the
+    directory appears already locked: every create succeeds, and each delete either
+    finds nothing or waits for create and deletes a whole container."""
+    from contain.container.control import delete
+    from contain.errors import ContainError
+
+    bundle = make_bundle(["/bin/sleep", "1000"])
+    failures: list[str] = []
+    deleted_whole = 0
+    for _ in range(100):
+        cid = unique_id()
+        with open(state_root.parent / f"{cid}.err", "w+") as err:
+            create = subprocess.Popen([*contain_cmd(), "--root", str(state_root), "create",
+                                       "--bundle", str(bundle.path), cid],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=err)
+            gone_after_create = False
+            while create.poll() is None:
+                try:
+                    delete(str(state_root), cid)
+                    gone_after_create = True
+                except ContainError:
+                    pass
+            create.wait()
+            err.seek(0)
+            text = err.read()
+        os.unlink(state_root.parent / f"{cid}.err")
+        if create.returncode != 0:
+            failures.append(text.strip())
+        deleted_whole += gone_after_create
+        try:
+            delete(str(state_root), cid, force=True)
+        except ContainError:
+            pass
+        _reap()
+    assert failures == [], f"{len(failures)} of 100 creates failed: {failures[:3]}"
+    assert not [p for p in state_root.iterdir() if p.name.startswith(".new-")]
+
+
+def _reap() -> None:
+    """The deleted inits were reparented to this process (a subreaper)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return

@@ -196,20 +196,20 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
 
 def _create(root: str, cid: str, bundle: str, opts: CreateOptions, spec: Spec, rootfs: str,
             cfg: InitConfig, mgr: Manager | None, rootless: bool) -> ContainerRecord:
-    path = store.claim(root, cid)
     record = store.ContainerRecord(root, cid, {})
+    record.bundle = bundle
+    record.rootfs = rootfs
+    record.cgroup = mgr.to_json() if mgr is not None else None
+    # Published locked, with the provisional state.json, and held until create is done
+    # (the child closes its copy at once): a concurrent start/delete waits for us; if
+    # we are killed halfway, the lock goes with us and `delete` finds the cgroup to
+    # remove in the provisional state.json.
+    lock = store.claim(record)
+    path = record.dir
     pid = 0
     console_sock = None
-    # Held until create is done (the child closes its copy at once): a concurrent
-    # start/delete waits for us; if we are killed halfway, the lock goes with us and
-    # `delete` finds the cgroup to remove in the provisional state.json.
-    lock = store.Lock(path).__enter__()
     cfg.close_in_child = lock.fd
     try:
-        record.bundle = bundle
-        record.rootfs = rootfs
-        record.cgroup = mgr.to_json() if mgr is not None else None
-        store.save(record)
         if not opts.start_now:
             fifo = os.path.join(path, store.FIFO_NAME)
             os.mkfifo(fifo, 0o600)

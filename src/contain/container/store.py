@@ -189,15 +189,38 @@ def container_dir(root: str, cid: str) -> str:
     return os.path.join(root, cid)
 
 
-def claim(root: str, cid: str) -> str:
-    """Create the container's directory; the mkdir is the lock against a second create."""
-    path = container_dir(root, cid)
+def claim(record: ContainerRecord) -> Lock:
+    """Publish the container's directory, already locked and holding *record* (the
+    provisional state.json), and return the held lock.
+
+    The directory is made, locked and filled under a temporary dot-name (which `list`
+    and every id lookup ignore) and renamed into place with RENAME_NOREPLACE, so that
+    no other command ever sees it unlocked or empty: a `delete` that came between a
+    plain mkdir and its flock removed it under the create. The rename is the claim:
+    exactly one concurrent create of an id wins."""
+    root, cid = record.root, record.id
+    final = container_dir(root, cid)
     os.makedirs(root, mode=0o711, exist_ok=True)
+    if os.path.lexists(final):
+        raise AlreadyExists(f"container with id exists: {cid}")
+    tmp = os.path.join(root, f".new-{os.getpid()}-{os.urandom(4).hex()}")
+    os.mkdir(tmp, 0o711)
+    lock = Lock(tmp)
     try:
-        os.mkdir(path, 0o711)
-    except FileExistsError:
-        raise AlreadyExists(f"container with id exists: {cid}") from None
-    return path
+        lock.__enter__()
+        save(record, tmp)
+        from contain.linux.syscalls import rename_noreplace
+
+        try:
+            rename_noreplace(tmp, final)
+        except FileExistsError:
+            raise AlreadyExists(f"container with id exists: {cid}") from None
+    except BaseException:
+        remove_dir(tmp)
+        lock.__exit__()
+        raise
+    lock.path = final
+    return lock
 
 
 def load(root: str, cid: str) -> ContainerRecord:
@@ -219,7 +242,7 @@ def load(root: str, cid: str) -> ContainerRecord:
     return ContainerRecord(root, cid, data)
 
 
-def save(record: ContainerRecord) -> None:
+def save(record: ContainerRecord, directory: str | None = None) -> None:
     """Write state.json atomically: a temporary file renamed over the old one, so a
     reader sees the old or the new record, never half of one.
 
@@ -227,7 +250,7 @@ def save(record: ContainerRecord) -> None:
     does not sync its state file either); on a disk-backed /run it cost 1-2 ms a create."""
     from contain.jsonio import dumps
 
-    final = os.path.join(record.dir, STATE_FILE)
+    final = os.path.join(directory or record.dir, STATE_FILE)
     tmp = final + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
@@ -265,7 +288,9 @@ class Lock:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def remove_dir(path: str) -> None:
