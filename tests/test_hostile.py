@@ -485,6 +485,22 @@ FUZZ_VALUES: list[Any] = [
     "x" * 5000, [], {}, [[[[[]]]]], {"a": {"b": {}}}, "../../..", "0-99999", "a-b",
     "RLIMIT_X", f"uid={BIG}", -(2**63), ["\0"], [BIG], {"\0": "x"},
 ]
+# type-preserving mutations: a string gets a NUL, a surrogate or an odd value, an integer
+# an out-of-range one; they get past the type checks to the values themselves
+FUZZ_STRING_EDITS: list[Callable[[str], str]] = [
+    lambda v: v + "\0x", lambda v: "\0" + v, lambda v: v + "\ud800", lambda v: v + "\udc80",
+    lambda v: v * 2000, lambda v: "", lambda v: f"uid={BIG}", lambda v: "0-99999",
+    lambda v: v + "/../../..", lambda v: v.upper(),
+]
+FUZZ_INTS = [BIG, 2**31, 2**31 - 1, -1, 2**63, 2**64, 10**30, 0, -(2**63)]
+
+
+def _fuzz_value(current: Any, rnd: random.Random) -> Any:
+    if isinstance(current, str) and rnd.random() < 0.8:
+        return rnd.choice(FUZZ_STRING_EDITS)(current)
+    if isinstance(current, int) and not isinstance(current, bool) and rnd.random() < 0.8:
+        return rnd.choice(FUZZ_INTS)
+    return json.loads(json.dumps(rnd.choice(FUZZ_VALUES)))
 
 
 def _json_paths(obj: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -498,17 +514,18 @@ def _json_paths(obj: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, .
             yield from _json_paths(v, (*prefix, i))
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(6))
 def test_fuzzed_configs(seed: int, make_bundle: Callable[..., Bundle],
                         state_root: Path) -> None:
-    """Random hostile values at random places of a rich config: each run either works
-    or fails with one short error line and leaves no state directory (the fixtures
-    check processes, cgroups and mounts). The throwaway version of this ran 800
-    mutations clean; this bounded one keeps 10 per seed."""
+    """Random hostile values at random places of a rich config (mostly keeping the
+    type, so that they reach the value checks): each run either works -- and then held
+    no NUL, surrogate or out-of-range id -- or fails with one short error line, and
+    leaves no state directory (the fixtures check processes, cgroups and mounts). On
+    the code before issue 11, seeds 0-5 gave bare "internal error" lines."""
     rnd = random.Random(seed)
     bundle = make_bundle(["/bin/true"])
     base = bundle.config
-    base["process"]["user"]["additionalGids"] = [5]
+    base["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [5]}
     base["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 1024}]
     base["process"]["execCPUAffinity"] = {"initial": "0"}
     base["linux"]["resources"] = {"cpu": {"cpus": "0"}, "pids": {"limit": 100}}
@@ -517,13 +534,13 @@ def test_fuzzed_configs(seed: int, make_bundle: Callable[..., Bundle],
     places = list(_json_paths(base))
     for i in range(10):
         cfg = json.loads(json.dumps(base))
-        for _ in range(rnd.randint(1, 3)):
-            path, value = rnd.choice(places), rnd.choice(FUZZ_VALUES)
+        for _ in range(rnd.randint(1, 2)):
+            path = rnd.choice(places)
             obj: Any = cfg
             try:
                 for k in path[:-1]:
                     obj = obj[k]
-                obj[path[-1]] = json.loads(json.dumps(value))
+                obj[path[-1]] = _fuzz_value(obj[path[-1]], rnd)
             except (KeyError, IndexError, TypeError):
                 pass
         (bundle.path / "config.json").write_text(json.dumps(cfg))
@@ -532,4 +549,30 @@ def test_fuzzed_configs(seed: int, make_bundle: Callable[..., Bundle],
         if proc.returncode != 0:
             err = one_line_error(proc)
             assert "internal error" not in err and len(err) < 1100, err
+        else:  # what the kernel cannot take exactly as written must have been refused
+            assert not _must_refuse(cfg), f"ran with {_must_refuse(cfg)}"
         assert not (state_root / cid).exists(), (cfg, proc.stderr)
+
+
+_ID_KEYS = ("uid", "gid", "additionalGids", "containerID", "hostID")
+
+
+def _must_refuse(obj: Any, key: Any = None) -> str | None:
+    """A NUL or a lone surrogate in any string, or an id out of 0..2^31-1."""
+    if isinstance(obj, str):
+        if "\0" in obj or any("\ud800" <= ch <= "\udfff" for ch in obj):
+            return repr(obj)[:40]
+    elif isinstance(obj, int) and not isinstance(obj, bool) and key in _ID_KEYS:
+        if not 0 <= obj < 2**31:
+            return f"{key}={obj}"
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            found = _must_refuse(k) or _must_refuse(v, k)
+            if found:
+                return found
+    elif isinstance(obj, list):
+        for v in obj:
+            found = _must_refuse(v, key)
+            if found:
+                return found
+    return None
