@@ -576,3 +576,15 @@ def _must_refuse(obj: Any, key: Any = None) -> str | None:
             if found:
                 return found
     return None
+
+
+def test_cpu_lists_of_the_kernel_format_decode() -> None:
+    """The cgroup files take "0-7:2/4" strides; the init's affinity parser does not."""
+    from contain.errors import SpecError
+    from contain.spec.config import CPU, CPUAffinity
+
+    assert CPU.decode({"cpus": "0-7:2/4,9", "mems": "0"}).cpus == "0-7:2/4,9"
+    assert CPUAffinity.decode({"initial": "0-3, 5"}).initial == "0-3, 5"
+    for bad in ("0-7:2/4", "1-", "-1", "0x1", "٣"):
+        with pytest.raises(SpecError):
+            CPUAffinity.decode({"initial": bad})

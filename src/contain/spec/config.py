@@ -62,12 +62,18 @@ def _number(text: str) -> bool:
     return text.isdigit() and text.isascii() and len(text) <= 18
 
 
-def check_cpu_list(text: str, path: str, limit: int = CPU_MAX) -> None:
-    """A list of the kernel's cpulist format ("0-3,7"): numbers below *limit*."""
+def check_cpu_list(text: str, path: str, limit: int = CPU_MAX, stride: bool = False) -> None:
+    """A list of the kernel's cpulist format ("0-3,7"): numbers below *limit*; with
+    *stride*, ranges may take the cgroup files' "0-7:2/4" form too."""
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
+        part, colon, groups = part.partition(":")
+        if colon:
+            used, slash, size = groups.partition("/")
+            if not (stride and "-" in part and slash and _number(used) and _number(size)):
+                raise fail(path, f"{show(text)} is not a list of numbers and ranges (0-3,7)")
         lo, dash, hi = part.partition("-")
         lo, hi = lo.strip(), hi.strip()
         if not _number(lo) or (dash and not _number(hi)):
@@ -552,9 +558,9 @@ class CPU(Model):
         if self.idle is not None and self.idle not in (0, 1):
             raise fail(f"{path}.idle", f"{self.idle} must be 0 or 1")
         if self.cpus:
-            check_cpu_list(self.cpus, f"{path}.cpus")
+            check_cpu_list(self.cpus, f"{path}.cpus", stride=True)
         if self.mems:
-            check_cpu_list(self.mems, f"{path}.mems", NODE_MAX)
+            check_cpu_list(self.mems, f"{path}.mems", NODE_MAX, stride=True)
 
 
 class Pids(Model):
