@@ -546,9 +546,10 @@ def lookup_executable(name: str, env: list[str]) -> str:
     if "/" in name:
         if os.access(name, os.X_OK) and not os.path.isdir(name):
             return name
-        raise ContainError(f'exec: "{name}": stat {name}: no such file or directory'
+        shown = _cut(name)
+        raise ContainError(f'exec: "{shown}": stat {shown}: no such file or directory'
                            if not os.path.exists(name) else
-                           f'exec: "{name}": permission denied')
+                           f'exec: "{shown}": permission denied')
     path_var = next((e[5:] for e in env if e.startswith("PATH=")), None)
     if path_var is None:
         path_var = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -556,7 +557,12 @@ def lookup_executable(name: str, env: list[str]) -> str:
         cand = os.path.join(d or ".", name)
         if os.access(cand, os.X_OK) and not os.path.isdir(cand):
             return cand
-    raise ContainError(f'exec: "{name}": executable file not found in $PATH')
+    raise ContainError(f'exec: "{_cut(name)}": executable file not found in $PATH')
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    """A name as an error line quotes it: at most *limit* characters."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def send_ready(ch: Channel, seccomp: SeccompProgram | None, warnings: list[str]) -> None:
