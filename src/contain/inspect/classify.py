@@ -18,8 +18,11 @@ def measured_columns(facts: dict[str, Any] | None, probe: dict[str, Any] | None
                      ) -> dict[str, Any]:
     """The extra columns the survey calls for, from the same measurements."""
     out: dict[str, Any] = {"namespaces_private": None, "capabilities_kept": None,
-                           "syscalls_reachable": None, "cgroup_limits": None}
+                           "syscalls_reachable": None, "cgroup_limits": None,
+                           "seccomp": None}
     if facts is not None:
+        # filtering (a kernel-only deny list) or interception (calls handed to user space)
+        out["seccomp"] = facts["seccomp"].get("kind")
         out["namespaces_private"] = sorted(k for k, v in facts["namespaces"].items()
                                            if v.get("private"))
         out["capabilities_kept"] = facts["capabilities"]["sets"]["effective"]["count"]

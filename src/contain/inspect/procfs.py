@@ -664,6 +664,12 @@ def _collect(proc: _Proc, ref: dict[str, Any]) -> dict[str, Any]:
     seccomp = {"mode": mode, "mode_name": {0: "disabled", 1: "strict", 2: "filter"}.get(mode, "?"),
                "filters": int(status.get("Seccomp_filters", "0") or 0),
                "no_new_privs": status.get("NoNewPrivs") == "1", "profile": None}
+    from contain.inspect.interception import kind_of, seccomp_interception
+
+    n_filters = int(status.get("Seccomp_filters", "0") or 0) if mode == 2 else 0
+    interception = seccomp_interception(proc.pid, n_filters, tracer)
+    seccomp["interception"] = interception
+    seccomp["kind"], seccomp["kind_evidence"] = kind_of(interception, n_filters)
     cg_text = proc.read("cgroup") or ""
     cmdline = (proc.read("cmdline", optional=True) or "").split("\x00")
     facts: dict[str, Any] = {

@@ -75,6 +75,8 @@ def inspect_text(facts: dict[str, Any]) -> str:
     L.append(f"seccomp: {sc['mode_name']}, {sc['filters']} filter(s); no_new_privs "
              f"{_yes(sc['no_new_privs'])}" + (
                  f"; profile: {sc['profile']}" if sc.get("profile") else ""))
+    if sc.get("kind_evidence") and sc.get("filters"):
+        L.append(f"  {sc['kind']}: {sc['kind_evidence']}")
     tr = facts.get("tracer")
     L.append("tracer: " + (f"pid {tr['pid']} ({tr['comm']})" if tr else "none"))
     lsm = facts["lsm"]
