@@ -188,3 +188,33 @@ def test_cli_classify_json_and_errors() -> None:
     bad = subprocess.run([*contain_cmd(), "classify", "--runtimes", "vmware"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "unknown runtime 'vmware'" in bad.stderr
+
+
+def test_classify_finds_the_contain_that_runs_it() -> None:
+    """Run from the checkout's virtualenv with no `contain` on PATH, classify measures
+    contain's own rows instead of calling them not installed."""
+    from conftest import CONTAIN
+
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+    proc = subprocess.run([str(CONTAIN), "classify", "--runtimes", "contain-sandbox",
+                           "--quick", "--format", "json"], capture_output=True, text=True,
+                          timeout=300, env=env, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)["rows"][0]
+    assert row["status"] == "measured", row.get("reason")
+
+
+def test_the_machine_is_reported_as_context() -> None:
+    """A guest is detected as systemd-detect-virt does (here: the CPU's hypervisor bit,
+    kvm-clock); `inspect` reports it apart from the process's class."""
+    from contain.inspect import virt
+
+    with open("/proc/cpuinfo") as f:
+        flagged = " hypervisor " in f" {f.read()} ".replace("\n", " ")
+    info = virt.detect()
+    assert info["guest"] is flagged
+    text = subprocess.run([*contain_cmd(), "inspect", "self"], capture_output=True, text=True,
+                          timeout=60).stdout
+    line = next(ln for ln in text.splitlines() if ln.startswith("machine: "))
+    assert ("a virtual machine" in line) is flagged
+    assert "class: host" in text  # the machine's hypervisor is not the process's own

@@ -225,7 +225,7 @@ def class_of(marks: dict[str, dict[str, Any]], separate_kernel: bool | None = No
         name, why = "container", "container enablers: " + ", ".join(ctr)
     else:
         name = "host"
-        why = "no private namespace, no syscall filter, no hypervisor"
+        why = "no private namespace, no syscall interception, no hypervisor of its own"
         if ctr:
             why += " (only " + ", ".join(ctr) + ": resource or privilege limits of a host "\
                    "process)"

@@ -71,7 +71,10 @@ def classify(names: list[str] | None = None, quick: bool = False,
         techs = runners.select(names)
     if quick and not names:  # the KVM platform can only time out on a machine without KVM
         techs = [t for t in techs if t.key != "runsc-kvm"]
+    from contain.inspect import virt
+
     _, host_probe = probe_mod.run_here()
+    machine = virt.detect()
     me = procfs.inspect_pid(os.getpid())
     baseline = classes.baseline_from(me)
     work = runners.Work()
@@ -102,7 +105,7 @@ def classify(names: list[str] | None = None, quick: bool = False,
         "schema": CLASSIFY_SCHEMA,
         "inspect_schema": SCHEMA,
         "host": {"kernel": host_probe["kernel"], "virtualised":
-                 host_probe["cpu"]["hypervisor_flag"], "hardware_view":
+                 bool(machine["guest"]), "machine": machine, "hardware_view":
                  host_probe["hardware_view"], "paravirt": host_probe["paravirt"],
                  "syscalls_reachable": [host_probe["syscalls"]["reachable"],
                                         host_probe["syscalls"]["tried"]]},

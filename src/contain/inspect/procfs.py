@@ -618,6 +618,10 @@ def inspect_pid(pid: int, *, descendants: bool = False) -> dict[str, Any]:
         proc.close()
     if descendants:
         facts["descendants"] = descendant_summary(pid)
+    from contain.inspect import virt
+
+    # context for every process here, apart from the process's own class
+    facts["machine"] = virt.detect()
     from contain.inspect.classes import classify_facts
 
     facts["class"] = classify_facts(facts)

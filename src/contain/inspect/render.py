@@ -31,6 +31,10 @@ def inspect_text(facts: dict[str, Any]) -> str:
     ref = facts["reference"]
     L.append(f"compared with pid {ref['pid']} (the initial namespaces)"
              + (f"; {'; '.join(ref['notes'])}" if ref["notes"] else ""))
+    if facts.get("machine"):
+        from contain.inspect.virt import summary
+
+        L.append(f"machine: {summary(facts['machine'])} (context, not the process's class)")
     L.append("")
     L.append("namespaces:")
     for kind, ns in facts["namespaces"].items():
@@ -141,7 +145,8 @@ def table_text(doc: dict[str, Any]) -> str:
     out.append("")
     out.append("x realised, blank measured absent, ? not measurable here. "
                f"Host kernel {doc['host']['kernel']['release']}"
-               + (" (itself a virtual machine)" if doc["host"]["virtualised"] else "") + ".")
+               + (f" (itself {_machine_text(doc)})" if doc["host"]["virtualised"] else "")
+               + ".")
     out.append(_footnotes(doc))
     return "\n".join(out) + "\n"
 
@@ -246,3 +251,9 @@ def _tree_html(doc: dict[str, Any]) -> str:
 
 FORMATS = {"table": table_text, "markdown": table_markdown, "json": table_json,
            "html": table_html}
+
+
+def _machine_text(doc: dict[str, Any]) -> str:
+    machine = doc["host"].get("machine") or {}
+    name = machine.get("hypervisor")
+    return f"a virtual machine on {name}" if name else "a virtual machine"

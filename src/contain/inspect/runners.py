@@ -347,12 +347,20 @@ class Containerd(Tech):
 
 
 def contain_launcher() -> str | None:
-    """The contain command: the launcher next to this interpreter, else on PATH."""
+    """The contain command that is running this code: the command line that started us
+    (``.venv/bin/contain classify``), the launcher of the checkout or virtualenv this
+    package lives in, the one next to the interpreter, else the one on PATH."""
     import sys
 
-    here = os.path.join(os.path.dirname(sys.executable), "contain")
-    if os.access(here, os.X_OK):
-        return here
+    argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(argv0) == "contain" and os.access(argv0, os.X_OK):
+        return argv0
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../contain
+    checkout = os.path.dirname(os.path.dirname(package))  # src/contain -> the checkout
+    for cand in (os.path.join(checkout, ".venv", "bin", "contain"),
+                 os.path.join(os.path.dirname(sys.executable), "contain")):
+        if os.access(cand, os.X_OK):
+            return cand
     return shutil.which("contain")
 
 
