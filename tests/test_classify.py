@@ -218,3 +218,21 @@ def test_the_machine_is_reported_as_context() -> None:
     line = next(ln for ln in text.splitlines() if ln.startswith("machine: "))
     assert ("a virtual machine" in line) is flagged
     assert "class: host" in text  # the machine's hypervisor is not the process's own
+
+
+def test_survey_rows_beside_the_measured_ones(default_rows: dict[str, dict[str, Any]]) -> None:
+    """Each measured technology is set beside its Table 1 row; every column where the
+    two disagree has one line of explanation, and agreeing rows say so."""
+    runc, bwrap = default_rows["runc"], default_rows["bwrap"]
+    assert runc["survey"]["survey"]["name"] == "Docker"
+    assert runc["survey"]["differences"] == []  # runc spec's defaults: Docker's marks
+    assert bwrap["survey"]["survey"]["name"] == "Flatpak"
+    cols = [d.split(":")[0] for d in bwrap["survey"]["differences"]]
+    # run as root without limits: no cgroup, and the caller's bounding set
+    assert cols == ["Container/Cgroups", "Container/Capabilities"]
+    assert all(" -- " in d for d in bwrap["survey"]["differences"])
+    doc = {"rows": list(default_rows.values()), "host": {
+        "kernel": {"release": os.uname().release}, "virtualised": False}}
+    text = render.table_text(doc)
+    assert "The survey's Table 1 beside the measurements:" in text
+    assert "runc ~ Docker 20.10" in text and "the same marks" in text

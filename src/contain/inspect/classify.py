@@ -55,6 +55,9 @@ def row_for(tech: runners.Tech, result: dict[str, Any], host_probe: dict[str, An
         "facts": facts,
         "probe": probe,
     })
+    from contain.inspect.survey import compare
+
+    row["survey"] = compare(row)
     return row
 
 

@@ -148,7 +148,10 @@ def table_text(doc: dict[str, Any]) -> str:
                + (f" (itself {_machine_text(doc)})" if doc["host"]["virtualised"] else "")
                + ".")
     out.append(_footnotes(doc))
-    return "\n".join(out) + "\n"
+    from contain.inspect.survey import comparison_text
+
+    out.append(comparison_text(doc))
+    return "\n".join(out).rstrip("\n") + "\n"
 
 
 def _footnotes(doc: dict[str, Any]) -> str:
@@ -171,6 +174,11 @@ def table_markdown(doc: dict[str, Any]) -> str:
     notes = _footnotes(doc)
     if notes:
         out += ["", notes]
+    from contain.inspect.survey import comparison_text
+
+    compared = comparison_text(doc)
+    if compared:
+        out += ["", compared.replace("\n  ", "\n- ").replace("\n    ", "\n    - ")]
     return "\n".join(out) + "\n"
 
 
@@ -228,6 +236,8 @@ x realised, blank measured absent, ? not measurable here.</p>
 <tbody>
 {chr(10).join(rows_html)}
 </tbody></table>
+<h2>The survey's Table 1 beside the measurements</h2>
+<pre>{_esc(_comparison(doc))}</pre>
 <h2>Taxonomy (survey Figure 10) with the technologies realising each option</h2>
 {tree}
 </body></html>
@@ -257,3 +267,9 @@ def _machine_text(doc: dict[str, Any]) -> str:
     machine = doc["host"].get("machine") or {}
     name = machine.get("hypervisor")
     return f"a virtual machine on {name}" if name else "a virtual machine"
+
+
+def _comparison(doc: dict[str, Any]) -> str:
+    from contain.inspect.survey import comparison_text
+
+    return comparison_text(doc) or "(no measured technology corresponds to a survey row)"
