@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from conftest import contain_cmd
-from contain.inspect import classes, render, runners
-from contain.inspect.classify import classify
+from contain.inspect import classes, render
+from contain.measure import runners
+from contain.measure.classify import classify
 
 
 def measure(techs: list[runners.Tech], tries: int = 4) -> dict[str, dict[str, Any]]:

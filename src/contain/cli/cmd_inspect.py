@@ -130,7 +130,7 @@ def probe_text(f: dict[str, Any]) -> str:
 
 def cmd_classify(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
     from contain.inspect import render
-    from contain.inspect.classify import classify
+    from contain.measure.classify import classify
 
     fmt = opts["format"]
     if fmt not in render.FORMATS:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from contain.inspect import SCHEMA, classes, runners, taxonomy
+from contain.inspect import SCHEMA, classes, taxonomy
+from contain.measure import runners
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
