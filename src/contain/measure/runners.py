@@ -478,7 +478,7 @@ def run_probe(tech: Tech, work: Work, baseline: dict[str, Any] | None = None,
             how = "the process the runtime reports (the workload is not visible on the host)"
         if pids:
             try:
-                facts = procfs.inspect_pid(pids[0], descendants=True)
+                facts = procfs.inspect_pid(pids[0], descendants=True, surface=True)
                 facts["found_as"] = how
                 out["facts"] = facts
             except ContainError as exc:
