@@ -191,3 +191,20 @@ def test_cli_measure_quick_markdown_and_html(tmp_path: Any) -> None:
     bad = subprocess.run([*contain_cmd(), "classify", "--weights", "isolation=2"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--weights goes with --measure" in bad.stderr
+
+
+def test_bench_isolation_writes_its_report(tmp_path: Any) -> None:
+    """`contain bench --only isolation` runs the same measurement for the runtimes the
+    bench compares and writes isolation.md/.json/.html beside report.md."""
+    import json
+
+    from conftest import contain_cmd
+
+    proc = subprocess.run([*contain_cmd(), "bench", "--quick", "--no-progress", "--runtimes",
+                           "bwrap", "--only", "isolation", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((tmp_path / "isolation.json").read_text())
+    assert [r["key"] for r in doc["order"]] == ["bwrap"]
+    assert doc["measured"]["bwrap"]["interference"]["hogs"]["memory"]["hog_peak_mb"] <= 200
+    assert "## Isolation measured" in (tmp_path / "report.md").read_text()
