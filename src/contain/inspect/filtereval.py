@@ -40,6 +40,28 @@ def _u32(x: int) -> int:
     return x & 0xFFFFFFFF
 
 
+# classic BPF operations seccomp programs use (op field -> function of A and the operand)
+_ALU = {0x00: lambda a, s: _u32(a + s), 0x10: lambda a, s: _u32(a - s),
+        0x20: lambda a, s: _u32(a * s), 0x30: lambda a, s: a // s if s else 0,
+        0x40: lambda a, s: a | s, 0x50: lambda a, s: a & s,
+        0x60: lambda a, s: _u32(a << (s & 31)), 0x70: lambda a, s: a >> (s & 31),
+        0x80: lambda a, s: _u32(-a), 0x90: lambda a, s: a % s if s else 0,
+        0xA0: lambda a, s: a ^ s}
+_JMP = {0x10: lambda a, s: a == s, 0x20: lambda a, s: a > s, 0x30: lambda a, s: a >= s,
+        0x40: lambda a, s: bool(a & s)}
+
+
+def _load(code: int, k: int, data: bytes, mem: list[int]) -> int:
+    mode = code & 0xE0
+    if mode == 0x20:  # ABS, word
+        if k + 4 > len(data) or k % 4:
+            raise FilterError(f"load at offset {k}")
+        return int(struct.unpack_from("=I", data, k)[0])
+    if mode in (0x00, 0x60, 0x80):
+        return k if mode == 0x00 else mem[k & 15] if mode == 0x60 else len(data)
+    raise FilterError(f"unsupported load 0x{code:02x}")
+
+
 def run(program: bytes, nr: int, arch: int, args: tuple[int, ...] = (0,) * 6,
         ip: int = 0) -> int:
     """The 32-bit value *program* returns for one call (classic BPF as seccomp runs it)."""
@@ -53,77 +75,29 @@ def run(program: bytes, nr: int, arch: int, args: tuple[int, ...] = (0,) * 6,
             raise FilterError("ran off the end of the program")
         code, jt, jf, k = insns[pc]
         pc += 1
-        cls = code & 0x07
+        cls, op, src = code & 0x07, code & 0xF0, (x if code & 0x08 else k)
         if cls == 0x06:  # RET
             return k if code & 0x18 == 0x00 else a
         if cls == 0x00:  # LD
-            mode = code & 0xE0
-            if mode == 0x20:  # ABS, word
-                if k + 4 > len(data) or k % 4:
-                    raise FilterError(f"load at offset {k}")
-                a = struct.unpack_from("=I", data, k)[0]
-            elif mode == 0x00:
-                a = k
-            elif mode == 0x60:
-                a = mem[k & 15]
-            elif mode == 0x80:
-                a = len(data)
-            else:
-                raise FilterError(f"unsupported load 0x{code:02x}")
+            a = _load(code, k, data, mem)
         elif cls == 0x01:  # LDX
             mode = code & 0xE0
             x = mem[k & 15] if mode == 0x60 else len(data) if mode == 0x80 else k
-        elif cls == 0x02:  # ST
-            mem[k & 15] = a
-        elif cls == 0x03:  # STX
-            mem[k & 15] = x
+        elif cls in (0x02, 0x03):  # ST, STX
+            mem[k & 15] = a if cls == 0x02 else x
         elif cls == 0x04:  # ALU
-            op, src = code & 0xF0, (x if code & 0x08 else k)
-            if op == 0x00:
-                a = _u32(a + src)
-            elif op == 0x10:
-                a = _u32(a - src)
-            elif op == 0x20:
-                a = _u32(a * src)
-            elif op == 0x30:
-                a = a // src if src else 0
-            elif op == 0x40:
-                a = a | src
-            elif op == 0x50:
-                a = a & src
-            elif op == 0x60:
-                a = _u32(a << (src & 31))
-            elif op == 0x70:
-                a = a >> (src & 31)
-            elif op == 0x80:
-                a = _u32(-a)
-            elif op == 0x90:
-                a = a % src if src else 0
-            elif op == 0xA0:
-                a = a ^ src
-            else:
+            if op not in _ALU:
                 raise FilterError(f"unsupported alu 0x{code:02x}")
+            a = _ALU[op](a, src)
         elif cls == 0x05:  # JMP
-            op, src = code & 0xF0, (x if code & 0x08 else k)
             if op == 0x00:
                 pc += k
-                continue
-            if op == 0x10:
-                taken = a == src
-            elif op == 0x20:
-                taken = a > src
-            elif op == 0x30:
-                taken = a >= src
-            elif op == 0x40:
-                taken = bool(a & src)
+            elif op in _JMP:
+                pc += jt if _JMP[op](a, src) else jf
             else:
                 raise FilterError(f"unsupported jump 0x{code:02x}")
-            pc += jt if taken else jf
-        elif cls == 0x07:  # MISC
-            if code & 0xF8 == 0x00:
-                x = a
-            else:
-                a = x
+        else:  # MISC: TAX, TXA
+            x, a = (a, a) if code & 0xF8 == 0x00 else (x, x)
     raise FilterError("program too long")
 
 

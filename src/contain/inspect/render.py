@@ -31,10 +31,7 @@ def inspect_text(facts: dict[str, Any]) -> str:
     ref = facts["reference"]
     L.append(f"compared with pid {ref['pid']} (the initial namespaces)"
              + (f"; {'; '.join(ref['notes'])}" if ref["notes"] else ""))
-    if facts.get("machine"):
-        from contain.inspect.virt import summary
-
-        L.append(f"machine: {summary(facts['machine'])} (context, not the process's class)")
+    L += _machine_lines(facts)
     L.append("")
     L.append("namespaces:")
     for kind, ns in facts["namespaces"].items():
@@ -273,3 +270,11 @@ def _comparison(doc: dict[str, Any]) -> str:
     from contain.inspect.survey import comparison_text
 
     return comparison_text(doc) or "(no measured technology corresponds to a survey row)"
+
+
+def _machine_lines(facts: dict[str, Any]) -> list[str]:
+    if not facts.get("machine"):
+        return []
+    from contain.inspect.virt import summary
+
+    return [f"machine: {summary(facts['machine'])} (context, not the process's class)"]
