@@ -36,7 +36,8 @@ class ExecOptions:
                  caps: list[str] | tuple[str, ...] = (), no_new_privs: bool = False,
                  apparmor: str | None = None, process_label: str | None = None,
                  preserve_fds: int = 0, ignore_paused: bool = False,
-                 stdio: tuple[int, int, int] | None = None) -> None:
+                 stdio: tuple[int, int, int] | None = None,
+                 cgroup: list[str] | tuple[str, ...] = ()) -> None:
         self.args = list(args or [])
         self.process_file = process_file
         self.tty = tty
@@ -54,6 +55,7 @@ class ExecOptions:
         self.preserve_fds = preserve_fds
         self.ignore_paused = ignore_paused
         self.stdio = stdio
+        self.cgroup = list(cgroup)  # exec --cgroup: existing sub-cgroups (runc 1.2)
 
 
 def build_process(config: dict[str, Any], opts: ExecOptions) -> Process:
@@ -254,6 +256,10 @@ def _spawn(record: store.ContainerRecord, proc: Process, seccomp: Any, console_f
     from contain.process.sync import Channel
 
     mgr = record.cgroup_manager()
+    if opts.cgroup:
+        if mgr is None:
+            raise ContainError("--cgroup: the container has no cgroup")
+        mgr = mgr.sub(opts.cgroup)
     # open the namespaces now: once the init is gone its /proc entry cannot be trusted
     if not record.init_alive():
         raise WrongState("cannot exec in a stopped container")
@@ -373,8 +379,10 @@ def _final(ch: Channel, record: store.ContainerRecord, proc: Process, seccomp: A
     from contain.process.init import exec_process as do_exec
     from contain.process.init import lookup_executable, prepare_process, send_ready
 
+    # a session (and process group) of its own inside the container, with or without a
+    # terminal, as runc's exec does: getpgrp() must not name a process outside
+    os.setsid()
     if proc.terminal:
-        os.setsid()
         from contain.process.console import setup_console
 
         setup_console(console_fd, proc)

@@ -89,7 +89,15 @@ def validate(spec: Spec, bundle: str) -> str:
     for i, ns in enumerate(linux.namespaces):
         if ns.path is not None and not os.path.exists(ns.path):
             raise fail(f"$.linux.namespaces[{i}].path", f"{ns.path}: no such file")
+        if ns.path is None and not os.path.lexists(f"/proc/self/ns/{c.NAMESPACES[ns.type][1]}"):
+            # (an older or smaller kernel: no time namespace before 5.6, or one built
+            # without it, as user-mode Linux is; unshare would only say EINVAL)
+            raise fail(f"$.linux.namespaces[{i}].type",
+                       f"this kernel has no {ns.type} namespaces")
     for key in linux.sysctl:
+        if key == "kernel.hostname":  # (runc refuses it too; kernel.domainname has no field)
+            raise fail(f"$.linux.sysctl.{key}", "refused: set the hostname with the "
+                       "hostname field")
         owner = next((ns for prefix, ns in _SYSCTL_NS if key.startswith(prefix)), None)
         if owner is None or linux.namespace(owner) is None:
             why = ("it is not in a namespace of its own" if owner is None else
