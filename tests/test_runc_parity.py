@@ -198,3 +198,36 @@ def test_sysctl_kernel_hostname_refused(make_bundle: Callable[..., Bundle],
     bundle.write()
     proc = run(state_root, bundle)
     assert proc.returncode == 0 and proc.stdout.strip() == "example.org", proc.stderr
+
+
+def test_join_a_mount_namespace_by_path(make_bundle: Callable[..., Bundle],
+                                        state_root: Path) -> None:
+    """runc joins a mount namespace given by path and sets the rootfs up inside it (the
+    runtime-tools program linux_ns_path); the runtime's own is refused (it is the host's
+    tree, where a rootfs must not be mounted)."""
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private",
+                               "sleep", "100"])
+    try:
+        path = f"/proc/{holder.pid}/ns/mnt"
+        deadline = 50
+        while os.readlink(path) == os.readlink("/proc/self/ns/mnt") and deadline:
+            import time
+
+            time.sleep(0.1)
+            deadline -= 1
+        bundle = make_bundle(["/bin/readlink", "/proc/self/ns/mnt"])
+        ns = bundle.config["linux"]["namespaces"]
+        i = next(i for i, n in enumerate(ns) if n["type"] == "mount")
+        ns[i]["path"] = path
+        bundle.write()
+        proc = run(state_root, bundle)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == os.readlink(path)
+        ns[i]["path"] = "/proc/self/ns/mnt"
+        bundle.write()
+        proc = run(state_root, bundle)
+        assert proc.returncode == 1
+        assert f"$.linux.namespaces[{i}].path" in proc.stderr and "own mount" in proc.stderr
+    finally:
+        holder.kill()
+        holder.wait()

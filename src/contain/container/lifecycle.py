@@ -84,8 +84,14 @@ def validate(spec: Spec, bundle: str) -> str:
     if linux is None:
         raise fail("$.linux", "required field is missing (namespaces, ...)")
     mnt = linux.namespace("mount")
-    if mnt is None or mnt.path is not None:
-        raise fail("$.linux.namespaces", "a new mount namespace is required")
+    if mnt is None:  # (runc would mount on the host's own tree, then chroot)
+        raise fail("$.linux.namespaces", "a mount namespace is required")
+    if mnt.path is not None and os.path.exists(mnt.path) and \
+            os.stat(mnt.path).st_ino == os.stat("/proc/self/ns/mnt").st_ino:
+        # joining one by path is allowed (runc): the rootfs is set up inside it, so not
+        # the runtime's own, which is the host's tree
+        raise fail(f"$.linux.namespaces[{linux.namespaces.index(mnt)}].path",
+                   "refused: this is the runtime's own mount namespace")
     for i, ns in enumerate(linux.namespaces):
         if ns.path is not None and not os.path.exists(ns.path):
             raise fail(f"$.linux.namespaces[{i}].path", f"{ns.path}: no such file")
