@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -482,7 +481,7 @@ def test_real_hybrid_manager_hugetlb() -> None:
     if not os.path.exists("/sys/kernel/mm/hugepages/hugepages-2048kB"):
         pytest.skip("no 2MB huge pages")
     before = (UNIFIED / "cgroup.subtree_control").read_text().split()
-    mgr = new_manager(None, f"ctest-{uuid.uuid4().hex[:8]}")
+    mgr = new_manager(None, unique_id("ctest-"))
     assert mgr.layout == "hybrid"
     limits = res({"hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 21}],
                   "pids": {"limit": 10}})

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Bundle, contain_cmd, default_config, run_contain, unique_id
+from conftest import Bundle, contain_cmd, default_config, ok, run_contain, unique_id
 
 # time namespaces are absent from older or smaller kernels (the user-mode Linux lane's)
 HAS_TIME = os.path.exists("/proc/self/ns/time")
@@ -51,11 +51,6 @@ def run_sh(make_bundle: Callable[..., Bundle], state_root: Path) -> Runner:
         return run_contain(state_root, "run", *flags, "--bundle", str(bundle.path), unique_id())
 
     return run
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 def ns_lines(text: str) -> dict[str, str]:
