@@ -194,9 +194,11 @@ def reference() -> dict[str, Any]:
         return _REFERENCE
     ref: dict[str, Any] | None = None
     notes = []
+    # the kinds this kernel has (no time namespace before 5.6 or without CONFIG_TIME_NS)
+    kinds = [k for k in NS_KINDS if os.path.lexists(f"/proc/self/ns/{k}")]
     for pid in (1, 2):
         try:
-            ns = {k: os.readlink(f"/proc/{pid}/ns/{k}") for k in NS_KINDS}
+            ns = {k: os.readlink(f"/proc/{pid}/ns/{k}") for k in kinds}
             st = os.stat(f"/proc/{pid}/root")
         except OSError as exc:
             notes.append(f"pid {pid}: {exc.strerror}")
@@ -207,7 +209,7 @@ def reference() -> dict[str, Any]:
     if ref is None:  # fall back to ourselves
         st = os.stat("/")
         ref = {"pid": os.getpid(),
-               "ns": {k: _ns_inode(os.readlink(f"/proc/self/ns/{k}")) for k in NS_KINDS},
+               "ns": {k: _ns_inode(os.readlink(f"/proc/self/ns/{k}")) for k in kinds},
                "root": [st.st_dev, st.st_ino]}
     ref["notes"] = notes
     _REFERENCE = ref
@@ -639,8 +641,9 @@ def _collect(proc: _Proc, ref: dict[str, Any], surface: bool = False) -> dict[st
                                 "private": None}
             continue
         inode = _ns_inode(link)
-        namespaces[kind] = {"inode": inode, "host_inode": ref["ns"][kind],
-                            "private": inode != ref["ns"][kind]}
+        host = ref["ns"].get(kind)
+        namespaces[kind] = {"inode": inode, "host_inode": host,
+                            "private": None if host is None else inode != host}
     namespaces["user"]["uid_map"] = parse_idmap(proc.read("uid_map", optional=True))
     namespaces["user"]["gid_map"] = parse_idmap(proc.read("gid_map", optional=True))
     namespaces["pid"]["nspid"] = [int(x) for x in status.get("NSpid", "").split()]
