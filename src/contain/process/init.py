@@ -48,37 +48,30 @@ if TYPE_CHECKING:
 def preload(plan: Plan) -> None:
     """Import, before fork, every module the child uses: after pivot_root (or setns
     into the container's mount namespace) the host's Python library is out of reach,
-    so a lazy import there would fail."""
+    so a lazy import there would fail. Only what this plan needs: each module costs
+    the hot path its import."""
     if plan.mode == CREATE:
-        import contain.rootfs.setup  # noqa: F401
-
-    proc = plan.process
-    preload_modules(terminal=proc.terminal, hooks=plan.hooks,
-                    seccomp=plan.seccomp is not None,
-                    lsm=bool(proc.apparmor_profile or proc.selinux_label))
-
-
-def preload_modules(terminal: bool, hooks: bool, seccomp: bool, lsm: bool = False) -> None:
-    """The modules a process entering a container needs after it has left the host's
-    mount namespace (init and exec)."""
-    import fcntl  # noqa: F401
-    import resource  # noqa: F401
-    import select  # noqa: F401
-    import time  # noqa: F401
-
+        import contain.rootfs.setup
     import contain.linux.syscalls
     import contain.security.capabilities
 
-    if terminal:
+    proc = plan.process
+    if proc.rlimits:
+        import resource  # noqa: F401
+    if proc.terminal:
+        import fcntl  # noqa: F401
         import struct  # noqa: F401  (console.set_winsize, after pivot_root)
         import termios  # noqa: F401
 
         import contain.process.console
-    if hooks:
+    if plan.hooks:
+        import select  # noqa: F401
+        import time  # noqa: F401
+
         import contain.process.hooks
-    if seccomp:
+    if plan.seccomp is not None:
         import contain.security.seccomp
-    if lsm:
+    if proc.apparmor_profile or proc.selinux_label:
         import contain.security.lsm  # noqa: F401
 
 
