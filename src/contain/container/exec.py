@@ -44,7 +44,8 @@ class ExecOptions:
                  caps: list[str] | tuple[str, ...] = (), no_new_privs: bool = False,
                  apparmor: str | None = None, process_label: str | None = None,
                  preserve_fds: int = 0, ignore_paused: bool = False,
-                 stdio: tuple[int, int, int] | None = None) -> None:
+                 stdio: tuple[int, int, int] | None = None,
+                 forward_signals: bool = False) -> None:
         self.args = list(args or [])
         self.process_file = process_file
         self.tty = tty
@@ -62,6 +63,8 @@ class ExecOptions:
         self.preserve_fds = preserve_fds
         self.ignore_paused = ignore_paused
         self.stdio = stdio
+        # replace the caller's handlers to forward signals (the CLI; main thread only)
+        self.forward_signals = forward_signals
 
 
 def build_process(base: Process | None, opts: ExecOptions) -> Process:
@@ -215,7 +218,7 @@ def exec_process(root: str, cid: str, opts: ExecOptions) -> int:
         from contain.process.foreground import ForwardSignals
 
         # the process runs as soon as it is spawned: forwarding is in place before that
-        forward = ForwardSignals() if not opts.detach else None
+        forward = ForwardSignals() if opts.forward_signals and not opts.detach else None
         if forward is not None:
             forward.__enter__()
         try:
@@ -236,7 +239,6 @@ def _spawn_and_wait(root: str, cid: str, record: store.ContainerRecord, spec: Sp
                     opts: ExecOptions, pair: Any, forward: Any) -> int:
     from contain.cgroups import warm
 
-    warm.start()  # the attach of the new process finds the cgroup lock warm
     try:
         pid = _spawn(record, spec, proc, seccomp, fds, opts)
     finally:
@@ -249,7 +251,13 @@ def _spawn_and_wait(root: str, cid: str, record: store.ContainerRecord, spec: Sp
     if opts.pid_file:
         from contain.container.lifecycle import write_pid_file
 
-        write_pid_file(opts.pid_file, pid)
+        try:
+            write_pid_file(opts.pid_file, pid)
+        except ContainError:  # the process must not outlive a failed exec
+            from contain.process.spawn import kill_and_wait
+
+            kill_and_wait(pid)
+            raise
     master = -1
     if pair is not None:
         from contain.process.sync import recv_fd
@@ -265,8 +273,9 @@ def _spawn_and_wait(root: str, cid: str, record: store.ContainerRecord, spec: Sp
     proc_record = store.ContainerRecord(root, cid, {"pid": pid})
     try:
         if master >= 0:
-            forward.relay_winch_to(master)
-            return relay_tty(master, proc_record)
+            if forward is not None:
+                forward.relay_winch_to(master)
+            relay_tty(master, pid)
         return wait(proc_record)
     finally:
         if master >= 0:
@@ -325,3 +334,4 @@ class _ExecSpawner(Spawner):
                           pid=self.pid)
         finally:
             os.close(fd)
+

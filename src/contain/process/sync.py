@@ -100,8 +100,7 @@ class ChildError(ContainError):
     """The child's ERROR message, formatted; *errno* is the failed call's, if any."""
 
     def __init__(self, message: str, errno: int | None = None) -> None:
-        super().__init__(message)
-        self.errno = errno
+        super().__init__(message, errno=errno)
 
 
 def frame(msg: dict[str, Any]) -> list[bytes]:
