@@ -334,4 +334,3 @@ class _ExecSpawner(Spawner):
                           pid=self.pid)
         finally:
             os.close(fd)
-

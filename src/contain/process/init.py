@@ -34,6 +34,7 @@ from contain.linux.syscalls import prctl, setns, unshare
 from contain.passwd import home_of
 from contain.process import sync
 from contain.process.spawn import CREATE
+from contain.spec.decode import SHOW_MAX
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -535,13 +536,14 @@ def _mark_fds(preserve_fds: int) -> None:
 
 def lookup_executable(name: str, env: list[str]) -> str:
     """Find args[0] as execve would through $PATH; a missing program fails here, at
-    create time, with the message runc gives."""
+    create time, with the message runc gives (a long name quoted short)."""
     if "/" in name:
         if os.access(name, os.X_OK) and not os.path.isdir(name):
             return name
-        raise ContainError(f'exec: "{name}": stat {name}: no such file or directory'
+        shown = _shown(name)
+        raise ContainError(f'exec: "{shown}": stat {shown}: no such file or directory'
                            if not os.path.exists(name) else
-                           f'exec: "{name}": permission denied')
+                           f'exec: "{shown}": permission denied')
     path_var = next((e[5:] for e in env if e.startswith("PATH=")), None)
     if path_var is None:
         path_var = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -549,7 +551,13 @@ def lookup_executable(name: str, env: list[str]) -> str:
         cand = os.path.join(d or ".", name)
         if os.access(cand, os.X_OK) and not os.path.isdir(cand):
             return cand
-    raise ContainError(f'exec: "{name}": executable file not found in $PATH')
+    raise ContainError(f'exec: "{_shown(name)}": executable file not found in $PATH')
+
+
+def _shown(name: str) -> str:
+    if len(name) <= SHOW_MAX:
+        return name
+    return f"{name[:SHOW_MAX]}... ({len(name)} characters)"
 
 
 def send_ready(ch: Channel, seccomp: SeccompProgram | None, warnings: list[str]) -> None:
