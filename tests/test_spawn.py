@@ -273,3 +273,43 @@ def test_an_early_failure_of_the_child_is_reported_as_the_child_said(
         proc = run_contain(state_root, "run", "-b", str(bundle.path), unique_id())
         assert proc.returncode != 0
         assert "setns ipc:[" in proc.stderr and "Invalid argument" in proc.stderr, proc.stderr
+
+
+def test_a_notify_filter_without_no_new_privs(make_bundle: Callable[..., Bundle],
+                                              state_root: Path, tmp_path: Path) -> None:
+    """A notify filter is loaded before READY, after the capability drop: without
+    no_new_privs that needs the CAP_SYS_ADMIN kept for it (it failed with "seccomp:
+    Permission denied"). The agent gets the listener and the container runs."""
+    import socket
+
+    path = str(tmp_path / "agent.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    server.bind(path)
+    server.listen(1)
+    got: dict[str, object] = {}
+
+    def agent() -> None:
+        conn, _ = server.accept()
+        with conn:
+            msg, fds, _, _ = socket.recv_fds(conn, 65536, 4)
+            got["msg"] = json.loads(msg)
+            got["fds"] = len(fds)
+            for fd in fds:
+                os.close(fd)  # the notified calls then fail with ENOSYS: none is made
+
+    thread = threading.Thread(target=agent, daemon=True)
+    thread.start()
+    try:
+        bundle = make_bundle(["echo", "ok"])
+        bundle.config["process"]["noNewPrivileges"] = False
+        bundle.config["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW", "listenerPath": path,
+            "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_NOTIFY"}]}
+        bundle.write()
+        proc = run_contain(state_root, "run", "-b", str(bundle.path), unique_id())
+        thread.join(30)
+    finally:
+        server.close()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ok\n"
+    assert got["fds"] == 1 and got["msg"]["fds"] == ["seccompFd"]  # type: ignore[index]
