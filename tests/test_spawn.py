@@ -105,13 +105,16 @@ def test_hook_state_over_64k(make_bundle: Callable[..., Bundle], state_root: Pat
     assert state["id"] == cid and state["annotations"]["big"] == "y" * 100_000
 
 
-def test_child_error_over_64k(make_bundle: Callable[..., Bundle], state_root: Path) -> None:
+def test_a_long_program_name_fails_with_a_short_line_and_its_cause(
+        make_bundle: Callable[..., Bundle], state_root: Path) -> None:
+    """A missing program of 70 000 characters: the child's error (sent whole, framed)
+    quotes the name short, and the cause stays on the line."""
     name = "/no-such-" + "z" * 70_000
     bundle = make_bundle([name])
     proc = run_contain(state_root, "run", "-b", str(bundle.path), unique_id())
     assert proc.returncode != 0
-    # (the message may quote the name shortened: that is not the channel's business)
     assert "/no-such-zzzz" in proc.stderr and "no such file or directory" in proc.stderr
+    assert "70009 characters" in proc.stderr and len(proc.stderr) < 1000
     assert "internal error" not in proc.stderr and "JSON" not in proc.stderr
 
 
@@ -270,3 +273,43 @@ def test_an_early_failure_of_the_child_is_reported_as_the_child_said(
         proc = run_contain(state_root, "run", "-b", str(bundle.path), unique_id())
         assert proc.returncode != 0
         assert "setns ipc:[" in proc.stderr and "Invalid argument" in proc.stderr, proc.stderr
+
+
+def test_a_notify_filter_without_no_new_privs(make_bundle: Callable[..., Bundle],
+                                              state_root: Path, tmp_path: Path) -> None:
+    """A notify filter is loaded before READY, after the capability drop: without
+    no_new_privs that needs the CAP_SYS_ADMIN kept for it (it failed with "seccomp:
+    Permission denied"). The agent gets the listener and the container runs."""
+    import socket
+
+    path = str(tmp_path / "agent.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    server.bind(path)
+    server.listen(1)
+    got: dict[str, object] = {}
+
+    def agent() -> None:
+        conn, _ = server.accept()
+        with conn:
+            msg, fds, _, _ = socket.recv_fds(conn, 65536, 4)
+            got["msg"] = json.loads(msg)
+            got["fds"] = len(fds)
+            for fd in fds:
+                os.close(fd)  # the notified calls then fail with ENOSYS: none is made
+
+    thread = threading.Thread(target=agent, daemon=True)
+    thread.start()
+    try:
+        bundle = make_bundle(["echo", "ok"])
+        bundle.config["process"]["noNewPrivileges"] = False
+        bundle.config["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW", "listenerPath": path,
+            "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_NOTIFY"}]}
+        bundle.write()
+        proc = run_contain(state_root, "run", "-b", str(bundle.path), unique_id())
+        thread.join(30)
+    finally:
+        server.close()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ok\n"
+    assert got["fds"] == 1 and got["msg"]["fds"] == ["seccompFd"]  # type: ignore[index]

@@ -341,4 +341,3 @@ class _ExecSpawner(Spawner):
                           pid=self.pid)
         finally:
             os.close(fd)
-

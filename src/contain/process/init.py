@@ -34,6 +34,7 @@ from contain.linux.syscalls import prctl, setns, unshare
 from contain.passwd import home_of
 from contain.process import sync
 from contain.process.spawn import CREATE
+from contain.spec.decode import SHOW_MAX
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,37 +49,30 @@ if TYPE_CHECKING:
 def preload(plan: Plan) -> None:
     """Import, before fork, every module the child uses: after pivot_root (or setns
     into the container's mount namespace) the host's Python library is out of reach,
-    so a lazy import there would fail."""
+    so a lazy import there would fail. Only what this plan needs: each module costs
+    the hot path its import."""
     if plan.mode == CREATE:
-        import contain.rootfs.setup  # noqa: F401
-
-    proc = plan.process
-    preload_modules(terminal=proc.terminal, hooks=plan.hooks,
-                    seccomp=plan.seccomp is not None,
-                    lsm=bool(proc.apparmor_profile or proc.selinux_label))
-
-
-def preload_modules(terminal: bool, hooks: bool, seccomp: bool, lsm: bool = False) -> None:
-    """The modules a process entering a container needs after it has left the host's
-    mount namespace (init and exec)."""
-    import fcntl  # noqa: F401
-    import resource  # noqa: F401
-    import select  # noqa: F401
-    import time  # noqa: F401
-
+        import contain.rootfs.setup
     import contain.linux.syscalls
     import contain.security.capabilities
 
-    if terminal:
+    proc = plan.process
+    if proc.rlimits:
+        import resource  # noqa: F401
+    if proc.terminal:
+        import fcntl  # noqa: F401
         import struct  # noqa: F401  (console.set_winsize, after pivot_root)
         import termios  # noqa: F401
 
         import contain.process.console
-    if hooks:
+    if plan.hooks:
+        import select  # noqa: F401
+        import time  # noqa: F401
+
         import contain.process.hooks
-    if seccomp:
+    if plan.seccomp is not None:
         import contain.security.seccomp
-    if lsm:
+    if proc.apparmor_profile or proc.selinux_label:
         import contain.security.lsm  # noqa: F401
 
 
@@ -560,11 +554,11 @@ def _mark_fds(preserve_fds: int) -> None:
 
 def lookup_executable(name: str, env: list[str]) -> str:
     """Find args[0] as execve would through $PATH; a missing program fails here, at
-    create time, with the message runc gives."""
+    create time, with the message runc gives (a long name quoted short)."""
     if "/" in name:
         if os.access(name, os.X_OK) and not os.path.isdir(name):
             return name
-        shown = _cut(name)
+        shown = _shown(name)
         raise ContainError(f'exec: "{shown}": stat {shown}: no such file or directory'
                            if not os.path.exists(name) else
                            f'exec: "{shown}": permission denied')
@@ -575,12 +569,13 @@ def lookup_executable(name: str, env: list[str]) -> str:
         cand = os.path.join(d or ".", name)
         if os.access(cand, os.X_OK) and not os.path.isdir(cand):
             return cand
-    raise ContainError(f'exec: "{_cut(name)}": executable file not found in $PATH')
+    raise ContainError(f'exec: "{_shown(name)}": executable file not found in $PATH')
 
 
-def _cut(text: str, limit: int = 200) -> str:
-    """A name as an error line quotes it: at most *limit* characters."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+def _shown(name: str) -> str:
+    if len(name) <= SHOW_MAX:
+        return name
+    return f"{name[:SHOW_MAX]}... ({len(name)} characters)"
 
 
 def send_ready(ch: Channel, seccomp: SeccompProgram | None, warnings: list[str]) -> None:
