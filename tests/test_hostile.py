@@ -257,6 +257,20 @@ BIG_CASES: dict[str, tuple[Mutate, str]] = {
     "long sysctl key": (_set("linux.sysctl", {"k" * 100_000: "1"}), "$.linux.sysctl"),
     "long relative path": (_set("linux.maskedPaths", ["p" * 100_000]),
                            "$.linux.maskedPaths[0]"),
+    # longer than the kernel takes: the init's failure once quoted them in a message
+    # longer than its channel carried ("internal error: JSONDecodeError")
+    "long masked path": (_set("linux.maskedPaths", ["/proc/kcore" * 6000]),
+                         "$.linux.maskedPaths[0]"),
+    "long mount destination": (_mount(destination="/mnt" * 20_000, type="tmpfs",
+                                      source="tmpfs"), "$.mounts[7].destination"),
+    "long mount options": (_mount(destination="/mnt", type="tmpfs", source="tmpfs",
+                                  options=["newinstance"] * 2000), "$.mounts[7].options"),
+    "long program name": (_set("process.args", ["/bin/" + "x" * 70_000]), "$.process.args[0]"),
+    "long argument": (_set("process.args", ["/bin/true", "x" * 200_000]),
+                      "$.process.args[1]"),
+    "long sysctl value": (_set("linux.sysctl", {"kernel.shmmax": "1" * 70_000}),
+                          "$.linux.sysctl.kernel.shmmax"),
+    "long cwd": (_set("process.cwd", "/" + "c" * 5000), "$.process.cwd"),
 }
 
 
