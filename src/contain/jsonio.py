@@ -57,13 +57,13 @@ def loads(data: str | bytes) -> Any:
     try:
         value, end = _scan(doc, i)
     except StopIteration as exc:
-        raise JSONDecodeError("expecting value", doc, exc.value) from None
+        raise JSONDecodeError("expecting value", doc, exc.value) from exc
     except _NotJSON as exc:
-        raise JSONDecodeError(str(exc), doc, None) from None
-    except RecursionError:
-        raise JSONDecodeError(f"nested deeper than {MAX_DEPTH} levels", doc, None) from None
+        raise JSONDecodeError(str(exc), doc, None) from exc
+    except RecursionError as exc:
+        raise JSONDecodeError(f"nested deeper than {MAX_DEPTH} levels", doc, None) from exc
     except ValueError as exc:
-        raise _decode_error(exc, doc, i) from None
+        raise _decode_error(exc, doc, i) from exc
     except SystemError:
         # _json reports most syntax errors through json.decoder.JSONDecodeError, which it
         # only finds when json.decoder is already imported; otherwise it fails with
@@ -74,9 +74,9 @@ def loads(data: str | bytes) -> Any:
         try:
             value, end = _scan(doc, i)
         except StopIteration as exc:
-            raise JSONDecodeError("expecting value", doc, exc.value) from None
+            raise JSONDecodeError("expecting value", doc, exc.value) from exc
         except ValueError as exc:
-            raise _decode_error(exc, doc, i) from None
+            raise _decode_error(exc, doc, i) from exc
     while end < n and doc[end] in _WS:
         end += 1
     if end != n:

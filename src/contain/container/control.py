@@ -66,8 +66,8 @@ def _release_fifo(fifo: str, record: ContainerRecord) -> None:
 
     try:
         pidfd = os.pidfd_open(record.pid)
-    except OSError:
-        raise WrongState("cannot start a container that has stopped") from None
+    except OSError as exc:
+        raise WrongState("cannot start a container that has stopped") from exc
     try:
         if not record.init_alive():  # the pid was reused before we held it
             raise WrongState("cannot start a container that has stopped")
@@ -143,8 +143,8 @@ def signal_init(record: ContainerRecord, sig: int) -> None:
 
     try:
         pidfd = os.pidfd_open(record.pid)
-    except ProcessLookupError:
-        raise WrongState("container not running") from None
+    except ProcessLookupError as exc:
+        raise WrongState("container not running") from exc
     try:
         if not record.init_alive():
             raise WrongState("container not running")

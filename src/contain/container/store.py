@@ -24,6 +24,17 @@ FIFO_NAME = "exec.fifo"
 MAX_ID_LEN = 1024
 
 
+def default_root() -> str:
+    """Where the state lives without --root: /run/contain for root,
+    $XDG_RUNTIME_DIR/contain for everybody else (as runc)."""
+    if os.geteuid() == 0:
+        return "/run/contain"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return os.path.join(xdg, "contain")
+    return f"/tmp/contain-{os.geteuid()}"
+
+
 def validate_id(cid: str) -> None:
     """Ids as runc accepts them: letters, digits and ``_+-.``, not starting with a dot."""
     if not cid:
@@ -213,8 +224,8 @@ def claim(record: ContainerRecord) -> Lock:
 
         try:
             rename_noreplace(tmp, final)
-        except FileExistsError:
-            raise AlreadyExists(f"container with id exists: {cid}") from None
+        except FileExistsError as exc:
+            raise AlreadyExists(f"container with id exists: {cid}") from exc
     except BaseException:
         remove_dir(tmp)
         lock.__exit__()
@@ -230,12 +241,12 @@ def load(root: str, cid: str) -> ContainerRecord:
     try:
         with open(os.path.join(path, STATE_FILE), "rb") as f:
             data = loads(f.read())
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         if os.path.isdir(path):
             return ContainerRecord(root, cid, {})  # still being created (or a create died)
-        raise NotFound("container does not exist") from None
+        raise NotFound("container does not exist") from exc
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CorruptState(cid, str(exc), None) from None
+        raise CorruptState(cid, str(exc), None) from exc
     why = check_shape(cid, data)
     if why is not None:
         raise CorruptState(cid, why, data if isinstance(data, dict) else None)
@@ -282,8 +293,8 @@ class Lock:
 
         try:
             self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise NotFound("container does not exist") from None
+        except FileNotFoundError as exc:
+            raise NotFound("container does not exist") from exc
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
