@@ -106,7 +106,15 @@ def test_hook_state_over_64k(make_bundle: Callable[..., Bundle], state_root: Pat
 
 
 def test_child_error_over_64k(make_bundle: Callable[..., Bundle], state_root: Path) -> None:
-    name = "/no-such-" + "z" * 70_000
+    """A program name longer than the kernel takes (PATH_MAX) is refused when the config
+    is decoded, naming the field; one just under it fails in the child, whose error
+    quotes it and arrives whole. (The channel's own framing of messages over 64 KiB is
+    test_a_message_larger_than_a_packet_arrives_whole's.)"""
+    bundle = make_bundle(["/no-such-" + "z" * 70_000])
+    proc = run_contain(state_root, "run", "-b", str(bundle.path), unique_id())
+    assert proc.returncode != 0
+    assert "$.process.args[0]" in proc.stderr and "longer than the kernel's" in proc.stderr
+    name = "/no-such-" + "z" * 4000
     bundle = make_bundle([name])
     proc = run_contain(state_root, "run", "-b", str(bundle.path), unique_id())
     assert proc.returncode != 0
