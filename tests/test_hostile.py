@@ -602,3 +602,14 @@ def test_cpu_lists_of_the_kernel_format_decode() -> None:
     for bad in ("0-7:2/4", "1-", "-1", "0x1", "٣"):
         with pytest.raises(SpecError):
             CPUAffinity.decode({"initial": bad})
+
+
+def test_subordinate_ranges_past_the_largest_id_grant_nothing(tmp_path: Path) -> None:
+    """A rootless mapping is checked against /etc/subuid ranges: one that reaches past
+    2147483647 (up to (uid_t)-1) must not make such host ids look granted."""
+    from contain.security.rootless import subordinate_ranges
+
+    path = tmp_path / "subuid"
+    path.write_text("0:100000:65536\n0:4294901760:65536\n0:2147483647:1\n0:2147483647:2\n"
+                    "0:-5:10\n0:1:0\n")
+    assert subordinate_ranges(str(path), 0) == [(100000, 65536), (2147483647, 1)]
