@@ -257,6 +257,20 @@ BIG_CASES: dict[str, tuple[Mutate, str]] = {
     "long sysctl key": (_set("linux.sysctl", {"k" * 100_000: "1"}), "$.linux.sysctl"),
     "long relative path": (_set("linux.maskedPaths", ["p" * 100_000]),
                            "$.linux.maskedPaths[0]"),
+    # longer than the kernel takes: the init's failure once quoted them in a message
+    # longer than its channel carried ("internal error: JSONDecodeError")
+    "long masked path": (_set("linux.maskedPaths", ["/proc/kcore" * 6000]),
+                         "$.linux.maskedPaths[0]"),
+    "long mount destination": (_mount(destination="/mnt" * 20_000, type="tmpfs",
+                                      source="tmpfs"), "$.mounts[7].destination"),
+    "long mount options": (_mount(destination="/mnt", type="tmpfs", source="tmpfs",
+                                  options=["newinstance"] * 2000), "$.mounts[7].options"),
+    "long program name": (_set("process.args", ["/bin/" + "x" * 70_000]), "$.process.args[0]"),
+    "long argument": (_set("process.args", ["/bin/true", "x" * 200_000]),
+                      "$.process.args[1]"),
+    "long sysctl value": (_set("linux.sysctl", {"kernel.shmmax": "1" * 70_000}),
+                          "$.linux.sysctl.kernel.shmmax"),
+    "long cwd": (_set("process.cwd", "/" + "c" * 5000), "$.process.cwd"),
 }
 
 
@@ -588,3 +602,14 @@ def test_cpu_lists_of_the_kernel_format_decode() -> None:
     for bad in ("0-7:2/4", "1-", "-1", "0x1", "٣"):
         with pytest.raises(SpecError):
             CPUAffinity.decode({"initial": bad})
+
+
+def test_subordinate_ranges_past_the_largest_id_grant_nothing(tmp_path: Path) -> None:
+    """A rootless mapping is checked against /etc/subuid ranges: one that reaches past
+    2147483647 (up to (uid_t)-1) must not make such host ids look granted."""
+    from contain.security.rootless import subordinate_ranges
+
+    path = tmp_path / "subuid"
+    path.write_text("0:100000:65536\n0:4294901760:65536\n0:2147483647:1\n0:2147483647:2\n"
+                    "0:-5:10\n0:1:0\n")
+    assert subordinate_ranges(str(path), 0) == [(100000, 65536), (2147483647, 1)]

@@ -170,10 +170,12 @@ MAX_ERROR = 1000  # characters of an error line (the values it quotes are cut at
 
 
 def one_line(text: str) -> str:
-    """An error as one line of bounded length, whatever it quotes."""
+    """An error as one line of bounded length, whatever it quotes: the middle goes (the
+    field comes first and the cause last)."""
     if "\n" in text or "\r" in text:
         text = " ".join(text.split())
     if len(text) > MAX_ERROR:
-        text = f"{text[:MAX_ERROR]}... ({len(text)} characters)"
+        keep = MAX_ERROR // 3
+        text = f"{text[:2 * keep]} ...({len(text) - 3 * keep} characters)... {text[-keep:]}"
     return text
 

@@ -226,11 +226,37 @@ def claim(record: ContainerRecord) -> Lock:
             rename_noreplace(tmp, final)
         except FileExistsError as exc:
             raise AlreadyExists(f"container with id exists: {cid}") from exc
+        except OSError as exc:
+            import errno
+
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                raise
+            # a filesystem without RENAME_NOREPLACE: mkdir is the claim, then lock
+            # (the short window this scheme closes is open there)
+            remove_dir(tmp)
+            lock.__exit__()
+            return _claim_by_mkdir(record, final)
     except BaseException:
         remove_dir(tmp)
         lock.__exit__()
         raise
     lock.path = final
+    return lock
+
+
+def _claim_by_mkdir(record: ContainerRecord, final: str) -> Lock:
+    try:
+        os.mkdir(final, 0o711)
+    except FileExistsError as exc:
+        raise AlreadyExists(f"container with id exists: {record.id}") from exc
+    lock = Lock(final)
+    try:
+        lock.__enter__()
+        save(record)
+    except BaseException:
+        remove_dir(final)
+        lock.__exit__()
+        raise
     return lock
 
 

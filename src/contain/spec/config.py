@@ -13,6 +13,7 @@ from contain.spec.decode import (
     absolute_path,
     array,
     boolean,
+    check_path_length,
     fail,
     i32,
     i64,
@@ -53,6 +54,9 @@ RLIMIT_TYPES = ("RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_STACK", "RL
                 "RLIMIT_LOCKS", "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE", "RLIMIT_NICE",
                 "RLIMIT_RTPRIO", "RLIMIT_RTTIME")
 
+MAX_ARG_STRLEN = 131072  # execve's limit on one argument or environment string
+MAX_OPTIONS = 8192  # a mount's options joined (its data goes to the kernel in one page)
+PAGE = 4096  # a sysctl write takes at most one page
 CPU_MAX = 8192  # NR_CPUS at most (CONFIG_NR_CPUS tops out at 8192)
 NODE_MAX = 1024  # MAX_NUMNODES at most (CONFIG_NODES_SHIFT tops out at 10)
 
@@ -227,6 +231,12 @@ class Process(Model):
     def validate(self, path: str) -> None:
         if not self.args:
             raise fail(f"{path}.args", "must name the program to run")
+        check_path_length(self.args[0], f"{path}.args[0]")
+        for name, strings in (("args", self.args), ("env", self.env)):
+            for i, text in enumerate(strings):
+                if len(text) >= MAX_ARG_STRLEN // 4 and len(text.encode()) >= MAX_ARG_STRLEN:
+                    raise fail(f"{path}.{name}[{i}]", f"{show(text)} is longer than the "
+                               f"kernel's {MAX_ARG_STRLEN - 1} bytes for one string")
         seen: set[str] = set()
         for i, rl in enumerate(self.rlimits):
             if rl.type in seen:
@@ -245,6 +255,7 @@ class Root(Model):
     def validate(self, path: str) -> None:
         if not self.path:
             raise fail(f"{path}.path", "must not be empty")
+        check_path_length(self.path, f"{path}.path")
 
 
 class IDMapping(Model):
@@ -301,6 +312,11 @@ class Mount(Model):
         if not self.destination.startswith("/"):
             raise fail(f"{path}.destination",
                        f"{show(self.destination)} is not an absolute path")
+        check_path_length(self.destination, f"{path}.destination")
+        if self.source is not None:
+            check_path_length(self.source, f"{path}.source")
+        if sum(len(o) + 1 for o in self.options) > MAX_OPTIONS:
+            raise fail(f"{path}.options", f"longer than {MAX_OPTIONS} characters together")
         for i, opt in enumerate(self.options):
             name, eq, value = opt.partition("=")
             bad = not (value.isdigit() and value.isascii() and len(value) <= 10) \
@@ -724,9 +740,12 @@ class Linux(Model):
             if clock not in ("monotonic", "boottime"):
                 raise fail(f"{path}.timeOffsets.{key(clock)}",
                            "unknown clock (monotonic or boottime)")
-        for name in self.sysctl:
+        for name, value in self.sysctl.items():
             if not name or len(name) > 255:
                 raise fail(f"{path}.sysctl.{key(name)}", "not a sysctl name")
+            if len(value) >= PAGE:
+                raise fail(f"{path}.sysctl.{key(name)}", f"{show(value)} is longer than a "
+                           f"sysctl takes ({PAGE - 1} bytes)")
         new_time = "time" in seen and self.namespaces[seen["time"]].path is None
         if self.time_offsets and not new_time:
             raise fail(f"{path}.timeOffsets", "time offsets need a new time namespace")

@@ -136,10 +136,19 @@ def one_of(*choices: str) -> Codec:
     return codec
 
 
+PATH_MAX = 4096  # the kernel refuses a path of this many bytes or more (ENAMETOOLONG)
+
+
+def check_path_length(value: str, path: str) -> None:
+    if len(value) >= PATH_MAX // 4 and len(value.encode()) >= PATH_MAX:
+        raise fail(path, f"{show(value)} is longer than the kernel's {PATH_MAX - 1} bytes")
+
+
 def absolute_path(value: Any, path: str) -> str:
     string(value, path)
     if not value.startswith("/"):
         raise fail(path, f"{show(value)} is not an absolute path")
+    check_path_length(value, path)
     return value
 
 
