@@ -107,6 +107,9 @@ def preload_modules(terminal: bool, hooks: bool, seccomp: bool, lsm: bool = Fals
 
     import contain.linux.syscalls
     import contain.security.capabilities
+    from contain.linux.exeguard import arm
+
+    arm()  # the sealed exec helper, made before fork: the child only inherits it
 
     if terminal:
         import struct  # noqa: F401  (console.set_winsize, after pivot_root)
@@ -564,8 +567,6 @@ def exec_process(path: str, proc: Process, env: list[str], seccomp: Any) -> NoRe
         load_filter(seccomp)
     sys.stdout.flush()
     sys.stderr.flush()
-    try:
-        os.execve(path, proc.args, dict(e.split("=", 1) for e in env if "=" in e))
-    except OSError as exc:
-        os.write(2, f"contain: exec {proc.args[0]}: {exc.strerror}\n".encode())
-        os._exit(127)
+    from contain.linux.exeguard import exec_guarded  # (CVE-2019-5736: see there)
+
+    exec_guarded(path, proc.args, dict(e.split("=", 1) for e in env if "=" in e))
