@@ -91,10 +91,21 @@ def preload(cfg: InitConfig) -> None:
     import contain.rootfs.setup  # noqa: F401
 
     proc = cfg.spec.process
+    if wants_init(cfg.spec):  # a small init as PID 1 (sandboxes): see process/reaper.py
+        from contain.process.reaper import arm
+
+        arm()
     preload_modules(terminal=proc is not None and proc.terminal,
                     hooks=cfg.parent_hooks or cfg.container_hooks or cfg.start_hooks,
                     seccomp=cfg.seccomp is not None,
                     lsm=proc is not None and bool(proc.apparmor_profile or proc.selinux_label))
+
+
+INIT_ANNOTATION = "run.contain.init"
+
+
+def wants_init(spec: Spec) -> bool:
+    return spec.annotations.get(INIT_ANNOTATION) == "true"
 
 
 def preload_modules(terminal: bool, hooks: bool, seccomp: bool, lsm: bool = False) -> None:
@@ -301,7 +312,7 @@ def _stage_init(ch: Channel, cfg: InitConfig) -> None:
         from contain.process.hooks import run_hooks
 
         run_hooks("startContainer", spec.hooks.start_container, state or {})
-    exec_process(path, proc, env, cfg.seccomp)
+    exec_process(path, proc, env, cfg.seccomp, init=wants_init(spec))
 
 
 class _CgroupGate:
@@ -560,7 +571,12 @@ def _wait_for_start(fifo_fd: int) -> None:
     os.close(fifo_fd)
 
 
-def exec_process(path: str, proc: Process, env: list[str], seccomp: Any) -> NoReturn:
+def exec_process(path: str, proc: Process, env: list[str], seccomp: Any,
+                 init: bool = False) -> NoReturn:
+    if init:  # we stay as PID 1; the command is exec'd by our child
+        from contain.process.reaper import fork_command
+
+        fork_command(proc.terminal)
     if seccomp is not None and proc.no_new_privileges and not seccomp.notify:
         from contain.security.seccomp import load_filter
 

@@ -48,9 +48,16 @@ def _remove_bundle(bundle: str) -> None:
 
 def run_sandbox(args: list[str], *, root: str, capture: bool = False,
                 input: bytes | None = None, timeout: float | None = None,
-                terminal: bool = False, **options: Any) -> tuple[int, bytes | None, bytes | None]:
+                terminal: bool = False, forward_signals: bool = False,
+                **options: Any) -> tuple[int, bytes | None, bytes | None]:
     """Run *args* in a sandbox; return (exit code, stdout, stderr) (output only when
-    *capture*)."""
+    *capture*).
+
+    *forward_signals* (the CLI): the caller's HUP, INT, QUIT, TERM, USR1 and USR2 go to
+    the sandbox's init, which passes them to the command (a second INT or TERM kills the
+    sandbox). Otherwise (the Python API) no handler is installed: Ctrl-C raises
+    KeyboardInterrupt in the caller as usual, and the sandbox is killed and removed on
+    the way out."""
     from contain.process.foreground import become_subreaper, run_container
     from contain.sandbox.host import sandbox_spec
     from contain.spec.config import Spec
@@ -59,15 +66,15 @@ def run_sandbox(args: list[str], *, root: str, capture: bool = False,
     cid = _new_id()
     bundle = _bundle_dir(root, cid, options.get("binds", ()))
     opts = CreateOptions()
-    # no limit asked, no cgroup made: the PID namespace already ends every process of
-    # the sandbox with its first one (a cgroup costs ~6 ms to make, join and remove)
-    opts.no_cgroup = spec.linux is None or spec.linux.resources is None
     try:
-        if not capture and input is None and timeout is None:
+        if forward_signals and not capture and input is None and timeout is None:
             return run_container(root, cid, bundle, spec, opts), None, None
         become_subreaper()
         return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout)
     finally:
+        from contain.process.reaper import disarm
+
+        disarm()  # (done at fork already, unless create failed before it)
         _remove_bundle(bundle)
 
 
