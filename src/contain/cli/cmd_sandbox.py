@@ -39,6 +39,9 @@ COMMANDS = {
 
 
 def cmd_sandbox(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    from contain.cgroups import warm
+
+    warm.start()  # first: the sandbox always has a cgroup; its attach finds the lock warm
     from contain.sandbox.run import run_sandbox
 
     cpus = None
