@@ -144,6 +144,9 @@ def test_capability_on_request(state_root: Path) -> None:
 
 @pytest.mark.parametrize("args, words", [
     (("--memory", "lots", "--", "/bin/true"), ("lots",)),
+    (("--memory", "nan", "--", "/bin/true"), ("--memory", "nan")),
+    (("--tmp-size", "0", "--", "/bin/true"), ("--tmp-size",)),
+    (("--shm-size", "x", "--", "/bin/true"), ("--shm-size",)),
     (("--pids", "0", "--", "/bin/true"), ("--pids",)),
     (("--cpus", "x", "--", "/bin/true"), ("--cpus",)),
     (("--bind", "nocolon", "--", "/bin/true"), ("--bind",)),

@@ -130,13 +130,13 @@ def default_memory() -> int:
     return host_memory() // MEMORY_SHARE
 
 
-def parse_size(text: str | int) -> int:
+def parse_size(text: str | int, what: str = "size") -> int:
     """Bytes from '256M', '1g', '4096' (binary units, as docker/runc accept)."""
     if isinstance(text, bool) or not isinstance(text, (str, int)):
-        raise ContainError(f"invalid size {text!r} (e.g. 512M, 2G)")
+        raise ContainError(f"invalid {what} {str(text)[:50]!r} (e.g. 512M, 2G)")
     if isinstance(text, int):
         if text <= 0:
-            raise ContainError(f"invalid size {text!r}: must be positive")
+            raise ContainError(f"invalid {what} {text!r}: must be positive")
         return text
     t = text.strip().lower().rstrip("b")
     mult = 1
@@ -146,9 +146,9 @@ def parse_size(text: str | int) -> int:
     try:
         value = float(t)
     except ValueError:
-        raise ContainError(f"invalid size {text!r} (e.g. 512M, 2G)") from None
+        raise ContainError(f"invalid {what} {text[:50]!r} (e.g. 512M, 2G)") from None
     if not value > 0 or value == float("inf"):
-        raise ContainError(f"invalid size {text!r}: must be positive")
+        raise ContainError(f"invalid {what} {text[:50]!r}: must be positive")
     return max(int(value * mult), 1)
 
 
@@ -279,15 +279,16 @@ def sandbox_spec(args: list[str], *, memory: str | int | None = None,
     if net == "none":
         namespaces.append({"type": "network"})
     memory_limit = None if _unlimited(memory) else \
-        parse_size(memory) if memory is not None else default_memory()
+        parse_size(memory, "--memory") if memory is not None else default_memory()
     user_binds = [parse_bind(b) for b in binds]
     if mapped:
         for m in user_binds:
             _shift_to_sandbox_user(m)
     mounts = _mounts(binds, user_binds, net,
-                     tmp_size=parse_size(tmp_size) if tmp_size is not None else
-                     memory_limit or default_memory(),
-                     shm_size=parse_size(shm_size) if shm_size is not None else SHM_SIZE)
+                     tmp_size=parse_size(tmp_size, "--tmp-size") if tmp_size is not None
+                     else memory_limit or default_memory(),
+                     shm_size=parse_size(shm_size, "--shm-size") if shm_size is not None
+                     else SHM_SIZE)
     linux: dict[str, Any] = {
         "namespaces": namespaces,
         "maskedPaths": list(MASKED_PATHS),
