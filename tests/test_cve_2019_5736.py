@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -208,3 +209,58 @@ def test_the_image_that_execs_the_program_is_sealed(state_root: Path, make_bundl
         agent.release.set()
         run_contain(state_root, "delete", "--force", cid)
         agent.join(30)
+
+
+def _helper_runs(machine: str, tmp_path: Path) -> list[str]:
+    """How to run the helper image for *machine* here: natively, or under qemu-user."""
+    from contain.linux.exeguard import elf_image
+
+    image = tmp_path / f"helper-{machine}"
+    image.write_bytes(elf_image(machine))
+    image.chmod(0o755)
+    if machine == os.uname().machine:
+        return [str(image)]
+    qemu = shutil.which(f"qemu-{machine}-static") or shutil.which(f"qemu-{machine}")
+    if qemu is None:
+        pytest.fail(f"qemu-{machine}-static is not installed (scripts/extra-deps)")
+    return [qemu, str(image)]
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_helper_image_execs_argv0_with_the_rest(machine: str, tmp_path: Path) -> None:
+    """The helper of each architecture: execve(argv[0], argv + 1, envp); on failure a
+    message with the path and errno, exit 127; without a program, exit 127."""
+    runs = _helper_runs(machine, tmp_path)
+
+    def helper(*argv: str) -> subprocess.CompletedProcess[str]:
+        if len(runs) == 1:  # native: argv[0] is ours to choose
+            return subprocess.run(argv, executable=runs[0], capture_output=True, text=True,
+                                  env={"FOO": "bar"}, timeout=30)
+        # qemu-user: -0 sets the guest's argv[0]
+        cmd = [runs[0], *(["-0", argv[0]] if argv else []), runs[1], *argv[1:]]
+        return subprocess.run(cmd, capture_output=True, text=True, env={"FOO": "bar"},
+                              timeout=30)
+
+    ok = helper("/bin/sh", "sh", "-c", 'echo "$0 $1 $FOO"; tr "\\0" " " < /proc/$$/cmdline',
+                "zero", "one")
+    assert ok.returncode == 0, ok
+    assert ok.stdout.splitlines()[0] == "zero one bar"
+    assert ok.stdout.splitlines()[1].startswith("sh -c "), ok.stdout  # argv[0] is "sh"
+    missing = helper("/nonexistent/prog", "prog")
+    assert missing.returncode == 127
+    assert missing.stderr == "contain: exec /nonexistent/prog: errno 2\n"
+    denied = helper("/etc/passwd", "x")
+    assert (denied.returncode, denied.stderr) == (127, "contain: exec /etc/passwd: errno 13\n")
+    if len(runs) == 1:
+        alone = subprocess.run(["only-argv0"], executable=runs[0], capture_output=True,
+                               text=True, timeout=30)
+        assert alone.returncode == 127 and "no program given" in alone.stderr
+
+
+def test_an_unknown_architecture_fails_closed() -> None:
+    from contain.errors import ContainError
+    from contain.linux import exeguard
+
+    with pytest.raises(KeyError):
+        exeguard.elf_image("riscv64")
+    assert issubclass(exeguard.ExecGuardError, ContainError)
