@@ -39,17 +39,14 @@ COMMANDS = {
 
 
 def cmd_sandbox(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
-    from contain.cgroups import warm
-
-    warm.start()  # first: the sandbox always has a cgroup; its attach finds the lock warm
     from contain.sandbox.run import run_sandbox
 
     cpus = None
     if opts["cpus"] is not None:
         try:
             cpus = float(opts["cpus"])
-        except ValueError:
-            raise ContainError(f"invalid --cpus {opts['cpus']!r}: a number of cores") from None
+        except ValueError as exc:
+            raise ContainError(f"invalid --cpus {opts['cpus']!r}: a number of cores") from exc
     code, _, _ = run_sandbox(
         args, root=ctx.root, terminal=opts["tty"], memory=opts["memory"], pids=opts["pids"],
         cpus=cpus, binds=opts["bind"], net=opts["net"], env=opts["env"], cwd=opts["cwd"],

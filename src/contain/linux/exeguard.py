@@ -300,10 +300,11 @@ def _memfd_refused(exc: OSError) -> str:
 def exec_guarded(path: str, args: list[str], env: dict[str, str]) -> NoReturn:
     """execve(*path*, *args*, *env*) through the sealed helper; never returns. On failure
     the process writes a message to stderr and exits 127."""
+    name = (args[0] if args else path)[:200]
     try:
         fd = helper_fd()
     except (ExecGuardError, OSError) as exc:
-        os.write(2, f"contain: exec {args[0] if args else path}: {exc}\n".encode())
+        os.write(2, f"contain: exec {name}: {exc}\n".encode())
         os._exit(127)
     argv = [path, *args]
     try:
@@ -315,6 +316,5 @@ def exec_guarded(path: str, args: list[str], env: dict[str, str]) -> NoReturn:
             os.execve(f"/proc/self/fd/{fd}", argv, env)
         except OSError:
             pass
-    os.write(2, f"contain: exec {args[0] if args else path}: exec helper: "
-                f"{first.strerror}\n".encode())
+    os.write(2, f"contain: exec {name}: exec helper: {first.strerror}\n".encode())
     os._exit(127)

@@ -125,40 +125,37 @@ def _kill_all() -> None:
         pass
 
 
-def _reap(child: int, watch: int, old_mask: Any) -> NoReturn:
-    import _signal as signal
-    import select
+class _Forward:
+    """The handler of the forwarded signals: to the command's process group (as a
+    terminal delivers ^C); the second stopping signal kills every process instead."""
 
-    state = {"stops": 0}
+    def __init__(self, child: int) -> None:
+        self.child = child
+        self.stops = 0
 
-    def forward(signum: int, frame: object) -> None:
+    def __call__(self, signum: int, frame: object) -> None:
         if signum in STOPPING:
-            state["stops"] += 1
-            if state["stops"] > 1:
+            self.stops += 1
+            if self.stops > 1:
                 _kill_all()
                 return
-        try:
-            os.kill(-child, signum)
-        except ProcessLookupError:  # the command left its group
+        for target in (-self.child, self.child):  # the group, or the command if it left it
             try:
-                os.kill(child, signum)
+                os.kill(target, signum)
+                return
             except ProcessLookupError:
                 pass
 
-    # nothing inherited from the runtime stays open here (the runtime's ends of the
-    # command's stdio pipes among them: a reader would never see EOF)
+
+def _let_go_of_inherited(watch: int) -> None:
+    """Nothing inherited from the runtime stays open here (the runtime's ends of the
+    command's stdio pipes among them: a reader would never see EOF), and the command's
+    stdio is not ours to hold either."""
     if watch >= 0:
         os.closerange(3, watch)
         os.closerange(watch + 1, 1 << 20)
     else:
         os.closerange(3, 1 << 20)
-    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-    for sig in FORWARDED:
-        signal.signal(sig, forward)
-    signal.signal(SIGCHLD, lambda signum, frame: None)
-    # the command's stdio is not ours to hold (a reader of its output must see EOF when
-    # the command and its children are done, not wait for us)
     try:
         fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         for std in (0, 1, 2):
@@ -166,19 +163,38 @@ def _reap(child: int, watch: int, old_mask: Any) -> NoReturn:
         os.close(fd)
     except OSError:
         pass
+
+
+def _reap_all(child: int) -> None:
+    """Reap every exited child; exit with the command's status once it is among them."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            os._exit(255)
+        if pid == 0:
+            return
+        if pid == child:
+            if os.WIFEXITED(status):
+                os._exit(os.WEXITSTATUS(status))
+            os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else 255)
+
+
+def _reap(child: int, watch: int, old_mask: Any) -> NoReturn:
+    import _signal as signal
+    import select
+
+    _let_go_of_inherited(watch)
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    forward = _Forward(child)
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
+    signal.signal(SIGCHLD, lambda signum, frame: None)
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     watched = [r] + ([watch] if watch >= 0 else [])
     while True:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                os._exit(255)
-            if pid == 0:
-                break
-            if pid == child:
-                os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
-                         else 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else 255)
+        _reap_all(child)
         ready, _, _ = select.select(watched, [], [])
         if watch in ready:  # the runtime is gone: nothing may run on unsupervised
             _kill_all()

@@ -145,8 +145,8 @@ def parse_size(text: str | int, what: str = "size") -> int:
         t = t[:-1]
     try:
         value = float(t)
-    except ValueError:
-        raise ContainError(f"invalid {what} {text[:50]!r} (e.g. 512M, 2G)") from None
+    except ValueError as exc:
+        raise ContainError(f"invalid {what} {text[:50]!r} (e.g. 512M, 2G)") from exc
     if not value > 0 or value == float("inf"):
         raise ContainError(f"invalid {what} {text[:50]!r}: must be positive")
     return max(int(value * mult), 1)

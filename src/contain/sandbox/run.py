@@ -6,6 +6,8 @@ import os
 
 from contain.container.control import delete, run_poststart, wait
 from contain.container.lifecycle import CreateOptions, create
+from contain.container.run import run_container
+from contain.process.foreground import ForwardSignals, become_subreaper
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -51,14 +53,11 @@ def run_sandbox(args: list[str], *, root: str, capture: bool = False,
                 terminal: bool = False, forward_signals: bool = False,
                 **options: Any) -> tuple[int, bytes | None, bytes | None]:
     """Run *args* in a sandbox; return (exit code, stdout, stderr) (output only when
-    *capture*).
-
-    *forward_signals* (the CLI): the caller's HUP, INT, QUIT, TERM, USR1 and USR2 go to
-    the sandbox's init, which passes them to the command (a second INT or TERM kills the
-    sandbox). Otherwise (the Python API) no handler is installed: Ctrl-C raises
-    KeyboardInterrupt in the caller as usual, and the sandbox is killed and removed on
-    the way out."""
-    from contain.process.foreground import become_subreaper, run_container
+    *capture*). *forward_signals* (the CLI's choice; main thread only) forwards the
+    usual termination signals sent to the caller to the sandbox's init, which passes them
+    to the command (a second INT or TERM kills the sandbox). Without it (the Python API)
+    no handler is installed: Ctrl-C raises KeyboardInterrupt in the caller as usual, and
+    the sandbox is killed and removed on the way out."""
     from contain.sandbox.host import sandbox_spec
     from contain.spec.config import Spec
 
@@ -67,10 +66,12 @@ def run_sandbox(args: list[str], *, root: str, capture: bool = False,
     bundle = _bundle_dir(root, cid, options.get("binds", ()))
     opts = CreateOptions()
     try:
-        if forward_signals and not capture and input is None and timeout is None:
-            return run_container(root, cid, bundle, spec, opts), None, None
-        become_subreaper()
-        return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout)
+        from contain.cgroups import warm
+
+        # the sandbox always has a cgroup: its attach finds the lock warm (cgroups/warm.py)
+        with warm.warming():
+            return _run(root, cid, bundle, spec, opts, capture, input, timeout,
+                        forward_signals)
     finally:
         from contain.process.reaper import disarm
 
@@ -78,10 +79,25 @@ def run_sandbox(args: list[str], *, root: str, capture: bool = False,
         _remove_bundle(bundle)
 
 
+def _run(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptions, capture: bool,
+         input: bytes | None, timeout: float | None,
+         forward_signals: bool) -> tuple[int, bytes | None, bytes | None]:
+    if not capture and input is None and timeout is None:
+        return run_container(root, cid, bundle, spec, opts,
+                             forward_signals=forward_signals), None, None
+    become_subreaper()
+    if not forward_signals:
+        return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout)
+    with ForwardSignals() as forward:
+        return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout,
+                             forward)
+
+
 def _run_captured(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptions,
-                  capture: bool, input: bytes | None,
-                  timeout: float | None) -> tuple[int, bytes | None, bytes | None]:
-    import select
+                  capture: bool, input: bytes | None, timeout: float | None,
+                  forward: ForwardSignals | None = None,
+                  ) -> tuple[int, bytes | None, bytes | None]:
+    import signal
     import time
 
     opts.start_now = True
@@ -105,51 +121,26 @@ def _run_captured(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptio
         raise
     for fd in theirs:
         os.close(fd)
-    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
-    pending = memoryview(input or b"")
+    if forward is not None:
+        forward.attach(record.pid)
+    from contain.process.pump import Pump
+
     deadline = None if timeout is None else time.monotonic() + timeout
+    pump = Pump()
+    out = pump.collect(out_r) if capture else None
+    err = pump.collect(err_r) if capture else None
     try:
         run_poststart(record)
         pidfd = os.pidfd_open(record.pid)
-        readers = [fd for fd in (out_r, err_r) if fd >= 0]
-        writers = [stdin_w] if stdin_w >= 0 else []
-        if writers and not pending:
-            os.close(stdin_w)
-            ours.remove(stdin_w)
-            writers = []
-        exited = False
         try:
-            while readers or writers or not exited:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    os.kill(record.pid, 9)
-                    raise TimeoutError(f"sandbox {args_text(spec)} timed out after {timeout}s")
-                watch = readers + ([] if exited else [pidfd])
-                if exited:  # drain what is left, without waiting on a stray writer
-                    left = 1.0 if left is None else min(left, 1.0)
-                r, w, _ = select.select(watch, writers, [], left)
-                if pidfd in r:
-                    exited = True
-                for fd in r:
-                    if fd == pidfd:
-                        continue
-                    data = os.read(fd, 65536)
-                    if data:
-                        chunks[fd].append(data)
-                    else:
-                        readers.remove(fd)
-                if w:
-                    try:
-                        n = os.write(stdin_w, pending[:65536])
-                    except BrokenPipeError:
-                        n = len(pending)
-                    pending = pending[n:]
-                    if not pending:
-                        os.close(stdin_w)
-                        ours.remove(stdin_w)
-                        writers = []
-                if exited and not r:
-                    break
+            if stdin_w >= 0:
+                ours.remove(stdin_w)
+                pump.feed(stdin_w, input or b"")  # the pump closes it
+            # once it has exited, its output is drained while it keeps coming within 1 s
+            # (a stray process may still hold a pipe)
+            if not pump.run(exit_fd=pidfd, deadline=deadline, linger=1.0):
+                os.kill(record.pid, signal.SIGKILL)
+                raise TimeoutError(f"sandbox {args_text(spec)} timed out after {timeout}s")
         finally:
             os.close(pidfd)
         code = wait(record)
@@ -157,9 +148,7 @@ def _run_captured(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptio
         for fd in ours:
             os.close(fd)
         delete(root, cid, force=True)
-    out = b"".join(chunks[out_r]) if capture else None
-    err = b"".join(chunks[err_r]) if capture else None
-    return code, out, err
+    return code, None if out is None else bytes(out), None if err is None else bytes(err)
 
 
 def args_text(spec: Any) -> str:
