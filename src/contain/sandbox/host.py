@@ -117,13 +117,9 @@ IDMAP_FS = frozenset(("ext4", "ext3", "ext2", "xfs", "btrfs", "tmpfs", "f2fs", "
 def host_memory() -> int:
     """The host's RAM in bytes (MemTotal)."""
     try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 4 << 30
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 4 << 30
 
 
 def default_memory() -> int:
