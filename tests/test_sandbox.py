@@ -4,6 +4,7 @@ namespaces, with private /tmp, no capabilities and limits; observed from inside.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,10 @@ import pytest
 
 from conftest import ok, run_contain
 
-# the real interpreter: the venv may live under /tmp, which the sandbox makes private
-PY = os.path.realpath(sys.executable)
+# the real interpreter: the venv may live under /tmp, which the sandbox makes private,
+# and the sandbox's user (uid 65534) must reach it (not one under /root)
+PY = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or \
+    os.path.realpath(sys.executable)
 
 
 def sandbox(root: Path, *args: str, input: str | None = None,
@@ -42,7 +45,8 @@ def test_defaults(state_root: Path, tmp_path: Path) -> None:
     finally:
         marker.unlink()
     lines = out.splitlines()
-    assert lines[0] == "pid=1" and lines[1] == "sandbox"
+    # PID 1 is the sandbox's small init; the command is its child
+    assert lines[0] == "pid=2" and lines[1] == "sandbox"
     st = status(out)
     assert int(st["CapEff"], 16) == 0 and int(st["CapBnd"], 16) == 0
     assert int(st["CapPrm"], 16) == 0 and int(st["CapAmb"], 16) == 0
@@ -135,6 +139,9 @@ def test_capability_on_request(state_root: Path) -> None:
 
 @pytest.mark.parametrize("args, words", [
     (("--memory", "lots", "--", "/bin/true"), ("lots",)),
+    (("--memory", "nan", "--", "/bin/true"), ("--memory", "nan")),
+    (("--tmp-size", "0", "--", "/bin/true"), ("--tmp-size",)),
+    (("--shm-size", "x", "--", "/bin/true"), ("--shm-size",)),
     (("--pids", "0", "--", "/bin/true"), ("--pids",)),
     (("--cpus", "x", "--", "/bin/true"), ("--cpus",)),
     (("--bind", "nocolon", "--", "/bin/true"), ("--bind",)),

@@ -192,7 +192,9 @@ def run(args: list[str], *, capture_output: bool = False, input: bytes | None = 
         env: list[str] | tuple[str, ...] = (), cwd: str = "/", hostname: str | None = None,
         userns: bool = False, caps: list[str] | tuple[str, ...] = (), seccomp: bool = True,
         timeout: float | None = None, root: str | None = None,
-        forward_signals: bool = False) -> RunResult:
+        forward_signals: bool = False, as_root: bool = False,
+        tmp_size: str | int | None = None, shm_size: str | int | None = None,
+        host_sockets: bool = False) -> RunResult:
     """Run *args* in a host-root sandbox (as ``contain sandbox``) and wait for it.
 
     With *capture_output*, stdout and stderr are returned as bytes; *input* is fed to
@@ -200,12 +202,19 @@ def run(args: list[str], *, capture_output: bool = False, input: bytes | None = 
     replaces this process's handlers of the usual termination signals with ones that
     forward them to the sandbox while it runs (off by default: a library should not
     take its caller's signals; only from the main thread). Without it, safe to call
-    from any thread."""
+    from any thread, and Ctrl-C (SIGINT) raises KeyboardInterrupt here as usual, after
+    the sandbox has been killed and removed.
+
+    Defaults: *memory* half the host's RAM (``"max"``: no bound), *pids* 4096, /tmp as
+    large as *memory*, /dev/shm 64 MiB; a root caller's command runs as uid 65534
+    unless *as_root*; the host's filesystem unix sockets are masked unless
+    *host_sockets* (docs/security.md)."""
     from contain.sandbox.run import run_sandbox
 
     code, out, err = run_sandbox(
         list(args), root=root or _default_root(), capture=capture_output, input=input,
         timeout=timeout, memory=memory, pids=pids, cpus=cpus, binds=binds, net=net,
         env=env, cwd=cwd, hostname=hostname, userns=userns, caps=caps, seccomp=seccomp,
-        forward_signals=forward_signals)
+        forward_signals=forward_signals, as_root=as_root, tmp_size=tmp_size,
+        shm_size=shm_size, host_sockets=host_sockets)
     return RunResult(list(args), code, out, err)

@@ -13,8 +13,11 @@ if TYPE_CHECKING:
 
 COMMANDS = {
     "sandbox": Command("sandbox", "cmd_sandbox", (
-        Flag("--memory,-m", default=None, help="memory limit (e.g. 256M)"),
-        Flag("--pids", "int", default=None, help="maximum number of processes"),
+        Flag("--memory,-m", default=None,
+             help="memory limit (e.g. 256M; max: none); default: half the host's RAM"),
+        Flag("--pids", "int", default=None, help="maximum number of processes (4096)"),
+        Flag("--tmp-size", default=None, help="size of the private /tmp (default: --memory)"),
+        Flag("--shm-size", default=None, help="size of the private /dev/shm (64M)"),
         Flag("--cpus", default=None, help="CPU limit in cores (e.g. 0.5)"),
         Flag("--bind", "list", help="bind SRC:DST[:ro] into the sandbox (repeatable)"),
         Flag("--net", default="none", help="network: none (own namespace) or host"),
@@ -22,6 +25,10 @@ COMMANDS = {
         Flag("--cwd", default="/", help="working directory inside the sandbox"),
         Flag("--hostname", default=None, help="hostname inside the sandbox"),
         Flag("--userns", "bool", help="also use a new user namespace (root maps to you)"),
+        Flag("--as-root", "bool",
+             help="as root, run the command as root (default: the unprivileged uid 65534)"),
+        Flag("--host-sockets", "bool",
+             help="leave the host's filesystem unix sockets reachable (default: masked)"),
         Flag("--cap", "list", help="keep this capability (repeatable; default: none)"),
         Flag("--no-seccomp", "bool", help="do not apply the default seccomp profile"),
         Flag("--tty,-t", "bool", help="allocate a terminal"),
@@ -44,5 +51,6 @@ def cmd_sandbox(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         args, root=ctx.root, terminal=opts["tty"], memory=opts["memory"], pids=opts["pids"],
         cpus=cpus, binds=opts["bind"], net=opts["net"], env=opts["env"], cwd=opts["cwd"],
         hostname=opts["hostname"], userns=opts["userns"], caps=opts["cap"],
-        seccomp=not opts["no_seccomp"], forward_signals=True)
+        seccomp=not opts["no_seccomp"], as_root=opts["as_root"], tmp_size=opts["tmp_size"],
+        shm_size=opts["shm_size"], host_sockets=opts["host_sockets"], forward_signals=True)
     return code

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from contain.process.spawn import Handles, Plan
     from contain.process.sync import Channel
     from contain.security.seccomp import SeccompProgram
-    from contain.spec.config import Personality, Process
+    from contain.spec.config import Personality, Process, Spec
 
 
 def preload(plan: Plan) -> None:
@@ -53,8 +53,16 @@ def preload(plan: Plan) -> None:
     the hot path its import."""
     if plan.mode == CREATE:
         import contain.rootfs.setup
+
+        if wants_init(plan.spec):  # a small init as PID 1: reaper.py
+            from contain.process.reaper import arm as arm_reaper
+
+            arm_reaper()
     import contain.linux.syscalls
     import contain.security.capabilities
+    from contain.linux.exeguard import arm
+
+    arm()  # the sealed exec helper, made before fork: the child only inherits it
 
     proc = plan.process
     if proc.rlimits:
@@ -74,6 +82,15 @@ def preload(plan: Plan) -> None:
         import contain.security.seccomp
     if proc.apparmor_profile or proc.selinux_label:
         import contain.security.lsm  # noqa: F401
+
+
+INIT_ANNOTATION = "run.contain.init"
+
+
+def wants_init(spec: Spec) -> bool:
+    """Whether the container's first process is contain's small init (reaper.py), which
+    forwards signals to the command, reaps, and exits with its status."""
+    return spec.annotations.get(INIT_ANNOTATION) == "true"
 
 
 # signals `run` and `exec` forward to the container's process (HUP INT QUIT USR1 USR2 TERM)
@@ -300,7 +317,8 @@ def _stage_final(ch: Channel, plan: Plan, fds: Handles, state: dict[str, Any]) -
         from contain.process.hooks import run_hooks
 
         run_hooks("startContainer", plan.spec.hooks.start_container, state)
-    exec_process(path, proc, env, plan.seccomp)
+    exec_process(path, proc, env, plan.seccomp,
+                 init=plan.mode == CREATE and wants_init(plan.spec))
 
 
 class _CgroupStep:
@@ -627,9 +645,13 @@ def _wait_for_start(fifo_fd: int) -> None:
 
 
 def exec_process(path: str, proc: Process, env: list[str],
-                 seccomp: SeccompProgram | None) -> NoReturn:
+                 seccomp: SeccompProgram | None, init: bool = False) -> NoReturn:
     """Load the seccomp filter and execve: nothing else may come after the filter, as
     the container's profile may deny anything else (close_range, statfs, ...)."""
+    if init:  # we stay as PID 1; the command is exec'd by our child
+        from contain.process.reaper import fork_command
+
+        fork_command(proc.terminal)
     sys.stdout.flush()
     sys.stderr.flush()
     args = proc.args
@@ -638,8 +660,6 @@ def exec_process(path: str, proc: Process, env: list[str],
         from contain.security.seccomp import load_filter
 
         load_filter(seccomp)
-    try:
-        os.execve(path, args, envp)
-    except OSError as exc:
-        os.write(2, f"contain: exec {args[0]}: {exc.strerror}\n".encode())
-        os._exit(127)
+    from contain.linux.exeguard import exec_guarded  # (CVE-2019-5736: see there)
+
+    exec_guarded(path, args, envp)

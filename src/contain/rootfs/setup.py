@@ -15,7 +15,7 @@ import stat
 from contain.errors import ContainError
 from contain.linux import consts as c
 from contain.linux.syscalls import mount, pivot_root, umount2
-from contain.rootfs.mounts import MountContext, mount_entry, remount_bind
+from contain.rootfs.mounts import MountContext, locked_flags, mount_entry, remount_bind
 from contain.rootfs.paths import fd_path, open_in_root, resolve_in_root
 
 TYPE_CHECKING = False
@@ -193,7 +193,8 @@ def finish(spec: Spec) -> None:
 
         mount(None, "/", None, PROPAGATION[linux.rootfs_propagation])
     if spec.root is not None and spec.root.readonly:
-        remount_bind("/", c.MS_RDONLY)
+        # keep the root's nosuid/nodev/noexec (a bind remount sets the flags it is given)
+        remount_bind("/", c.MS_RDONLY | (locked_flags("/") & ~c.MS_RELATIME))
 
 
 def _readonly(root_fd: int, path: str) -> None:

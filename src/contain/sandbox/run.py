@@ -54,7 +54,10 @@ def run_sandbox(args: list[str], *, root: str, capture: bool = False,
                 **options: Any) -> tuple[int, bytes | None, bytes | None]:
     """Run *args* in a sandbox; return (exit code, stdout, stderr) (output only when
     *capture*). *forward_signals* (the CLI's choice; main thread only) forwards the
-    usual termination signals sent to the caller to the sandbox while it runs."""
+    usual termination signals sent to the caller to the sandbox's init, which passes them
+    to the command (a second INT or TERM kills the sandbox). Without it (the Python API)
+    no handler is installed: Ctrl-C raises KeyboardInterrupt in the caller as usual, and
+    the sandbox is killed and removed on the way out."""
     from contain.sandbox.host import sandbox_spec
     from contain.spec.config import Spec
 
@@ -62,20 +65,17 @@ def run_sandbox(args: list[str], *, root: str, capture: bool = False,
     cid = _new_id()
     bundle = _bundle_dir(root, cid, options.get("binds", ()))
     opts = CreateOptions()
-    # no limit asked, no cgroup made: the PID namespace already ends every process of
-    # the sandbox with its first one (a cgroup costs ~6 ms to make, join and remove)
-    opts.no_cgroup = spec.linux is None or spec.linux.resources is None
     try:
-        if opts.no_cgroup:  # (and no import of contain.cgroups either)
-            return _run(root, cid, bundle, spec, opts, capture, input, timeout,
-                        forward_signals)
         from contain.cgroups import warm
 
-        # a cgroup to join: the attach finds the cgroup lock warm (see cgroups/warm.py)
+        # the sandbox always has a cgroup: its attach finds the lock warm (cgroups/warm.py)
         with warm.warming():
             return _run(root, cid, bundle, spec, opts, capture, input, timeout,
                         forward_signals)
     finally:
+        from contain.process.reaper import disarm
+
+        disarm()  # (done at fork already, unless create failed before it)
         _remove_bundle(bundle)
 
 
