@@ -298,6 +298,12 @@ def _stage_init(ch: Channel, cfg: InitConfig) -> None:
         from contain.process.hooks import run_hooks
 
         run_hooks("startContainer", spec.hooks.start_container, state or {})
+    # Landlock (process.landlock): as late as possible, but before the seccomp filter
+    landlock = spec.landlock()
+    if landlock is not None:
+        from contain.security.landlock import apply
+
+        apply(landlock)
     exec_process(path, proc, env, cfg.seccomp)
 
 

@@ -1,0 +1,594 @@
+"""The sandbox policy: one model for the CLI flags, the policy file and the Python API.
+
+A policy file is TOML (``.toml``, read with the standard library's tomllib) or JSON
+(``.json``, or any file whose first character is ``{``), with these sections::
+
+    [files]
+    rw = ["~/project"]                  # writable (bound read-write)
+    ro = ["~/project/vendor"]           # read-only again (inside a writable tree)
+    deny = ["~/.ssh", "~/.aws"]         # replaced by an empty file or directory
+    tmpfs = ["/var/cache:64M"]          # a private tmpfs, optionally sized
+    protected = [".git/hooks", ".git/config", "~/.bashrc"]  # read-only even if rw
+    binds = ["/srv/data:/data:ro"]      # SRC:DST[:ro], as --bind
+
+    [network]
+    mode = "none"                       # none | host | allow | private
+    allow = ["pypi.org", "*.pythonhosted.org:443"]
+    publish = ["8080:80"]
+
+    [landlock]
+    mode = "best-effort"                # best-effort | strict | off
+    connect_tcp = [443]                 # handle TCP connect: only these ports
+    bind_tcp = []                       # handle TCP bind: no port
+    scope = ["abstract_unix_socket", "signal"]
+
+    [limits]
+    memory = "1G"; pids = 512; cpus = 1.5; tmp = "256M"; shm = "64M"; run = "16M"
+
+    [process]
+    env = ["CI=1"]; cwd = "/"; hostname = "sandbox"; caps = []; seccomp = true
+    userns = "auto"                     # auto (when not root) | true | false
+
+    [syscalls]                          # handed to contain.sandbox.supervise.policy
+
+    [report]
+    file = "violations.jsonl"           # or fd = 3
+    summary = true
+
+Every value is checked before anything starts; a bad one is refused with its path
+(``policy.toml: limits.memory: ...``, ``--memory: ...``, ``contain.run: memory: ...``).
+Relative entries of ``protected`` are looked for under every writable tree; entries
+starting with ``~`` are the caller's home.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+from contain.errors import ContainError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+NET_MODES = ("none", "host", "allow", "private")
+LANDLOCK_MODES = ("best-effort", "strict", "off")
+SCOPES = ("abstract_unix_socket", "signal")
+# Kept read-only inside writable trees unless the policy says otherwise: what runs
+# code later, outside the sandbox (git hooks and config, shell start-up files).
+DEFAULT_PROTECTED = (
+    ".git/hooks", ".git/config", ".gitmodules",
+    ".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".profile",
+    ".zshrc", ".zshenv", ".zprofile", ".zlogin", ".config/fish/config.fish",
+    ".gitconfig", ".ssh/authorized_keys", ".ssh/config",
+)
+
+
+class PolicyError(ContainError):
+    """A policy value is invalid; *path* names it (a flag, a file field, an argument)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+class PolicyTypeError(PolicyError, TypeError):
+    """A policy value has the wrong type (also a TypeError, for Python callers)."""
+
+
+# -- the model -------------------------------------------------------------------------
+
+@dataclass
+class Files:
+    rw: list[str] = field(default_factory=list)
+    ro: list[str] = field(default_factory=list)
+    deny: list[str] = field(default_factory=list)
+    tmpfs: list[tuple[str, int | None]] = field(default_factory=list)
+    protected: list[str] = field(default_factory=lambda: list(DEFAULT_PROTECTED))
+    binds: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Network:
+    mode: str = "none"
+    allow: list[str] = field(default_factory=list)
+    publish: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Landlock:
+    mode: str = "best-effort"
+    bind_tcp: list[int] | None = None
+    connect_tcp: list[int] | None = None
+    scope: list[str] = field(default_factory=lambda: list(SCOPES))
+
+
+@dataclass
+class Limits:
+    memory: int | None = None
+    pids: int | None = None
+    cpus: float | None = None
+    tmp: int | None = None
+    shm: int | None = None
+    run: int | None = None
+
+
+@dataclass
+class Process:
+    env: list[str] = field(default_factory=list)
+    cwd: str = "/"
+    hostname: str | None = None
+    caps: list[str] = field(default_factory=list)
+    seccomp: bool = True
+    userns: bool | None = None  # None: automatically when the caller is not root
+
+
+@dataclass
+class Report:
+    target: str | int | None = None
+    summary: bool = True
+
+
+@dataclass
+class Policy:
+    files: Files = field(default_factory=Files)
+    network: Network = field(default_factory=Network)
+    landlock: Landlock = field(default_factory=Landlock)
+    limits: Limits = field(default_factory=Limits)
+    process: Process = field(default_factory=Process)
+    syscalls: dict[str, Any] | None = None
+    syscall_policy: Any = None  # what contain.sandbox.supervise.policy made of it
+    report: Report = field(default_factory=Report)
+
+    # -- sources -------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str) -> Policy:
+        """A policy file (TOML or JSON)."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise PolicyError(path, exc.strerror or str(exc)) from None
+        name = os.path.basename(path)
+        if path.endswith(".json") or data.lstrip()[:1] == b"{":
+            from contain.jsonio import loads
+
+            try:
+                doc = loads(data)
+            except ValueError as exc:
+                raise PolicyError(name, f"not valid JSON: {exc}") from None
+        else:
+            import tomllib
+
+            try:
+                doc = tomllib.loads(data.decode("utf-8", "replace"))
+            except tomllib.TOMLDecodeError as exc:
+                raise PolicyError(name, f"not valid TOML: {exc}") from None
+        return cls.from_dict(doc, f"{name}: ")
+
+    @classmethod
+    def from_dict(cls, doc: Any, origin: str = "policy: ") -> Policy:
+        """The policy of a decoded file (or a dict given to the API); *origin* prefixes
+        every error's field path."""
+        pol = cls()
+        pol.update(doc, origin)
+        return pol
+
+    def update(self, doc: Any, origin: str = "policy: ") -> None:
+        """Merge a policy document into this one (lists replace, as a file says them)."""
+        top = _table(doc, origin.rstrip(": ") or "policy", origin="")
+        sections = ("files", "network", "landlock", "limits", "process", "syscalls",
+                    "report")
+        for key in top:
+            if key not in sections:
+                raise PolicyError(f"{origin}{key}", "unknown section (one of "
+                                  f"{', '.join(sections)})")
+        v = Validator(origin)
+        if "files" in top:
+            t = v.table(top["files"], "files", ("rw", "ro", "deny", "tmpfs", "protected",
+                                                "binds"))
+            for key in ("rw", "ro", "deny"):
+                if key in t:
+                    setattr(self.files, key, v.paths(t[key], f"files.{key}"))
+            if "tmpfs" in t:
+                self.files.tmpfs = [v.tmpfs(x, f"files.tmpfs[{i}]")
+                                    for i, x in enumerate(v.strings(t["tmpfs"],
+                                                                    "files.tmpfs"))]
+            if "protected" in t:
+                self.files.protected = v.strings(t["protected"], "files.protected")
+            if "binds" in t:
+                self.files.binds = v.strings(t["binds"], "files.binds")
+        if "network" in top:
+            t = v.table(top["network"], "network", ("mode", "allow", "publish"))
+            if "mode" in t:
+                self.network.mode = v.choice(t["mode"], "network.mode", NET_MODES)
+            if "allow" in t:
+                self.network.allow = v.strings(t["allow"], "network.allow")
+            if "publish" in t:
+                self.network.publish = v.strings(t["publish"], "network.publish")
+        if "landlock" in top:
+            t = v.table(top["landlock"], "landlock", ("mode", "bind_tcp", "connect_tcp",
+                                                      "scope"))
+            if "mode" in t:
+                self.landlock.mode = v.choice(t["mode"], "landlock.mode", LANDLOCK_MODES)
+            for key in ("bind_tcp", "connect_tcp"):
+                if key in t:
+                    setattr(self.landlock, key, v.ports(t[key], f"landlock.{key}"))
+            if "scope" in t:
+                self.landlock.scope = [v.choice(s, f"landlock.scope[{i}]", SCOPES)
+                                       for i, s in enumerate(v.strings(t["scope"],
+                                                                       "landlock.scope"))]
+        if "limits" in top:
+            t = v.table(top["limits"], "limits", ("memory", "pids", "cpus", "tmp", "shm",
+                                                  "run"))
+            for key in ("memory", "tmp", "shm", "run"):
+                if key in t:
+                    setattr(self.limits, key, v.size(t[key], f"limits.{key}"))
+            if "pids" in t:
+                self.limits.pids = v.count(t["pids"], "limits.pids")
+            if "cpus" in t:
+                self.limits.cpus = v.cpus(t["cpus"], "limits.cpus")
+        if "process" in top:
+            t = v.table(top["process"], "process", ("env", "cwd", "hostname", "caps",
+                                                    "seccomp", "userns"))
+            if "env" in t:
+                self.process.env = v.env(t["env"], "process.env")
+            if "cwd" in t:
+                self.process.cwd = v.abspath(t["cwd"], "process.cwd")
+            if "hostname" in t:
+                self.process.hostname = v.string(t["hostname"], "process.hostname")
+            if "caps" in t:
+                self.process.caps = v.strings(t["caps"], "process.caps")
+            if "seccomp" in t:
+                self.process.seccomp = v.boolean(t["seccomp"], "process.seccomp")
+            if "userns" in t:
+                self.process.userns = v.userns(t["userns"], "process.userns")
+        if "syscalls" in top:
+            self.syscalls = v.table(top["syscalls"], "syscalls", None)
+            self.syscall_policy = _syscall_policy(self.syscalls, f"{origin}syscalls")
+        if "report" in top:
+            t = v.table(top["report"], "report", ("file", "fd", "summary"))
+            if "file" in t:
+                self.report.target = v.string(t["file"], "report.file")
+            if "fd" in t:
+                self.report.target = v.count(t["fd"], "report.fd", minimum=0)
+            if "summary" in t:
+                self.report.summary = v.boolean(t["summary"], "report.summary")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The policy as a document (what ``from_dict`` reads back)."""
+        out: dict[str, Any] = {
+            "files": {"rw": self.files.rw, "ro": self.files.ro, "deny": self.files.deny,
+                      "tmpfs": [p if s is None else f"{p}:{s}" for p, s in self.files.tmpfs],
+                      "protected": self.files.protected, "binds": self.files.binds},
+            "network": {"mode": self.network.mode, "allow": self.network.allow,
+                        "publish": self.network.publish},
+            "landlock": {"mode": self.landlock.mode, "scope": self.landlock.scope},
+            "limits": {k: v for k, v in vars(self.limits).items() if v is not None},
+            "process": {"env": self.process.env, "cwd": self.process.cwd,
+                        "caps": self.process.caps, "seccomp": self.process.seccomp,
+                        "userns": "auto" if self.process.userns is None
+                        else self.process.userns},
+            "report": {"summary": self.report.summary},
+        }
+        for key in ("bind_tcp", "connect_tcp"):
+            if getattr(self.landlock, key) is not None:
+                out["landlock"][key] = getattr(self.landlock, key)
+        if self.process.hostname is not None:
+            out["process"]["hostname"] = self.process.hostname
+        if isinstance(self.report.target, int):
+            out["report"]["fd"] = self.report.target
+        elif self.report.target is not None:
+            out["report"]["file"] = self.report.target
+        if self.syscalls is not None:
+            out["syscalls"] = self.syscalls
+        return out
+
+    # -- what it means -------------------------------------------------------------
+
+    def use_userns(self) -> bool:
+        if self.process.userns is None:
+            return os.geteuid() != 0
+        return self.process.userns
+
+
+def _syscall_policy(table: dict[str, Any], path: str) -> Any:
+    """Hand ``[syscalls]`` to the supervisor's policy module, if this build has it."""
+    import importlib
+
+    try:
+        mod = importlib.import_module("contain.sandbox.supervise.policy")
+    except ImportError:
+        raise PolicyError(path, "syscall supervision is not available in this build of "
+                          "contain (no contain.sandbox.supervise): remove the [syscalls] "
+                          "section") from None
+    parse = getattr(mod, "from_table", None) or getattr(mod, "parse", None)
+    if parse is None:
+        return table
+    try:
+        return parse(table, path)
+    except TypeError:
+        return parse(table)
+
+
+def _table(value: Any, path: str, origin: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PolicyTypeError(f"{origin}{path}", f"expected a table, got {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        return f"a string ({shown!r})"
+    return f"{type(value).__name__} ({str(value)[:40]})"
+
+
+# -- values ------------------------------------------------------------------------------
+
+class Validator:
+    """Checks one value each; errors name it as *origin* + its key."""
+
+    def __init__(self, origin: str = "", flag: bool = False) -> None:
+        self.origin = origin
+        self.flag = flag
+
+    def name(self, key: str) -> str:
+        if self.flag:
+            return "--" + key.split(".")[-1].replace("_", "-")
+        return self.origin + key
+
+    def type_error(self, key: str, expected: str, value: Any) -> PolicyTypeError:
+        return PolicyTypeError(self.name(key), f"expected {expected}, got {_kind(value)}")
+
+    def error(self, key: str, message: str) -> PolicyError:
+        return PolicyError(self.name(key), message)
+
+    def table(self, value: Any, key: str, keys: tuple[str, ...] | None) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.type_error(key, "a table", value)
+        if keys is not None:
+            for k in value:
+                if k not in keys:
+                    raise self.error(f"{key}.{k}", f"unknown field (one of {', '.join(keys)})")
+        return value
+
+    def string(self, value: Any, key: str) -> str:
+        if not isinstance(value, str):
+            raise self.type_error(key, "a string", value)
+        if "\0" in value:
+            raise self.error(key, "contains a NUL byte")
+        return value
+
+    def strings(self, value: Any, key: str) -> list[str]:
+        if isinstance(value, (str, bytes)):
+            raise self.type_error(key, "a list of strings (not one string)", value)
+        if not isinstance(value, (list, tuple)):
+            raise self.type_error(key, "a list of strings", value)
+        return [self.string(x, f"{key}[{i}]") for i, x in enumerate(value)]
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.type_error(key, "true or false", value)
+        return value
+
+    def choice(self, value: Any, key: str, choices: tuple[str, ...]) -> str:
+        text = self.string(value, key)
+        if text not in choices:
+            raise self.error(key, f"{text!r} is not one of {', '.join(choices)}")
+        return text
+
+    def count(self, value: Any, key: str, minimum: int = 1) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.type_error(key, "an integer", value)
+        if value < minimum:
+            raise self.error(key, f"{value} is out of range (at least {minimum})")
+        return value
+
+    def size(self, value: Any, key: str) -> int:
+        """Bytes: a positive integer, or a string such as 512M, 2G, 64k."""
+        if isinstance(value, bool):
+            raise self.type_error(key, "a size (bytes, or 512M, 2G)", value)
+        if isinstance(value, int):
+            number = float(value)
+            mult = 1
+        elif isinstance(value, str):
+            t = value.strip().lower()
+            t = t[:-1] if t.endswith("b") else t
+            mult = 1
+            if t and t[-1] in "kmgt":
+                mult = 1024 ** ("kmgt".index(t[-1]) + 1)
+                t = t[:-1]
+            try:
+                number = float(t)
+            except ValueError:
+                raise self.error(key, f"invalid size {value!r} (e.g. 512M, 2G)") from None
+        else:
+            raise self.type_error(key, "a size (bytes, or 512M, 2G)", value)
+        if not math.isfinite(number):
+            raise self.error(key, f"invalid size {value!r}: not a finite number")
+        if number <= 0:
+            raise self.error(key, f"invalid size {value!r}: must be positive")
+        total = int(number * mult)
+        if total < 4096:
+            raise self.error(key, f"invalid size {value!r}: at least 4096 bytes")
+        if total > 2 ** 62:
+            raise self.error(key, f"invalid size {value!r}: too large")
+        return total
+
+    def cpus(self, value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str) and self.flag:
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise self.error(key, f"invalid value {value!r}: a number of cores "
+                                     "(e.g. 0.5)") from None
+            else:
+                raise self.type_error(key, "a number of cores (e.g. 0.5)", value)
+        if not math.isfinite(value):
+            raise self.error(key, f"invalid value {value!r}: not a finite number")
+        if value < 0.01:
+            raise self.error(key, f"{value} is too small (at least 0.01 of a core)")
+        if value > 4096:
+            raise self.error(key, f"{value} is too large")
+        return float(value)
+
+    def ports(self, value: Any, key: str) -> list[int]:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise self.type_error(key, "a list of port numbers", value)
+        out = []
+        for i, p in enumerate(value):
+            if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 65535:
+                raise self.error(f"{key}[{i}]", f"{p!r} is not a port number (0-65535)")
+            out.append(p)
+        return out
+
+    def abspath(self, value: Any, key: str) -> str:
+        text = self.string(value, key)
+        if not text.startswith("/"):
+            raise self.error(key, f"{text!r} is not an absolute path")
+        return text
+
+    def paths(self, value: Any, key: str) -> list[str]:
+        return [self.path(p, f"{key}[{i}]") for i, p in enumerate(self.strings(value, key))]
+
+    def path(self, value: Any, key: str) -> str:
+        """A host path (``~`` is the caller's home; relative to the current directory),
+        made absolute and free of symlinks; it must exist."""
+        text = self.string(value, key)
+        if not text:
+            raise self.error(key, "empty path")
+        full = os.path.realpath(os.path.expanduser(text))
+        if not os.path.lexists(full):
+            raise self.error(key, f"{text}: no such file or directory")
+        return full
+
+    def tmpfs(self, value: Any, key: str) -> tuple[str, int | None]:
+        text = self.string(value, key)
+        path, _, size = text.partition(":")
+        if not path.startswith("/"):
+            raise self.error(key, f"{text!r}: PATH[:SIZE] with an absolute PATH")
+        return os.path.normpath(path), (self.size(size, key) if size else None)
+
+    def env(self, value: Any, key: str) -> list[str]:
+        out = self.strings(value, key)
+        for i, e in enumerate(out):
+            if "=" not in e or e.startswith("="):
+                raise self.error(f"{key}[{i}]", f"{e!r} is not NAME=VALUE")
+        return out
+
+    def userns(self, value: Any, key: str) -> bool | None:
+        if value == "auto" or value is None:
+            return None
+        return self.boolean(value, key)
+
+    def seconds(self, value: Any, key: str) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.type_error(key, "a number of seconds", value)
+        if not math.isfinite(value) or value <= 0:
+            raise self.error(key, f"{value!r} must be a positive number of seconds")
+        return float(value)
+
+    def input(self, value: Any, key: str) -> bytes | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return value.encode()
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        raise self.type_error(key, "bytes or str", value)
+
+
+# -- keyword options (the Python API and the CLI flags) --------------------------------------
+
+OPTION_KEYS = ("memory", "pids", "cpus", "binds", "net", "env", "cwd", "hostname",
+               "userns", "caps", "seccomp", "rw", "ro", "deny", "tmpfs", "protected",
+               "landlock", "report", "allow", "publish", "tmp_size", "shm_size")
+
+
+def apply_options(pol: Policy, options: dict[str, Any], origin: str = "",
+                  flag: bool = False) -> Policy:
+    """Set keyword options (``contain.run(memory=..., rw=[...])``, or the CLI's parsed
+    flags with *flag*) on *pol*; lists extend what the policy already has."""
+    v = Validator(origin, flag)
+    for key, value in options.items():
+        if key not in OPTION_KEYS:
+            raise PolicyTypeError(v.name(key), "unknown option")
+        if value is None:
+            continue
+        if key in ("memory", "tmp_size", "shm_size"):
+            attr = {"memory": "memory", "tmp_size": "tmp", "shm_size": "shm"}[key]
+            setattr(pol.limits, attr, v.size(value, key))
+        elif key == "pids":
+            if flag and isinstance(value, str) and value.isdigit():
+                value = int(value)
+            pol.limits.pids = v.count(value, key)
+        elif key == "cpus":
+            pol.limits.cpus = v.cpus(value, key)
+        elif key == "binds":
+            pol.files.binds += v.strings(value, key)
+        elif key in ("rw", "ro", "deny"):
+            getattr(pol.files, key).extend(v.paths(value, key))
+        elif key == "tmpfs":
+            pol.files.tmpfs += [v.tmpfs(x, f"{key}[{i}]")
+                                for i, x in enumerate(v.strings(value, key))]
+        elif key == "protected":
+            pol.files.protected += v.strings(value, key)
+        elif key == "net":
+            text = v.string(value, key)
+            mode, _, rest = text.partition("=")
+            pol.network.mode = v.choice(mode, key, NET_MODES)
+            if rest:
+                pol.network.allow += [d for d in rest.split(",") if d]
+            if mode == "allow" and not pol.network.allow:
+                raise v.error(key, "allow=DOMAIN[:PORT],... names at least one domain")
+        elif key == "allow":
+            pol.network.allow += v.strings(value, key)
+        elif key == "publish":
+            pol.network.publish += v.strings(value, key)
+        elif key == "env":
+            pol.process.env += v.env(value, key)
+        elif key == "cwd":
+            pol.process.cwd = v.abspath(value, key)
+        elif key == "hostname":
+            pol.process.hostname = v.string(value, key)
+        elif key == "userns":
+            pol.process.userns = v.userns(value, key)
+        elif key == "caps":
+            pol.process.caps += v.strings(value, key)
+        elif key == "seccomp":
+            pol.process.seccomp = v.boolean(value, key)
+        elif key == "landlock":
+            pol.landlock.mode = v.choice(value, key, LANDLOCK_MODES)
+        elif key == "report":
+            if isinstance(value, int) and not isinstance(value, bool):
+                pol.report.target = v.count(value, key, minimum=0)
+            else:
+                pol.report.target = v.string(value, key)
+    return pol
+
+
+def resolve(policy: Policy | dict[str, Any] | str | None, options: dict[str, Any],
+            origin: str = "") -> Policy:
+    """One validated policy from what a caller gave: a Policy (copied), a dict, a file
+    path, or nothing, plus keyword options on top."""
+    import copy
+
+    if policy is None:
+        pol = Policy()
+    elif isinstance(policy, Policy):
+        pol = copy.deepcopy(policy)
+    elif isinstance(policy, dict):
+        pol = Policy.from_dict(policy, f"{origin}policy.")
+    elif isinstance(policy, (str, os.PathLike)):
+        pol = Policy.load(os.fspath(policy))
+    else:
+        raise PolicyTypeError(f"{origin}policy", f"expected a Policy, a dict or a file "
+                              f"path, got {_kind(policy)}")
+    return apply_options(pol, options, origin)

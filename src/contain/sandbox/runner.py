@@ -1,0 +1,326 @@
+"""Running commands under a sandbox policy: the engine of ``contain.Sandbox``,
+``contain.run`` and ``contain sandbox`` with a policy.
+
+:func:`build` turns a validated :class:`~contain.sandbox.policy.Policy` and a command
+into the sandbox's in-memory config.json (the host-root spec of host.sandbox_spec, plus
+the file policy's mounts, sized private tmpfs and the Landlock extension), and says in
+advance what Landlock will enforce on this kernel (strict mode refuses here, before
+anything exists). :func:`execute` runs it: stdio passed through or captured, input fed,
+output streamed to a callback as it comes, a deadline after which the whole sandbox (its
+PID namespace) is killed, and a result with the exit status, the output, the resource
+usage and the violations. Nothing here touches signal handlers, so it works from any
+thread of a host program.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from contain.errors import ContainError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from contain.sandbox.policy import Policy
+    from contain.sandbox.report import Reporter
+    from contain.security.landlock import Enforced
+
+
+@dataclass
+class Result:
+    """What one command in a sandbox came to."""
+
+    args: list[str]
+    returncode: int
+    stdout: bytes | None = None
+    stderr: bytes | None = None
+    timed_out: bool = False
+    duration: float = 0.0
+    # resource usage of the sandbox's processes (wait4 of its init, which reaps them all)
+    rusage: dict[str, float] = field(default_factory=dict)
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    landlock: dict[str, Any] | None = None
+
+    def check_returncode(self) -> None:
+        if self.returncode != 0:
+            raise ContainError(f"sandbox {' '.join(self.args)[:200]}: exit status "
+                               f"{self.returncode}")
+
+    def __repr__(self) -> str:
+        return (f"Result(args={self.args!r}, returncode={self.returncode}"
+                + (", timed_out=True" if self.timed_out else "") + ")")
+
+
+class SandboxTimeout(TimeoutError):
+    """The command did not finish in time; the whole sandbox was killed. *result* holds
+    what it wrote until then."""
+
+    def __init__(self, message: str, result: Result) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class Built:
+    spec: Any  # contain.spec.config.Spec
+    landlock: Enforced | None
+    userns: bool
+    binds: list[str]
+
+
+def _net_mode(pol: Policy) -> str:
+    mode = pol.network.mode
+    if mode in ("none", "host"):
+        return mode
+    try:
+        import importlib
+
+        importlib.import_module("contain.sandbox.network")
+    except ImportError:
+        raise ContainError(f"--net {mode}: not available in this build of contain "
+                           "(no contain.sandbox.network)") from None
+    return "none"  # the network module adds its own plumbing to a network namespace
+
+
+def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Built:
+    """The decoded spec of *args* under *pol*; every refusal happens here."""
+    from contain.sandbox.host import sandbox_spec
+    from contain.spec.config import Spec
+
+    if isinstance(args, (str, bytes)) or not isinstance(args, (list, tuple)) or not all(
+            isinstance(a, str) for a in args):
+        from contain.sandbox.policy import PolicyTypeError
+
+        raise PolicyTypeError("args", "expected a list of strings (the command and its "
+                              "arguments)")
+    if not args:
+        raise ContainError("sandbox: no command given")
+    userns = pol.use_userns()
+    lim = pol.limits
+    raw = sandbox_spec(list(args), memory=lim.memory, pids=lim.pids, cpus=lim.cpus,
+                       binds=list(pol.files.binds), net=_net_mode(pol),
+                       env=list(pol.process.env), cwd=pol.process.cwd,
+                       hostname=pol.process.hostname, userns=userns,
+                       caps=list(pol.process.caps), seccomp=pol.process.seccomp,
+                       terminal=terminal)
+    _size_private(raw, {"/tmp": lim.tmp, "/dev/shm": lim.shm, "/run": lim.run})
+    from contain.sandbox.files import file_mounts, landlock_ruleset
+
+    raw["mounts"].extend(file_mounts(pol, empty_file(root)))
+    enforced = None
+    ruleset = landlock_ruleset(pol)
+    if ruleset is not None:
+        from contain.security.landlock import plan
+
+        enforced = plan(ruleset)  # strict mode refuses here
+        if enforced.abi:
+            raw["process"]["landlock"] = ruleset.to_json()
+            raw["process"]["noNewPrivileges"] = True
+    return Built(Spec.decode(raw), enforced, userns, list(pol.files.binds))
+
+
+def _size_private(raw: dict[str, Any], sizes: dict[str, int | None]) -> None:
+    for m in raw["mounts"]:
+        size = sizes.get(m["destination"])
+        if size is not None and m.get("type") == "tmpfs":
+            m["options"] = [o for o in m["options"] if not o.startswith("size=")]
+            m["options"].append(f"size={size}")
+
+
+def empty_file(root: str) -> str:
+    """An empty, read-only file of the runtime's (covers denied files); made once."""
+    path = os.path.join(root, ".sandbox", "empty")
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        os.close(fd)
+        os.chmod(tmp, 0o444)
+        os.rename(tmp, path)
+    return path
+
+
+def _rusage(ru: Any) -> dict[str, float]:
+    return {"user_time": round(ru.ru_utime, 6), "system_time": round(ru.ru_stime, 6),
+            "max_rss_kib": float(ru.ru_maxrss), "minor_faults": float(ru.ru_minflt),
+            "major_faults": float(ru.ru_majflt),
+            "voluntary_switches": float(ru.ru_nvcsw),
+            "involuntary_switches": float(ru.ru_nivcsw)}
+
+
+def _wait4(pid: int) -> tuple[int, dict[str, float]]:
+    while True:
+        try:
+            _, status, ru = os.wait4(pid, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 255, {}
+        if os.WIFEXITED(status):
+            return os.WEXITSTATUS(status), _rusage(ru)
+        if os.WIFSIGNALED(status):
+            return 128 + os.WTERMSIG(status), _rusage(ru)
+
+
+def _fileno(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    fileno = getattr(value, "fileno", None)
+    if fileno is None:
+        from contain.sandbox.policy import PolicyTypeError
+
+        raise PolicyTypeError(name, f"expected a file or an fd, got {type(value).__name__}")
+    fd = fileno()
+    assert isinstance(fd, int)
+    return fd
+
+
+def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
+            capture: bool = False, input: bytes | None = None,
+            timeout: float | None = None, stdin: Any = None, stdout: Any = None,
+            stderr: Any = None,
+            on_output: Callable[[str, bytes], None] | None = None) -> Result:
+    """Run the built sandbox to its end; see the module's docstring."""
+    import select
+
+    from contain.container.control import delete, run_poststart
+    from contain.container.lifecycle import CreateOptions, create
+    from contain.process.foreground import become_subreaper
+    from contain.sandbox.run import _bundle_dir, _new_id, _remove_bundle
+
+    spec = built.spec
+    cid = _new_id()
+    bundle = _bundle_dir(root, cid, built.binds)
+    opts = CreateOptions()
+    opts.no_cgroup = spec.linux is None or spec.linux.resources is None
+    opts.start_now = True
+    ours: list[int] = []
+    theirs: list[int] = []
+    in_fd = _fileno(stdin, "stdin")
+    out_fd = _fileno(stdout, "stdout")
+    err_fd = _fileno(stderr, "stderr")
+    pipe_out = capture or on_output is not None
+    if input is not None:
+        stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+        ours.append(stdin_w)
+        theirs.append(stdin_r)
+    else:
+        stdin_r, stdin_w = (in_fd if in_fd is not None else 0), -1
+    out_r = err_r = -1
+    if pipe_out and out_fd is None:
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        ours.append(out_r)
+        theirs.append(out_w)
+    else:
+        out_w = out_fd if out_fd is not None else 1
+    if pipe_out and err_fd is None:
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        ours.append(err_r)
+        theirs.append(err_w)
+    else:
+        err_w = err_fd if err_fd is not None else 2
+    opts.stdio = (stdin_r, out_w, err_w)
+    started = time.monotonic()
+    if built.landlock is not None:
+        reporter.event("landlock", "enforced" if built.landlock.abi else "unavailable",
+                       **built.landlock.to_json())
+    try:
+        become_subreaper()
+        try:
+            record = create(root, cid, bundle, opts, spec=spec)
+        except ContainError as exc:
+            if built.userns:
+                from contain.sandbox.userns import explain
+
+                why = explain(exc)
+                if why:
+                    raise ContainError(why) from None
+            raise
+    except BaseException:
+        for fd in ours + theirs:
+            os.close(fd)
+        _remove_bundle(bundle)
+        raise
+    for fd in theirs:
+        os.close(fd)
+    names = {out_r: "stdout", err_r: "stderr"}
+    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+    pending = memoryview(input or b"")
+    deadline = None if timeout is None else started + timeout
+    timed_out = False
+    code = 255
+    usage: dict[str, float] = {}
+    try:
+        run_poststart(record)
+        pidfd = os.pidfd_open(record.pid)
+        readers = [fd for fd in (out_r, err_r) if fd >= 0]
+        writers = [stdin_w] if stdin_w >= 0 else []
+        if writers and not pending:
+            os.close(stdin_w)
+            ours.remove(stdin_w)
+            writers = []
+        exited = False
+        try:
+            while readers or writers or not exited:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0 and not exited:
+                    # PID 1 of the sandbox's PID namespace: the kernel kills the rest
+                    os.kill(record.pid, 9)
+                    timed_out = True
+                    deadline = None
+                    left = None
+                watch = readers + ([] if exited else [pidfd])
+                if exited:  # drain what is left, without waiting on a stray writer
+                    left = 1.0 if left is None else min(left, 1.0)
+                r, w, _ = select.select(watch, writers, [], left)
+                if pidfd in r:
+                    exited = True
+                for fd in r:
+                    if fd == pidfd:
+                        continue
+                    data = os.read(fd, 65536)
+                    if not data:
+                        readers.remove(fd)
+                        continue
+                    if capture:
+                        chunks[fd].append(data)
+                    if on_output is not None:
+                        on_output(names[fd], data)
+                if w:
+                    try:
+                        n = os.write(stdin_w, pending[:65536])
+                    except BrokenPipeError:
+                        n = len(pending)
+                    pending = pending[n:]
+                    if not pending:
+                        os.close(stdin_w)
+                        ours.remove(stdin_w)
+                        writers = []
+                if exited and not r:
+                    break
+        except BaseException:
+            os.kill(record.pid, 9)
+            raise
+        finally:
+            os.close(pidfd)
+        code, usage = _wait4(record.pid)
+    finally:
+        for fd in ours:
+            os.close(fd)
+        delete(root, cid, force=True)
+        _remove_bundle(bundle)
+    result = Result(list(args), code, timed_out=timed_out,
+                    duration=round(time.monotonic() - started, 6), rusage=usage,
+                    violations=list(reporter.violations),
+                    landlock=built.landlock.to_json() if built.landlock else None)
+    if capture:
+        result.stdout = b"".join(chunks[out_r]) if out_r >= 0 else b""
+        result.stderr = b"".join(chunks[err_r]) if err_r >= 0 else b""
+    return result
+

@@ -1,0 +1,125 @@
+"""Landlock rulesets: the OCI extension's model (runtime-spec proposal #1241) and its
+enforcement, best effort or strict.
+
+The model is :mod:`contain.spec.landlock` (the proposal's ``process.landlock``).
+Best effort (the default) drops what the running kernel's ABI lacks and says what was
+dropped; ``disableBestEffort`` refuses instead. :func:`apply` runs in the container's
+init just before execve (and before the seccomp filter, which may deny Landlock's own
+system calls); it needs no_new_privs, which the caller has set by then.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from contain.errors import ContainError
+from contain.spec.landlock import ANNOTATION, Landlock, decode, from_spec  # noqa: F401
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+class LandlockError(ContainError):
+    """Strict mode meets a kernel that lacks a feature, or the kernel refuses a rule."""
+
+
+@dataclass
+class Enforced:
+    """What :func:`apply` enforced on this kernel, and what it had to drop."""
+
+    abi: int
+    fs: list[str] = field(default_factory=list)
+    net: list[str] = field(default_factory=list)
+    scoped: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    missing_paths: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"abi": self.abi, "fs": self.fs, "net": self.net, "scoped": self.scoped,
+                "dropped": self.dropped, "missing_paths": self.missing_paths}
+
+
+def plan(cfg: Landlock, abi: int | None = None) -> Enforced:
+    """What applying *cfg* on a kernel of *abi* (default: this one) enforces; in strict
+    mode, a LandlockError for any right the kernel lacks."""
+    from contain.linux import landlock as ll
+
+    if abi is None:
+        abi = ll.abi_version()
+    out = Enforced(abi)
+    for table, wanted, kept in ((ll.FS, cfg.handled_fs, out.fs),
+                                (ll.NET, cfg.handled_net, out.net),
+                                (ll.SCOPE, cfg.scoped, out.scoped)):
+        for name in wanted:
+            if abi >= table[name][1]:
+                if name not in kept:
+                    kept.append(name)
+            else:
+                out.dropped.append(f"{name} (ABI {table[name][1]})")
+    if not cfg.best_effort and (out.dropped or abi == 0):
+        what = ", ".join(out.dropped) if out.dropped else "Landlock itself"
+        raise LandlockError(f"landlock (strict): this kernel (Landlock ABI {abi}) lacks "
+                            f"{what}")
+    return out
+
+
+def apply(cfg: Landlock, log_denials: bool = False) -> Enforced:
+    """Confine the calling process (and what it will exec) by *cfg*. Best effort unless
+    *cfg* is strict: with no Landlock at all, nothing is enforced (and that is said in
+    the returned record)."""
+    from contain.linux import landlock as ll
+
+    done = plan(cfg)
+    if done.abi == 0:
+        return done
+    fs = ll.bits(ll.FS, done.fs)
+    net = ll.bits(ll.NET, done.net)
+    scoped = ll.bits(ll.SCOPE, done.scoped)
+    if not (fs or net or scoped):
+        return done
+    try:
+        ruleset = ll.create_ruleset(fs, net, scoped)
+    except OSError as exc:
+        raise LandlockError(f"landlock: {exc.strerror}") from None
+    try:
+        for allowed, paths in cfg.path_rules:
+            mask = ll.bits(ll.FS, allowed) & fs
+            if not mask:
+                continue
+            for path in paths:
+                try:
+                    fd = ll.open_path(path)
+                except OSError:
+                    done.missing_paths.append(path)
+                    continue
+                try:
+                    rule = mask
+                    if not os.path.isdir(f"/proc/self/fd/{fd}"):
+                        rule &= ll.bits(ll.FS, ll.FILE_RIGHTS)
+                    if rule:
+                        ll.add_path_rule(ruleset, rule, fd)
+                except OSError as exc:
+                    raise LandlockError(f"landlock: rule for {path}: {exc.strerror}") from None
+                finally:
+                    os.close(fd)
+        for allowed, ports in cfg.port_rules:
+            mask = ll.bits(ll.NET, allowed) & net
+            if not mask:
+                continue
+            for port in ports:
+                try:
+                    ll.add_port_rule(ruleset, mask, port)
+                except OSError as exc:
+                    raise LandlockError(f"landlock: rule for port {port}: "
+                                        f"{exc.strerror}") from None
+        flags = 0
+        if log_denials and done.abi >= 7:
+            flags = ll.RESTRICT_SELF_LOG_NEW_EXEC_ON
+        try:
+            ll.restrict_self(ruleset, flags)
+        except OSError as exc:
+            raise LandlockError(f"landlock: restrict_self: {exc.strerror}") from None
+    finally:
+        os.close(ruleset)
+    return done
