@@ -526,8 +526,11 @@ def apply_options(pol: Policy, options: dict[str, Any], origin: str = "",
             attr = {"memory": "memory", "tmp_size": "tmp", "shm_size": "shm"}[key]
             setattr(pol.limits, attr, v.size(value, key))
         elif key == "pids":
-            if flag and isinstance(value, str) and value.isdigit():
-                value = int(value)
+            if flag and isinstance(value, str):
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise v.error(key, f"{value!r} is not an integer") from None
             pol.limits.pids = v.count(value, key)
         elif key == "cpus":
             pol.limits.cpus = v.cpus(value, key)

@@ -110,7 +110,8 @@ def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Bu
     _size_private(raw, {"/tmp": lim.tmp, "/dev/shm": lim.shm, "/run": lim.run})
     from contain.sandbox.files import file_mounts, landlock_ruleset
 
-    raw["mounts"].extend(file_mounts(pol, empty_file(root)))
+    files_denied = any(os.path.lexists(p) and not os.path.isdir(p) for p in pol.files.deny)
+    raw["mounts"].extend(file_mounts(pol, empty_file(root) if files_denied else ""))
     enforced = None
     ruleset = landlock_ruleset(pol)
     if ruleset is not None:
@@ -133,7 +134,7 @@ def _size_private(raw: dict[str, Any], sizes: dict[str, int | None]) -> None:
 
 def empty_file(root: str) -> str:
     """An empty, read-only file of the runtime's (covers denied files); made once."""
-    path = os.path.join(root, ".sandbox", "empty")
+    path = os.path.join(root, ".sandbox", "host-root", "empty")
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         tmp = f"{path}.{os.getpid()}"
@@ -324,3 +325,32 @@ def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
         result.stderr = b"".join(chunks[err_r]) if err_r >= 0 else b""
     return result
 
+
+
+def run_foreground(built: Built, root: str, reporter: Reporter) -> int:
+    """Run the built sandbox on the caller's terminal (``contain sandbox``): signals
+    forwarded (the CLI's main thread), a pty relayed with -t; the exit code."""
+    from contain.container.lifecycle import CreateOptions
+    from contain.process.foreground import run_container
+    from contain.sandbox.run import _bundle_dir, _new_id, _remove_bundle
+
+    spec = built.spec
+    cid = _new_id()
+    bundle = _bundle_dir(root, cid, built.binds)
+    opts = CreateOptions()
+    opts.no_cgroup = spec.linux is None or spec.linux.resources is None
+    if built.landlock is not None:
+        reporter.event("landlock", "enforced" if built.landlock.abi else "unavailable",
+                       **built.landlock.to_json())
+    try:
+        return run_container(root, cid, bundle, spec, opts)
+    except ContainError as exc:
+        if built.userns:
+            from contain.sandbox.userns import explain
+
+            why = explain(exc)
+            if why:
+                raise ContainError(why) from None
+        raise
+    finally:
+        _remove_bundle(bundle)
