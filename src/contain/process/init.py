@@ -95,6 +95,8 @@ def preload(cfg: InitConfig) -> None:
                     hooks=cfg.parent_hooks or cfg.container_hooks or cfg.start_hooks,
                     seccomp=cfg.seccomp is not None,
                     lsm=proc is not None and bool(proc.apparmor_profile or proc.selinux_label))
+    if cfg.spec.landlock() is not None:  # (applied just before exec)
+        from contain.security import landlock  # noqa: F401
 
 
 def preload_modules(terminal: bool, hooks: bool, seccomp: bool, lsm: bool = False) -> None:
@@ -301,9 +303,9 @@ def _stage_init(ch: Channel, cfg: InitConfig) -> None:
     # Landlock (process.landlock): as late as possible, but before the seccomp filter
     landlock = spec.landlock()
     if landlock is not None:
-        from contain.security.landlock import apply
+        from contain.security.landlock import apply_before_exec
 
-        apply(landlock)
+        apply_before_exec(landlock)
     exec_process(path, proc, env, cfg.seccomp)
 
 

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from contain.errors import ContainError
+from contain.linux import landlock as ll
 from contain.spec.landlock import ANNOTATION, Landlock, decode, from_spec  # noqa: F401
 
 TYPE_CHECKING = False
@@ -43,8 +44,6 @@ class Enforced:
 def plan(cfg: Landlock, abi: int | None = None) -> Enforced:
     """What applying *cfg* on a kernel of *abi* (default: this one) enforces; in strict
     mode, a LandlockError for any right the kernel lacks."""
-    from contain.linux import landlock as ll
-
     if abi is None:
         abi = ll.abi_version()
     out = Enforced(abi)
@@ -68,8 +67,6 @@ def apply(cfg: Landlock, log_denials: bool = False) -> Enforced:
     """Confine the calling process (and what it will exec) by *cfg*. Best effort unless
     *cfg* is strict: with no Landlock at all, nothing is enforced (and that is said in
     the returned record)."""
-    from contain.linux import landlock as ll
-
     done = plan(cfg)
     if done.abi == 0:
         return done
@@ -123,3 +120,14 @@ def apply(cfg: Landlock, log_denials: bool = False) -> Enforced:
     finally:
         os.close(ruleset)
     return done
+
+
+def apply_before_exec(cfg: Landlock) -> None:
+    """:func:`apply` in a container's init, after its channel to the runtime is closed:
+    a failure is written to the process's stderr and ends it (never an exec without
+    the Landlock domain asked for)."""
+    try:
+        apply(cfg)
+    except ContainError as exc:
+        os.write(2, f"contain: {exc}\n".encode())
+        os._exit(126)

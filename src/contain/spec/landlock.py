@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contain.errors import SpecError
+from contain.jsonio import loads
+from contain.linux import landlock as ll
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -89,8 +91,6 @@ def _object(value: Any, path: str, keys: tuple[str, ...]) -> dict[str, Any]:
 
 def decode(value: Any, path: str = "$.process.landlock") -> Landlock:
     """The model from its JSON form; a bad field fails with its path."""
-    from contain.linux import landlock as ll
-
     obj = _object(value, path, ("ruleset", "rules", "disableBestEffort"))
     out = Landlock()
     ruleset = _object(obj.get("ruleset", {}), f"{path}.ruleset",
@@ -154,8 +154,6 @@ def from_spec(spec: Any) -> Landlock | None:
     text = (getattr(spec, "annotations", None) or {}).get(ANNOTATION)
     if text is None:
         return None
-    from contain.jsonio import loads
-
     try:
         value = loads(text)
     except ValueError as exc:
