@@ -21,7 +21,6 @@ from contain.sandbox.policy import Policy, PolicyError, PolicyTypeError, resolve
 from test_rootless import SYSTEM_PYTHON, User, user  # noqa: F401  (the fixture)
 
 
-
 @pytest.fixture
 def hostdir() -> Iterator[Path]:
     """A directory on the host's own filesystem (not under /tmp, which the sandbox
