@@ -212,20 +212,28 @@ def test_protected_list_is_configurable(state_root: Path, hostdir: Path) -> None
     assert "GIT=w" in proc.stdout and "MK=r" in proc.stdout
 
 
-def test_file_policy_as_an_unprivileged_user(user: User) -> None:  # noqa: F811
+def user_dirs(user: User, base: Path) -> dict[str, str]:  # noqa: F811
+    """The user's runtime dir and home under *base* (/var/tmp), not under the fixture's
+    home: another pytest session on this machine may close /tmp/pytest-of-root (0700)."""
+    for name in ("run", "home"):
+        (base / name).mkdir()
+        os.chown(base / name, user.uid, user.gid)
+    (base / "run").chmod(0o700)
+    return {"XDG_RUNTIME_DIR": str(base / "run"), "HOME": str(base / "home")}
+
+
+def test_file_policy_as_an_unprivileged_user(user: User, hostdir: Path) -> None:  # noqa: F811
     """Rootless by default: no flag, a user namespace is made automatically; the same
     file policy holds."""
-    base = user.home / "sbp"
-    base.mkdir()
-    p = project(base, owner=user.uid)
+    env = user_dirs(user, hostdir)
+    p = project(hostdir / "home", owner=user.uid)
     proc = user.contain("sandbox", *flags(p), "--", "/bin/sh", "-c",
                         SCRIPT.format(**p) + "id -u; cat /etc/shadow >/dev/null 2>&1 || "
-                        "echo SHADOW=refused")
+                        "echo SHADOW=refused", cwd=hostdir / "home", **env)
     assert proc.returncode == 0, proc.stderr
     check_policy(proc.stdout)
     assert "SHADOW=refused" in proc.stdout
     assert (p["proj"] / "new").exists()
-    shutil.rmtree(base)
 
 
 # -- blocked user namespaces --------------------------------------------------------------
@@ -258,18 +266,20 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def test_max_user_namespaces_zero_is_named(user: User, tmp_path: Path) -> None:  # noqa: F811
+def test_max_user_namespaces_zero_is_named(user: User, tmp_path: Path,  # noqa: F811
+                                           hostdir: Path) -> None:
     """user.max_user_namespaces=0, set in a user namespace of the test's own (it is per
     namespace, so the host's stays as it is); the user's sandbox is refused, and says
     which knob and how to lift it."""
+    env = user_dirs(user, hostdir)
     helper = tmp_path / "inns.py"
     helper.write_text(INNS.format(src=str(SRC)))
     proc = subprocess.run(
         [sys.executable, str(helper), "user.max_user_namespaces=0", "--",
          "setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups",
-         "env", "-i", *[f"{k}={v}" for k, v in user.env().items()],
+         "env", "-i", *[f"{k}={v}" for k, v in user.env(**env).items()],
          str(SYSTEM_PYTHON), "-m", "contain", "sandbox", "--", "/bin/sh", "-c",
-         "echo RAN"], capture_output=True, text=True, timeout=120, cwd=str(user.home))
+         "echo RAN"], capture_output=True, text=True, timeout=120, cwd=env["HOME"])
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "RAN" not in proc.stdout
     assert "user.max_user_namespaces=0" in proc.stderr
