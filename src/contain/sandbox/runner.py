@@ -145,6 +145,17 @@ def empty_file(root: str) -> str:
     return path
 
 
+def _explain_userns(built: Built, exc: ContainError) -> None:
+    """A sandbox with a user namespace failed: if no user namespace can be made here,
+    raise the precise cause instead (contain.sandbox.userns); else return."""
+    if built.userns:
+        from contain.sandbox.userns import explain
+
+        why = explain(exc)
+        if why:
+            raise ContainError(why) from None
+
+
 def _rusage(ru: Any) -> dict[str, float]:
     return {"user_time": round(ru.ru_utime, 6), "system_time": round(ru.ru_stime, 6),
             "max_rss_kib": float(ru.ru_maxrss), "minor_faults": float(ru.ru_minflt),
@@ -236,12 +247,7 @@ def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
         try:
             record = create(root, cid, bundle, opts, spec=spec)
         except ContainError as exc:
-            if built.userns:
-                from contain.sandbox.userns import explain
-
-                why = explain(exc)
-                if why:
-                    raise ContainError(why) from None
+            _explain_userns(built, exc)
             raise
     except BaseException:
         for fd in ours + theirs:
@@ -345,12 +351,7 @@ def run_foreground(built: Built, root: str, reporter: Reporter) -> int:
     try:
         return run_container(root, cid, bundle, spec, opts)
     except ContainError as exc:
-        if built.userns:
-            from contain.sandbox.userns import explain
-
-            why = explain(exc)
-            if why:
-                raise ContainError(why) from None
+        _explain_userns(built, exc)
         raise
     finally:
         _remove_bundle(bundle)
