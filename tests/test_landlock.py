@@ -323,3 +323,33 @@ def test_sandbox_landlock_tcp_ports(state_root: Path) -> None:
         assert "BIND=ok" in proc.stdout
     finally:
         path.unlink()
+
+
+def test_sandbox_ruleset_alone_refuses_writes_outside_rw(hostdir: Path) -> None:
+    """The sandbox's own Landlock ruleset (from its policy), applied without any of its
+    mounts to a child on the host's filesystem: writes land only under --rw (and the
+    private places), reads go on everywhere."""
+    from contain.sandbox.files import landlock_ruleset
+    from contain.sandbox.policy import resolve
+
+    (hostdir / "proj").mkdir()
+    (hostdir / "outside").mkdir()
+    cfg = landlock_ruleset(resolve(None, {"rw": [str(hostdir / "proj")]}))
+    assert cfg is not None
+
+    def body() -> Any:
+        nnp()
+        apply(cfg)
+        res = {}
+        for name in ("proj", "outside"):
+            try:
+                (hostdir / name / "f").write_text("x")
+                res[name] = "ok"
+            except OSError as exc:
+                res[name] = exc.errno
+        res["read"] = bool(Path("/etc/os-release").read_text())
+        return res
+
+    assert in_child(body) == {"proj": "ok", "outside": 13, "read": True}
+    assert not (hostdir / "outside" / "f").exists()
+    assert landlock_ruleset(resolve(None, {"landlock": "off"})) is None
