@@ -45,9 +45,9 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
 
 from contain.errors import ContainError
+from contain.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -80,67 +80,80 @@ class PolicyTypeError(PolicyError, TypeError):
 
 # -- the model -------------------------------------------------------------------------
 
-@dataclass
-class Files:
-    rw: list[str] = field(default_factory=list)
-    ro: list[str] = field(default_factory=list)
-    deny: list[str] = field(default_factory=list)
-    tmpfs: list[tuple[str, int | None]] = field(default_factory=list)
-    protected: list[str] = field(default_factory=lambda: list(DEFAULT_PROTECTED))
-    binds: list[str] = field(default_factory=list)
+class Files(Record):
+    __slots__ = ("rw", "ro", "deny", "tmpfs", "protected", "binds")
+    DEFAULTS = {"rw": list, "ro": list, "deny": list, "tmpfs": list,
+                "protected": lambda: list(DEFAULT_PROTECTED), "binds": list}
+    rw: list[str]
+    ro: list[str]
+    deny: list[str]
+    tmpfs: list[tuple[str, int | None]]
+    protected: list[str]
+    binds: list[str]
 
 
-@dataclass
-class Network:
-    mode: str = "none"
-    allow: list[str] = field(default_factory=list)
-    publish: list[str] = field(default_factory=list)
+class Network(Record):
+    __slots__ = ("mode", "allow", "publish")
+    DEFAULTS = {"mode": "none", "allow": list, "publish": list}
+    mode: str
+    allow: list[str]
+    publish: list[str]
 
 
-@dataclass
-class Landlock:
-    mode: str = "best-effort"
-    bind_tcp: list[int] | None = None
-    connect_tcp: list[int] | None = None
-    scope: list[str] = field(default_factory=lambda: list(SCOPES))
+class Landlock(Record):
+    __slots__ = ("mode", "bind_tcp", "connect_tcp", "scope")
+    DEFAULTS = {"mode": "best-effort", "bind_tcp": None, "connect_tcp": None,
+                "scope": lambda: list(SCOPES)}
+    mode: str
+    bind_tcp: list[int] | None
+    connect_tcp: list[int] | None
+    scope: list[str]
 
 
-@dataclass
-class Limits:
-    memory: int | None = None
-    pids: int | None = None
-    cpus: float | None = None
-    tmp: int | None = None
-    shm: int | None = None
-    run: int | None = None
+class Limits(Record):
+    __slots__ = ("memory", "pids", "cpus", "tmp", "shm", "run")
+    DEFAULTS = dict.fromkeys(__slots__)
+    memory: int | None
+    pids: int | None
+    cpus: float | None
+    tmp: int | None
+    shm: int | None
+    run: int | None
 
 
-@dataclass
-class Process:
-    env: list[str] = field(default_factory=list)
-    cwd: str = "/"
-    hostname: str | None = None
-    caps: list[str] = field(default_factory=list)
-    seccomp: bool = True
-    userns: bool | None = None  # None: automatically when the caller is not root
+class Process(Record):
+    __slots__ = ("env", "cwd", "hostname", "caps", "seccomp", "userns")
+    DEFAULTS = {"env": list, "cwd": "/", "hostname": None, "caps": list, "seccomp": True,
+                "userns": None}
+    env: list[str]
+    cwd: str
+    hostname: str | None
+    caps: list[str]
+    seccomp: bool
+    userns: bool | None  # None: automatically when the caller is not root
 
 
-@dataclass
-class Report:
-    target: str | int | None = None
-    summary: bool = True
+class Report(Record):
+    __slots__ = ("target", "summary")
+    DEFAULTS = {"target": None, "summary": True}
+    target: str | int | None
+    summary: bool
 
 
-@dataclass
-class Policy:
-    files: Files = field(default_factory=Files)
-    network: Network = field(default_factory=Network)
-    landlock: Landlock = field(default_factory=Landlock)
-    limits: Limits = field(default_factory=Limits)
-    process: Process = field(default_factory=Process)
-    syscalls: dict[str, Any] | None = None
-    syscall_policy: Any = None  # what contain.sandbox.supervise.policy made of it
-    report: Report = field(default_factory=Report)
+class Policy(Record):
+    __slots__ = ("files", "network", "landlock", "limits", "process", "syscalls",
+                 "syscall_policy", "report")
+    DEFAULTS = {"files": Files, "network": Network, "landlock": Landlock,
+                "limits": Limits, "process": Process, "syscalls": None,
+                "syscall_policy": None, "report": Report}
+    files: Files
+    network: Network
+    landlock: Landlock
+    limits: Limits
+    process: Process
+    syscalls: dict[str, Any] | None
+    syscall_policy: Any  # what contain.sandbox.supervise.policy made of it
+    report: Report
 
     # -- sources -------------------------------------------------------------------
 
@@ -267,7 +280,8 @@ class Policy:
             "network": {"mode": self.network.mode, "allow": self.network.allow,
                         "publish": self.network.publish},
             "landlock": {"mode": self.landlock.mode, "scope": self.landlock.scope},
-            "limits": {k: v for k, v in vars(self.limits).items() if v is not None},
+            "limits": {k: getattr(self.limits, k) for k in Limits.__slots__
+                       if getattr(self.limits, k) is not None},
             "process": {"env": self.process.env, "cwd": self.process.cwd,
                         "caps": self.process.caps, "seccomp": self.process.seccomp,
                         "userns": "auto" if self.process.userns is None
@@ -581,12 +595,10 @@ def resolve(policy: Policy | dict[str, Any] | str | None, options: dict[str, Any
             origin: str = "") -> Policy:
     """One validated policy from what a caller gave: a Policy (copied), a dict, a file
     path, or nothing, plus keyword options on top."""
-    import copy
-
     if policy is None:
         pol = Policy()
     elif isinstance(policy, Policy):
-        pol = copy.deepcopy(policy)
+        pol = policy.copy()
     elif isinstance(policy, dict):
         pol = Policy.from_dict(policy, f"{origin}policy.")
     elif isinstance(policy, (str, os.PathLike)):

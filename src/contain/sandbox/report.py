@@ -19,8 +19,8 @@ The fields beyond time, kind and source are the caller's; ``operation``, ``targe
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
 import time
 
 TYPE_CHECKING = False
@@ -60,7 +60,7 @@ class Reporter:
     report fd (if any) as it happens, and keeps them for the result and the summary."""
 
     def __init__(self, target: str | int | None = None) -> None:
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self.violations: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self._fd, self._owned = open_target(target)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 
 from contain.errors import ContainError
+from contain.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,20 +30,24 @@ if TYPE_CHECKING:
     from contain.security.landlock import Enforced
 
 
-@dataclass
-class Result:
-    """What one command in a sandbox came to."""
+class Result(Record):
+    """What one command in a sandbox came to: ``rusage`` is the resource usage of the
+    sandbox's processes (wait4 of its init, which reaps them all), ``violations`` the
+    refused operations reported, ``landlock`` what Landlock enforced."""
 
+    __slots__ = ("args", "returncode", "stdout", "stderr", "timed_out", "duration",
+                 "rusage", "violations", "landlock")
+    DEFAULTS = {"stdout": None, "stderr": None, "timed_out": False, "duration": 0.0,
+                "rusage": dict, "violations": list, "landlock": None}
     args: list[str]
     returncode: int
-    stdout: bytes | None = None
-    stderr: bytes | None = None
-    timed_out: bool = False
-    duration: float = 0.0
-    # resource usage of the sandbox's processes (wait4 of its init, which reaps them all)
-    rusage: dict[str, float] = field(default_factory=dict)
-    violations: list[dict[str, Any]] = field(default_factory=list)
-    landlock: dict[str, Any] | None = None
+    stdout: bytes | None
+    stderr: bytes | None
+    timed_out: bool
+    duration: float
+    rusage: dict[str, float]
+    violations: list[dict[str, Any]]
+    landlock: dict[str, Any] | None
 
     def check_returncode(self) -> None:
         if self.returncode != 0:
@@ -64,8 +68,8 @@ class SandboxTimeout(TimeoutError):
         self.result = result
 
 
-@dataclass
-class Built:
+class Built(Record):
+    __slots__ = ("spec", "landlock", "userns", "binds")
     spec: Any  # contain.spec.config.Spec
     landlock: Enforced | None
     userns: bool

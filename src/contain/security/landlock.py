@@ -11,10 +11,10 @@ system calls); it needs no_new_privs, which the caller has set by then.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from contain.errors import ContainError
 from contain.linux import landlock as ll
+from contain.records import Record
 from contain.spec.landlock import ANNOTATION, Landlock, decode, from_spec  # noqa: F401
 
 TYPE_CHECKING = False
@@ -25,16 +25,18 @@ class LandlockError(ContainError):
     """Strict mode meets a kernel that lacks a feature, or the kernel refuses a rule."""
 
 
-@dataclass
-class Enforced:
+class Enforced(Record):
     """What :func:`apply` enforced on this kernel, and what it had to drop."""
 
+    __slots__ = ("abi", "fs", "net", "scoped", "dropped", "missing_paths")
+    DEFAULTS = {"fs": list, "net": list, "scoped": list, "dropped": list,
+                "missing_paths": list}
     abi: int
-    fs: list[str] = field(default_factory=list)
-    net: list[str] = field(default_factory=list)
-    scoped: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
-    missing_paths: list[str] = field(default_factory=list)
+    fs: list[str]
+    net: list[str]
+    scoped: list[str]
+    dropped: list[str]
+    missing_paths: list[str]
 
     def to_json(self) -> dict[str, Any]:
         return {"abi": self.abi, "fs": self.fs, "net": self.net, "scoped": self.scoped,

@@ -19,11 +19,10 @@ in the ``run.contain.landlock`` annotation. Rights are the kernel's names in low
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from contain.errors import SpecError
 from contain.jsonio import loads
 from contain.linux import landlock as ll
+from contain.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,14 +31,17 @@ if TYPE_CHECKING:
 ANNOTATION = "run.contain.landlock"
 
 
-@dataclass
-class Landlock:
-    handled_fs: list[str] = field(default_factory=list)
-    handled_net: list[str] = field(default_factory=list)
-    scoped: list[str] = field(default_factory=list)
-    path_rules: list[tuple[list[str], list[str]]] = field(default_factory=list)
-    port_rules: list[tuple[list[str], list[int]]] = field(default_factory=list)
-    best_effort: bool = True
+class Landlock(Record):
+    __slots__ = ("handled_fs", "handled_net", "scoped", "path_rules", "port_rules",
+                 "best_effort")
+    DEFAULTS = {"handled_fs": list, "handled_net": list, "scoped": list,
+                "path_rules": list, "port_rules": list, "best_effort": True}
+    handled_fs: list[str]
+    handled_net: list[str]
+    scoped: list[str]
+    path_rules: list[tuple[list[str], list[str]]]
+    port_rules: list[tuple[list[str], list[int]]]
+    best_effort: bool
 
     def to_json(self) -> dict[str, Any]:
         ruleset: dict[str, Any] = {"handledAccessFS": list(self.handled_fs)}
