@@ -361,3 +361,36 @@ def test_policy_type_errors_are_type_errors() -> None:
     with pytest.raises(PolicyTypeError) as info:
         resolve(None, {"binds": "/a:/b"})
     assert isinstance(info.value, TypeError) and "binds" in str(info.value)
+
+
+def test_deny_a_host_daemons_unix_socket(state_root: Path, hostdir: Path) -> None:
+    """Issue 11 item 6: a filesystem socket of a host daemon is reachable through the
+    read-only root even with --net none; --deny takes it away."""
+    import socket
+
+    path = hostdir / "daemon.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(4)
+    py = os.path.realpath(sys.executable)
+    script = ("import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n"
+              f"    s.connect({str(path)!r}); print('CONNECTED')\n"
+              "except OSError as e:\n    print('REFUSED', e.errno)\n")
+    try:
+        proc = run_contain(state_root, "sandbox", "--", py, "-c", script)
+        assert "CONNECTED" in proc.stdout, proc.stderr
+        proc = run_contain(state_root, "sandbox", "--deny", str(path), "--", py, "-c",
+                           script)
+        assert "REFUSED" in proc.stdout, proc.stdout + proc.stderr
+    finally:
+        server.close()
+
+
+def test_rootless_limits_are_not_silently_dropped(user: User, hostdir: Path) -> None:  # noqa: F811
+    """Without a cgroup delegated to the user, an asked-for limit cannot be applied:
+    contain says so rather than run as if it were."""
+    env = user_dirs(user, hostdir)
+    proc = user.contain("sandbox", "--memory", "64M", "--", "/bin/true",
+                        cwd=hostdir / "home", **env)
+    assert proc.returncode == 0, proc.stderr
+    assert "level=warning" in proc.stderr and "resources not applied" in proc.stderr

@@ -112,6 +112,10 @@ def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Bu
                        caps=list(pol.process.caps), seccomp=pol.process.seccomp,
                        terminal=terminal)
     _size_private(raw, {"/tmp": lim.tmp, "/dev/shm": lim.shm, "/run": lim.run})
+    if os.geteuid() != 0 and raw["linux"].get("resources"):
+        # rootless: limits need a cgroup delegated to the user; naming one makes create
+        # use it where it can, and say so (a warning) where it cannot: never silently
+        raw["linux"]["cgroupsPath"] = f"/contain-sandbox-{os.getpid()}-{os.urandom(4).hex()}"
     from contain.sandbox.files import file_mounts, landlock_ruleset
 
     files_denied = any(os.path.lexists(p) and not os.path.isdir(p) for p in pol.files.deny)
