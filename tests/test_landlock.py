@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Bundle, run_contain, unique_id
+from conftest import Bundle, contain_cmd, run_contain, unique_id
 from contain.errors import SpecError
 from contain.linux import landlock as ll
 from contain.security.landlock import Landlock, LandlockError, apply, decode, plan
@@ -242,6 +243,27 @@ def test_oci_container_landlock_alone_refuses_writes(
     else:
         assert "W2=ok" not in proc.stdout
         assert "Permission denied" in proc.stderr + proc.stdout
+
+
+def test_oci_exec_joins_the_landlock_domain(make_bundle: Callable[..., Bundle],
+                                            state_root: Path) -> None:
+    """A process `contain exec` starts in the container is confined as its init is
+    (it is not the init's descendant, so it gets the ruleset of its own)."""
+    b = oci_bundle(make_bundle, "field")
+    b.config["process"]["args"] = ["/bin/sleep", "100"]
+    b.write()
+    cid = unique_id()
+    with tempfile.TemporaryFile() as out:  # a detached container keeps its stdio open
+        proc = subprocess.run([*contain_cmd(), "--root", str(state_root), "run", "-d",
+                               "--bundle", str(b.path), cid], stdin=subprocess.DEVNULL,
+                              stdout=out, stderr=out, timeout=60)
+    assert proc.returncode == 0
+    try:
+        proc = run_contain(state_root, "exec", cid, "/bin/sh", "-c", WRITE_BOTH)
+        assert proc.returncode == 0, proc.stderr
+        assert "W1=ok" in proc.stdout and "W2=ok" not in proc.stdout
+    finally:
+        run_contain(state_root, "delete", "--force", cid)
 
 
 def test_oci_landlock_needs_no_new_privileges(make_bundle: Callable[..., Bundle],

@@ -49,6 +49,7 @@ class ExecOptions:
         self.additional_gids = list(additional_gids)
         self.caps = list(caps)
         self.no_new_privs = no_new_privs
+        self.landlock: Any = None  # the container's Landlock ruleset (set by exec_process)
         self.apparmor = apparmor
         self.process_label = process_label
         self.preserve_fds = preserve_fds
@@ -148,6 +149,9 @@ def exec_process(root: str, cid: str, opts: ExecOptions) -> int:
         raise ContainError("cannot use console socket if contain will not detach or "
                            "allocate tty")
     spec = record.spec()
+    opts.landlock = spec.landlock()
+    if opts.landlock is not None:  # imported now: it is applied after entering the mounts
+        from contain.security import landlock  # noqa: F401
     seccomp = None
     if spec.linux is not None and spec.linux.seccomp is not None:
         from contain.container.lifecycle import seccomp_cache
@@ -390,4 +394,8 @@ def _final(ch: Channel, record: store.ContainerRecord, proc: Process, seccomp: A
     path = lookup_executable(proc.args[0], env)
     send_ready(ch, seccomp, warnings)
     ch.close()
+    if opts.landlock is not None:  # the container's Landlock domain holds this one too
+        from contain.security.landlock import apply_before_exec
+
+        apply_before_exec(opts.landlock, no_new_privs=True)
     do_exec(path, proc, env, seccomp)

@@ -124,11 +124,16 @@ def apply(cfg: Landlock, log_denials: bool = False) -> Enforced:
     return done
 
 
-def apply_before_exec(cfg: Landlock) -> None:
-    """:func:`apply` in a container's init, after its channel to the runtime is closed:
-    a failure is written to the process's stderr and ends it (never an exec without
-    the Landlock domain asked for)."""
+def apply_before_exec(cfg: Landlock, no_new_privs: bool = False) -> None:
+    """:func:`apply` in a container's init (or an exec'd process), after its channel to
+    the runtime is closed: a failure is written to the process's stderr and ends it
+    (never an exec without the Landlock domain asked for). With *no_new_privs*, set it
+    first (an exec'd process may not have it; Landlock needs it)."""
     try:
+        if no_new_privs:
+            from contain.linux.syscalls import prctl
+
+            prctl(38, 1)  # PR_SET_NO_NEW_PRIVS
         apply(cfg)
     except ContainError as exc:
         os.write(2, f"contain: {exc}\n".encode())
