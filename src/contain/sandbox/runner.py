@@ -69,25 +69,81 @@ class SandboxTimeout(TimeoutError):
 
 
 class Built(Record):
-    __slots__ = ("spec", "landlock", "userns", "binds")
+    __slots__ = ("spec", "landlock", "userns", "binds", "raw", "network")
+    DEFAULTS = {"raw": None, "network": None}
     spec: Any  # contain.spec.config.Spec
     landlock: Enforced | None
     userns: bool
     binds: list[str]
+    raw: dict[str, Any] | None  # the config before decoding (a network is joined in it)
+    network: tuple[str, list[str], list[str]] | None  # (mode, allow, publish) to start
 
 
-def _net_mode(pol: Policy) -> str:
-    mode = pol.network.mode
-    if mode in ("none", "host"):
-        return mode
+def _network_module() -> Any:
+    """contain.sandbox.network when this build has it (``--net allow`` and ``private``,
+    and the loopback of ``none``), else None."""
     try:
         import importlib
 
-        importlib.import_module("contain.sandbox.network")
+        mod = importlib.import_module("contain.sandbox.network")
     except ImportError:
-        raise ContainError(f"--net {mode}: not available in this build of contain "
-                           "(no contain.sandbox.network)") from None
-    return "none"  # the network module adds its own plumbing to a network namespace
+        return None
+    return mod if hasattr(mod, "start_network") else None
+
+
+def _net_plan(pol: Policy) -> tuple[str, tuple[str, list[str], list[str]] | None]:
+    """(the net value for host.sandbox_spec, what to start with the network module)."""
+    mode = pol.network.mode
+    if mode == "host":
+        if pol.network.publish:
+            raise ContainError("--publish needs --net private")
+        return "host", None
+    if _network_module() is None:
+        if mode != "none" or pol.network.publish:
+            raise ContainError(f"--net {mode}: not available in this build of contain "
+                               "(no contain.sandbox.network)")
+        return "none", None
+    return "none", (mode, list(pol.network.allow), list(pol.network.publish))
+
+
+def _start_network(built: Built, reporter: Reporter) -> Any:
+    """Start the sandbox's network (the network module's handle, or None) and join it
+    in the spec; the caller closes the handle."""
+    if built.network is None or built.raw is None:
+        return None
+    from contain.spec.config import Spec
+
+    mode, allow, publish = built.network
+    ids = (0, os.geteuid(), 0, os.getegid()) if built.userns else None
+
+    def report(event: dict[str, Any]) -> None:
+        target = f"{event.get('host', '')}:{event.get('port', '')}"
+        detail = {k: v for k, v in event.items()
+                  if k not in ("type", "action", "host", "port", "reason", "time")}
+        if event.get("action") == "deny":
+            reporter.violation("proxy", "connect", target,
+                               reason=str(event.get("reason", "")), **detail)
+        else:
+            reporter.event("proxy", "allowed", target=target, **detail)
+
+    handle = _network_module().start_network(mode, allow, publish, report, userns=ids)
+    try:
+        raw = built.raw
+        for ns in raw["linux"]["namespaces"]:
+            if ns["type"] == "network" and handle.namespace_path:
+                ns["path"] = handle.namespace_path
+            if ns["type"] == "user" and handle.userns_path:
+                ns["path"] = handle.userns_path
+                raw["linux"].pop("uidMappings", None)
+                raw["linux"].pop("gidMappings", None)
+        env = raw["process"]["env"]
+        names = {e.split("=", 1)[0] for e in env}
+        env.extend(e for e in handle.env if e.split("=", 1)[0] not in names)
+        built.spec = Spec.decode(raw)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
 
 
 def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Built:
@@ -105,8 +161,9 @@ def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Bu
         raise ContainError("sandbox: no command given")
     userns = pol.use_userns()
     lim = pol.limits
+    net, network = _net_plan(pol)
     raw = sandbox_spec(list(args), memory=lim.memory, pids=lim.pids, cpus=lim.cpus,
-                       binds=list(pol.files.binds), net=_net_mode(pol),
+                       binds=list(pol.files.binds), net=net,
                        env=list(pol.process.env), cwd=pol.process.cwd,
                        hostname=pol.process.hostname, userns=userns,
                        caps=list(pol.process.caps), seccomp=pol.process.seccomp,
@@ -129,7 +186,7 @@ def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Bu
         if enforced.abi:
             raw["process"]["landlock"] = ruleset.to_json()
             raw["process"]["noNewPrivileges"] = True
-    return Built(Spec.decode(raw), enforced, userns, list(pol.files.binds))
+    return Built(Spec.decode(raw), enforced, userns, list(pol.files.binds), raw, network)
 
 
 def _size_private(raw: dict[str, Any], sizes: dict[str, int | None]) -> None:
@@ -250,8 +307,11 @@ def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
     if built.landlock is not None:
         reporter.event("landlock", "enforced" if built.landlock.abi else "unavailable",
                        **built.landlock.to_json())
+    network = None
     try:
         become_subreaper()
+        network = _start_network(built, reporter)
+        spec = built.spec
         try:
             record = create(root, cid, bundle, opts, spec=spec)
         except ContainError as exc:
@@ -261,6 +321,8 @@ def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
         for fd in ours + theirs:
             os.close(fd)
         _remove_bundle(bundle)
+        if network is not None:
+            network.close()
         raise
     for fd in theirs:
         os.close(fd)
@@ -330,6 +392,8 @@ def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
             os.close(fd)
         delete(root, cid, force=True)
         _remove_bundle(bundle)
+        if network is not None:
+            network.close()  # (passes the proxy's last decisions to the reporter)
     result = Result(list(args), code, timed_out=timed_out,
                     duration=round(time.monotonic() - started, 6), rusage=usage,
                     violations=list(reporter.violations),
@@ -356,10 +420,14 @@ def run_foreground(built: Built, root: str, reporter: Reporter) -> int:
     if built.landlock is not None:
         reporter.event("landlock", "enforced" if built.landlock.abi else "unavailable",
                        **built.landlock.to_json())
+    network = None
     try:
-        return run_container(root, cid, bundle, spec, opts)
+        network = _start_network(built, reporter)
+        return run_container(root, cid, bundle, built.spec, opts)
     except ContainError as exc:
         _explain_userns(built, exc)
         raise
     finally:
         _remove_bundle(bundle)
+        if network is not None:
+            network.close()
