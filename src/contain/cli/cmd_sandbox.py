@@ -27,6 +27,8 @@ COMMANDS = {
         Flag("--bind", "list", help="bind SRC:DST[:ro] into the sandbox (repeatable)"),
         Flag("--net", default=None, help="network: none (own namespace), host, "
              "allow=DOMAIN[:PORT],..., private"),
+        Flag("--publish,-p", "list", help="with --net private: forward the host's "
+             "127.0.0.1:HOST_PORT to SANDBOX_PORT (HOST_PORT:SANDBOX_PORT, repeatable)"),
         Flag("--landlock", default=None, help="best-effort (default), strict (refuse "
              "when the kernel lacks a feature) or off"),
         Flag("--report", default=None, help="write violations as JSON lines to FILE "
@@ -57,7 +59,8 @@ def cmd_sandbox(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         "rw": opts["rw"], "ro": opts["ro"], "deny": opts["deny"], "tmpfs": opts["tmpfs"],
         "protected": opts["protect"], "memory": opts["memory"], "pids": opts["pids"],
         "cpus": opts["cpus"], "tmp_size": opts["tmp_size"], "shm_size": opts["shm_size"],
-        "binds": opts["bind"], "net": opts["net"], "landlock": opts["landlock"],
+        "binds": opts["bind"], "net": opts["net"], "publish": opts["publish"],
+        "landlock": opts["landlock"],
         "report": opts["report"], "env": opts["env"], "cwd": opts["cwd"],
         "hostname": opts["hostname"], "caps": opts["cap"],
         "userns": True if opts["userns"] else None,
