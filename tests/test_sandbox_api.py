@@ -50,6 +50,9 @@ def test_one_policy_many_commands(state_root: Path, hostdir: Path) -> None:
         assert r.rusage["user_time"] >= 0 and r.rusage["max_rss_kib"] > 0
         assert r.violations == [] and r.timed_out is False
         assert r.landlock is not None and "write_file" in r.landlock["fs"]
+    # a sandbox with a limit has a cgroup: its statistics come with the result
+    assert r1.cgroup is not None and r1.cgroup["memory"]["usage"]["limit"] == 128 << 20
+    assert r1.cgroup["memory"]["usage"]["max"] > 0
     assert left(state_root) == []
     with pytest.raises(contain.ContainError, match="exit status 3"):
         sb.run(["/bin/sh", "-c", "exit 3"], check=True)

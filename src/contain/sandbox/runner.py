@@ -32,13 +32,14 @@ if TYPE_CHECKING:
 
 class Result(Record):
     """What one command in a sandbox came to: ``rusage`` is the resource usage of the
-    sandbox's processes (wait4 of its init, which reaps them all), ``violations`` the
+    sandbox's processes (wait4 of its init, which reaps them all), ``cgroup`` its
+    cgroup's statistics (memory peak, cpu, pids) when it has one, ``violations`` the
     refused operations reported, ``landlock`` what Landlock enforced."""
 
     __slots__ = ("args", "returncode", "stdout", "stderr", "timed_out", "duration",
-                 "rusage", "violations", "landlock")
+                 "rusage", "cgroup", "violations", "landlock")
     DEFAULTS = {"stdout": None, "stderr": None, "timed_out": False, "duration": 0.0,
-                "rusage": dict, "violations": list, "landlock": None}
+                "rusage": dict, "cgroup": None, "violations": list, "landlock": None}
     args: list[str]
     returncode: int
     stdout: bytes | None
@@ -46,6 +47,7 @@ class Result(Record):
     timed_out: bool
     duration: float
     rusage: dict[str, float]
+    cgroup: dict[str, Any] | None  # the cgroup's statistics at the end, when it has one
     violations: list[dict[str, Any]]
     landlock: dict[str, Any] | None
 
@@ -221,6 +223,19 @@ def _explain_userns(built: Built, exc: ContainError) -> None:
             raise ContainError(why) from None
 
 
+def _cgroup_stats(record: Any) -> dict[str, Any] | None:
+    """The sandbox's cgroup statistics (as ``contain events --stats``) once its processes
+    are gone, or None without a cgroup."""
+    try:
+        mgr = record.cgroup_manager()
+        if mgr is None or not mgr.exists():
+            return None
+        stats: dict[str, Any] = mgr.stats().to_json()
+        return stats
+    except (ContainError, OSError):
+        return None
+
+
 def _rusage(ru: Any) -> dict[str, float]:
     return {"user_time": round(ru.ru_utime, 6), "system_time": round(ru.ru_stime, 6),
             "max_rss_kib": float(ru.ru_maxrss), "minor_faults": float(ru.ru_minflt),
@@ -333,6 +348,7 @@ def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
     timed_out = False
     code = 255
     usage: dict[str, float] = {}
+    cgroup: dict[str, Any] | None = None
     try:
         run_poststart(record)
         pidfd = os.pidfd_open(record.pid)
@@ -387,6 +403,7 @@ def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
         finally:
             os.close(pidfd)
         code, usage = _wait4(record.pid)
+        cgroup = _cgroup_stats(record)
     finally:
         for fd in ours:
             os.close(fd)
@@ -396,6 +413,7 @@ def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
             network.close()  # (passes the proxy's last decisions to the reporter)
     result = Result(list(args), code, timed_out=timed_out,
                     duration=round(time.monotonic() - started, 6), rusage=usage,
+                    cgroup=cgroup,
                     violations=list(reporter.violations),
                     landlock=built.landlock.to_json() if built.landlock else None)
     if capture:
