@@ -189,6 +189,19 @@ def test_cli_flag_errors_name_the_flag(state_root: Path) -> None:
         assert proc.returncode == 1 and text in proc.stderr, (args, proc.stderr)
 
 
+def test_file_policy_conflicts_are_refused(state_root: Path, hostdir: Path) -> None:
+    (hostdir / "a").mkdir()
+    for args, text in (
+            (["--deny", str(hostdir), "--rw", str(hostdir / "a")],
+             f"rw {hostdir / 'a'}: inside the denied {hostdir}"),
+            (["--tmpfs", "/no-such-top-dir"], "tmpfs /no-such-top-dir: no such directory")):
+        proc = run_contain(state_root, "sandbox", *args, "--", "/bin/true")
+        assert proc.returncode == 1 and text in proc.stderr, (args, proc.stderr)
+    proc = run_contain(state_root, "sandbox", "--tmpfs", "/tmp/new/dir:1M", "--",
+                       "/bin/sh", "-c", "df -k /tmp/new/dir | tail -1")
+    assert proc.returncode == 0 and proc.stdout.split()[1] == "1024", proc.stderr
+
+
 def test_policy_round_trip() -> None:
     pol = resolve({"files": {"tmpfs": ["/x:1M"]}, "limits": {"cpus": 0.5},
                    "landlock": {"connect_tcp": [443]}, "report": {"fd": 2}},

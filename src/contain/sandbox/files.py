@@ -78,6 +78,27 @@ def protected_paths(pol: Policy) -> list[tuple[str, str]]:
     return out
 
 
+def check(pol: Policy) -> None:
+    """Refuse what the mounts could not do, naming the option: a path inside a denied
+    one (it is covered by an empty directory), a tmpfs where the read-only host root has
+    no such path."""
+    from contain.sandbox.policy import PolicyError
+
+    private = ("/tmp", "/run", "/dev")
+    for key, paths in (("rw", pol.files.rw), ("ro", pol.files.ro),
+                       ("tmpfs", [p for p, _ in pol.files.tmpfs])):
+        for path in paths:
+            for d in pol.files.deny:
+                if path != d and _under(path, d):
+                    raise PolicyError(f"{key} {path}", f"inside the denied {d}, which "
+                                      "the sandbox covers with an empty directory")
+    for path, _ in pol.files.tmpfs:
+        if not os.path.isdir(path) and not any(_under(path, p) for p in private):
+            raise PolicyError(f"tmpfs {path}", "no such directory on the host, whose root "
+                              "the sandbox has read-only (use an existing directory, or "
+                              "one under /tmp or /run)")
+
+
 def file_mounts(pol: Policy, empty_file: str) -> list[dict[str, Any]]:
     """The mounts of the file policy, in the order to mount them. *empty_file* is an
     empty read-only file of the runtime's to cover denied files with."""
