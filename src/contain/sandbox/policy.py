@@ -310,7 +310,8 @@ class Policy(Record):
 
 
 def _syscall_policy(table: dict[str, Any], path: str) -> Any:
-    """Hand ``[syscalls]`` to the supervisor's policy module, if this build has it."""
+    """Hand ``[syscalls]`` to the supervisor's policy module, if this build has it (its
+    ``SyscallPolicy.decode``); a bad field is refused with its path here too."""
     import importlib
 
     try:
@@ -319,13 +320,16 @@ def _syscall_policy(table: dict[str, Any], path: str) -> Any:
         raise PolicyError(path, "syscall supervision is not available in this build of "
                           "contain (no contain.sandbox.supervise): remove the [syscalls] "
                           "section") from None
-    parse = getattr(mod, "from_table", None) or getattr(mod, "parse", None)
-    if parse is None:
+    decoder = getattr(getattr(mod, "SyscallPolicy", None), "decode", None)
+    if decoder is None:
         return table
+    from contain.errors import SpecError
+
     try:
-        return parse(table, path)
-    except TypeError:
-        return parse(table)
+        return decoder(table, "syscalls")
+    except SpecError as exc:
+        origin = path[: -len("syscalls")] if path.endswith("syscalls") else ""
+        raise PolicyError(f"{origin}{exc.path}", exc.message) from None
 
 
 def _table(value: Any, path: str, origin: str) -> dict[str, Any]:

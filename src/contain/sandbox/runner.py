@@ -71,14 +71,15 @@ class SandboxTimeout(TimeoutError):
 
 
 class Built(Record):
-    __slots__ = ("spec", "landlock", "userns", "binds", "raw", "network")
-    DEFAULTS = {"raw": None, "network": None}
+    __slots__ = ("spec", "landlock", "userns", "binds", "raw", "network", "supervise")
+    DEFAULTS = {"raw": None, "network": None, "supervise": None}
     spec: Any  # contain.spec.config.Spec
     landlock: Enforced | None
     userns: bool
     binds: list[str]
     raw: dict[str, Any] | None  # the config before decoding (a network is joined in it)
     network: tuple[str, list[str], list[str]] | None  # (mode, allow, publish) to start
+    supervise: Any  # the syscall policy for contain.sandbox.supervise, or None
 
 
 def _network_module() -> Any:
@@ -148,6 +149,65 @@ def _start_network(built: Built, reporter: Reporter) -> Any:
     return handle
 
 
+def _start_supervisor(built: Built, root: str) -> tuple[Any, int]:
+    """(the syscall supervisor, the fd of its report) when the policy has [syscalls]:
+    the spec gets its filter, and it is started (the sandbox is attached to it after
+    create, before it starts); else (None, -1)."""
+    if built.supervise is None or built.raw is None:
+        return None, -1
+    import importlib
+
+    from contain.spec.config import Spec
+
+    # (by name: a build may come without the supervisor; the policy refused [syscalls])
+    supervisor_for = importlib.import_module("contain.sandbox.supervise").supervisor_for
+    fd = os.memfd_create("contain-supervise-report", os.MFD_CLOEXEC)
+    try:
+        sup = supervisor_for(built.supervise, None, root=root, report=fd,
+                             hostname=built.raw.get("hostname") or "sandbox")
+        built.raw = sup.prepare(built.raw)
+        built.spec = Spec.decode(built.raw)
+        sup.start()
+    except BaseException:
+        os.close(fd)
+        raise
+    return sup, fd
+
+
+_SUPERVISOR_DECISIONS = {"deny": "denied", "kill": "killed", "log": "logged"}
+
+
+def _finish_supervisor(sup: Any, fd: int, reporter: Reporter, failed: bool) -> None:
+    """Let the supervisor end (or kill it), then pass its refusals to the reporter."""
+    from contain.jsonio import loads
+
+    try:
+        if failed:
+            sup.kill()
+        sup.finish()
+    finally:
+        data = b""
+        while True:
+            chunk = os.pread(fd, 1 << 20, len(data))
+            if not chunk:
+                break
+            data += chunk
+        os.close(fd)
+    for line in data.splitlines():
+        try:
+            ev = loads(line)
+        except ValueError:
+            continue
+        decision = _SUPERVISOR_DECISIONS.get(ev.get("action", ""))
+        if decision is None or not isinstance(ev, dict):
+            continue
+        target = str(ev.get("path") or ev.get("args", ""))
+        detail = {k: v for k, v in ev.items()
+                  if k not in ("time", "syscall", "action", "path", "supervisor")}
+        reporter.violation("supervisor", str(ev.get("syscall", "?")), target,
+                           decision=decision, **detail)
+
+
 def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Built:
     """The decoded spec of *args* under *pol*; every refusal happens here."""
     from contain.sandbox.host import sandbox_spec
@@ -189,7 +249,9 @@ def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Bu
         if enforced.abi:
             raw["process"]["landlock"] = ruleset.to_json()
             raw["process"]["noNewPrivileges"] = True
-    return Built(Spec.decode(raw), enforced, userns, list(pol.files.binds), raw, network)
+    supervise = pol.syscall_policy if pol.syscalls is not None else None
+    return Built(Spec.decode(raw), enforced, userns, list(pol.files.binds), raw, network,
+                 supervise)
 
 
 def _size_private(raw: dict[str, Any], sizes: dict[str, int | None]) -> None:
@@ -324,10 +386,13 @@ def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
         reporter.event("landlock", "enforced" if built.landlock.abi else "unavailable",
                        **built.landlock.to_json())
     network = None
+    sup, sup_fd = None, -1
     try:
         become_subreaper()
         network = _start_network(built, reporter)
+        sup, sup_fd = _start_supervisor(built, root)
         spec = built.spec
+        opts.start_now = sup is None  # a supervisor attaches between create and start
         try:
             record = create(root, cid, bundle, opts, spec=spec)
         except ContainError as exc:
@@ -337,6 +402,8 @@ def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
         for fd in ours + theirs:
             os.close(fd)
         _remove_bundle(bundle)
+        if sup is not None:
+            _finish_supervisor(sup, sup_fd, reporter, failed=True)
         if network is not None:
             network.close()
         raise
@@ -350,8 +417,15 @@ def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
     code = 255
     usage: dict[str, float] = {}
     cgroup: dict[str, Any] | None = None
+    failed = True
     try:
-        run_poststart(record)
+        if sup is not None:
+            from contain.container.control import start
+
+            sup.attach(record.pid)
+            start(root, cid)
+        else:
+            run_poststart(record)
         pidfd = os.pidfd_open(record.pid)
         readers = [fd for fd in (out_r, err_r) if fd >= 0]
         writers = [stdin_w] if stdin_w >= 0 else []
@@ -405,11 +479,14 @@ def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
             os.close(pidfd)
         code, usage = _wait4(record.pid)
         cgroup = _cgroup_stats(record)
+        failed = False
     finally:
         for fd in ours:
             os.close(fd)
         delete(root, cid, force=True)
         _remove_bundle(bundle)
+        if sup is not None:
+            _finish_supervisor(sup, sup_fd, reporter, failed)
         if network is not None:
             network.close()  # (passes the proxy's last decisions to the reporter)
     result = Result(list(args), code, timed_out=timed_out,
@@ -440,13 +517,24 @@ def run_foreground(built: Built, root: str, reporter: Reporter) -> int:
         reporter.event("landlock", "enforced" if built.landlock.abi else "unavailable",
                        **built.landlock.to_json())
     network = None
+    sup, sup_fd = None, -1
+    failed = True
     try:
         network = _start_network(built, reporter)
-        return run_container(root, cid, bundle, built.spec, opts)
+        sup, sup_fd = _start_supervisor(built, root)
+        if sup is None:
+            code = run_container(root, cid, bundle, built.spec, opts)
+        else:
+            extra: dict[str, Any] = {"after_create": lambda record: sup.attach(record.pid)}
+            code = run_container(root, cid, bundle, built.spec, opts, **extra)
+        failed = False
+        return code
     except ContainError as exc:
         _explain_userns(built, exc)
         raise
     finally:
         _remove_bundle(bundle)
+        if sup is not None:
+            _finish_supervisor(sup, sup_fd, reporter, failed)
         if network is not None:
             network.close()
