@@ -41,6 +41,16 @@ COMMANDS = {
         Flag("--cap", "list", help="keep this capability (repeatable; default: none)"),
         Flag("--no-seccomp", "bool", help="do not apply the default seccomp profile"),
         Flag("--tty,-t", "bool", help="allocate a terminal"),
+        Flag("--supervise", default=None, help="supervise system calls by this policy "
+             "(a TOML/JSON file or inline JSON; or [syscalls] in --policy)"),
+        Flag("--supervisor", default=None, help="the syscall supervisor: notify "
+             "(default) or ptrace"),
+        Flag("--supervise-report", default=None, help="the supervisor's own decisions "
+             "log (FILE or fd; by default they join --report)"),
+        Flag("--record", default=None, help="record every system call into an OCI "
+             "seccomp profile written to FILE"),
+        Flag("--enforce", default=None, help="run under an OCI seccomp profile FILE, "
+             "reporting what it refuses"),
     ), "[options] -- CMD [ARG...]",
         "run a command in fresh namespaces over the read-only host root",
         interspersed=False, min_args=1),
@@ -65,6 +75,9 @@ def cmd_sandbox(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         "hostname": opts["hostname"], "caps": opts["cap"],
         "userns": True if opts["userns"] else None,
         "seccomp": False if opts["no_seccomp"] else None,
+        "supervise": opts["supervise"], "supervisor": opts["supervisor"],
+        "supervise_report": opts["supervise_report"], "record": opts["record"],
+        "enforce": opts["enforce"],
     }
     apply_options(pol, {k: v for k, v in options.items() if v not in (None, [])}, flag=True)
     built = build(pol, args, ctx.root, terminal=opts["tty"])

@@ -142,10 +142,10 @@ class Report(Record):
 
 class Policy(Record):
     __slots__ = ("files", "network", "landlock", "limits", "process", "syscalls",
-                 "syscall_policy", "report")
+                 "syscall_policy", "supervision", "report")
     DEFAULTS = {"files": Files, "network": Network, "landlock": Landlock,
                 "limits": Limits, "process": Process, "syscalls": None,
-                "syscall_policy": None, "report": Report}
+                "syscall_policy": None, "supervision": dict, "report": Report}
     files: Files
     network: Network
     landlock: Landlock
@@ -153,6 +153,9 @@ class Policy(Record):
     process: Process
     syscalls: dict[str, Any] | None
     syscall_policy: Any  # what contain.sandbox.supervise.policy made of it
+    # the supervisor's options from the CLI or the API (supervise, supervisor,
+    # supervise_report, record, enforce), as contain.sandbox.supervise takes them
+    supervision: dict[str, Any]
     report: Report
 
     # -- sources -------------------------------------------------------------------
@@ -527,7 +530,10 @@ class Validator:
 
 OPTION_KEYS = ("memory", "pids", "cpus", "binds", "net", "env", "cwd", "hostname",
                "userns", "caps", "seccomp", "rw", "ro", "deny", "tmpfs", "protected",
-               "landlock", "report", "allow", "publish", "tmp_size", "shm_size")
+               "landlock", "report", "allow", "publish", "tmp_size", "shm_size",
+               # the syscall supervisor's (contain.sandbox.supervise): kept as given
+               "supervise", "supervisor", "supervise_report", "record", "enforce")
+SUPERVISORS = ("notify", "ptrace")
 
 
 def apply_options(pol: Policy, options: dict[str, Any], origin: str = "",
@@ -592,6 +598,19 @@ def apply_options(pol: Policy, options: dict[str, Any], origin: str = "",
                 pol.report.target = v.count(value, key, minimum=0)
             else:
                 pol.report.target = v.string(value, key)
+        elif key == "supervisor":
+            pol.supervision[key] = v.choice(value, key, SUPERVISORS)
+        elif key in ("record", "enforce"):
+            pol.supervision[key] = v.string(value, key)
+        elif key == "supervise_report":
+            if isinstance(value, int) and not isinstance(value, bool):
+                pol.supervision[key] = v.count(value, key, minimum=0)
+            else:
+                pol.supervision[key] = v.string(value, key)
+        elif key == "supervise":
+            # a syscall policy: a dict, a file path, inline JSON, or the supervisor's
+            # own SyscallPolicy (with callbacks); decoded by the supervisor (runner.build)
+            pol.supervision[key] = value
     return pol
 
 

@@ -149,6 +149,30 @@ def _start_network(built: Built, reporter: Reporter) -> Any:
     return handle
 
 
+def _supervision(pol: Policy) -> dict[str, Any] | None:
+    """The supervisor's options when the policy asks for one (``[syscalls]``, or the
+    CLI's/API's supervise, record, enforce), its policy decoded now (a bad one is
+    refused before anything starts); None otherwise."""
+    sv = dict(pol.supervision)
+    if pol.syscalls is not None and sv.get("supervise") is None:
+        sv["supervise"] = pol.syscall_policy
+    if not any(sv.get(k) not in (None, "") for k in ("supervise", "record", "enforce")):
+        if sv:
+            raise ContainError(f"{', '.join(sorted(sv))}: needs a syscall policy "
+                               "(--supervise or [syscalls]), --record or --enforce")
+        return None
+    import importlib
+
+    try:
+        mod = importlib.import_module("contain.sandbox.supervise")
+    except ImportError:
+        raise ContainError("syscall supervision is not available in this build of "
+                           "contain (no contain.sandbox.supervise)") from None
+    if sv.get("supervise") is not None and hasattr(mod, "load_policy"):
+        sv["supervise"] = mod.load_policy(sv["supervise"])
+    return sv
+
+
 def _start_supervisor(built: Built, root: str) -> tuple[Any, int]:
     """(the syscall supervisor, the fd of its report) when the policy has [syscalls]:
     the spec gets its filter, and it is started (the sandbox is attached to it after
@@ -161,15 +185,22 @@ def _start_supervisor(built: Built, root: str) -> tuple[Any, int]:
 
     # (by name: a build may come without the supervisor; the policy refused [syscalls])
     supervisor_for = importlib.import_module("contain.sandbox.supervise").supervisor_for
-    fd = os.memfd_create("contain-supervise-report", os.MFD_CLOEXEC)
+    sv = built.supervise
+    # the supervisor's decisions come back into the sandbox's report, unless its own
+    # report was asked for (then they go there, as the supervisor writes them)
+    fd = -1 if sv.get("supervise_report") is not None else \
+        os.memfd_create("contain-supervise-report", os.MFD_CLOEXEC)
     try:
-        sup = supervisor_for(built.supervise, None, root=root, report=fd,
+        sup = supervisor_for(sv.get("supervise"), sv.get("supervisor"), root=root,
+                             report=fd if fd >= 0 else sv["supervise_report"],
+                             record=sv.get("record"), enforce=sv.get("enforce"),
                              hostname=built.raw.get("hostname") or "sandbox")
         built.raw = sup.prepare(built.raw)
         built.spec = Spec.decode(built.raw)
         sup.start()
     except BaseException:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         raise
     return sup, fd
 
@@ -187,12 +218,13 @@ def _finish_supervisor(sup: Any, fd: int, reporter: Reporter, failed: bool) -> N
         sup.finish()
     finally:
         data = b""
-        while True:
+        while fd >= 0:
             chunk = os.pread(fd, 1 << 20, len(data))
             if not chunk:
                 break
             data += chunk
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
     for line in data.splitlines():
         try:
             ev = loads(line)
@@ -249,7 +281,7 @@ def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Bu
         if enforced.abi:
             raw["process"]["landlock"] = ruleset.to_json()
             raw["process"]["noNewPrivileges"] = True
-    supervise = pol.syscall_policy if pol.syscalls is not None else None
+    supervise = _supervision(pol)
     return Built(Spec.decode(raw), enforced, userns, list(pol.files.binds), raw, network,
                  supervise)
 
