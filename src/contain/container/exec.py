@@ -392,10 +392,13 @@ def _final(ch: Channel, record: store.ContainerRecord, proc: Process, seccomp: A
     env = prepare_process(proc, seccomp, opts.preserve_fds, personality=personality,
                           warnings=warnings)
     path = lookup_executable(proc.args[0], env)
+    ruleset = -1
+    if opts.landlock is not None:  # the container's Landlock holds this process too
+        from contain.security.landlock import prepare, restrict_before_exec
+
+        ruleset = prepare(opts.landlock)[0]  # (before a notify filter: see init)
     send_ready(ch, seccomp, warnings)
     ch.close()
-    if opts.landlock is not None:  # the container's Landlock domain holds this one too
-        from contain.security.landlock import apply_before_exec
-
-        apply_before_exec(opts.landlock, no_new_privs=True)
+    if ruleset >= 0:
+        restrict_before_exec(ruleset, no_new_privs=True)
     do_exec(path, proc, env, seccomp)

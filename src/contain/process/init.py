@@ -291,6 +291,14 @@ def _stage_init(ch: Channel, cfg: InitConfig) -> None:
     env = prepare_process(proc, cfg.seccomp, cfg.preserve_fds, extra_env=cfg.env_extra,
                           personality=linux.personality, warnings=warnings)
     path = lookup_executable(proc.args[0], env)
+    # Landlock (process.landlock): the ruleset is made now, before a notify filter
+    # (send_ready) could hand its opens to a supervisor; it is enforced last, below
+    landlock = spec.landlock()
+    ruleset = -1
+    if landlock is not None:
+        from contain.security.landlock import prepare
+
+        ruleset = prepare(landlock)[0]
     send_ready(ch, cfg.seccomp, warnings)
     msg, _ = ch.expect("committed")
     ch.close()
@@ -300,12 +308,10 @@ def _stage_init(ch: Channel, cfg: InitConfig) -> None:
         from contain.process.hooks import run_hooks
 
         run_hooks("startContainer", spec.hooks.start_container, state or {})
-    # Landlock (process.landlock): as late as possible, but before the seccomp filter
-    landlock = spec.landlock()
-    if landlock is not None:
-        from contain.security.landlock import apply_before_exec
+    if ruleset >= 0:  # Landlock: as late as possible, but before the seccomp filter
+        from contain.security.landlock import restrict_before_exec
 
-        apply_before_exec(landlock)
+        restrict_before_exec(ruleset)
     exec_process(path, proc, env, cfg.seccomp)
 
 

@@ -65,18 +65,18 @@ def plan(cfg: Landlock, abi: int | None = None) -> Enforced:
     return out
 
 
-def apply(cfg: Landlock, log_denials: bool = False) -> Enforced:
-    """Confine the calling process (and what it will exec) by *cfg*. Best effort unless
-    *cfg* is strict: with no Landlock at all, nothing is enforced (and that is said in
-    the returned record)."""
+def prepare(cfg: Landlock) -> tuple[int, Enforced]:
+    """Build the ruleset of *cfg* (its paths opened now, in the caller's root): the
+    ruleset's fd (-1 when nothing is enforced: no Landlock, or nothing handled) and what
+    it enforces. Strict mode refuses a kernel that lacks a feature (LandlockError)."""
     done = plan(cfg)
     if done.abi == 0:
-        return done
+        return -1, done
     fs = ll.bits(ll.FS, done.fs)
     net = ll.bits(ll.NET, done.net)
     scoped = ll.bits(ll.SCOPE, done.scoped)
     if not (fs or net or scoped):
-        return done
+        return -1, done
     try:
         ruleset = ll.create_ruleset(fs, net, scoped)
     except OSError as exc:
@@ -112,29 +112,50 @@ def apply(cfg: Landlock, log_denials: bool = False) -> Enforced:
                 except OSError as exc:
                     raise LandlockError(f"landlock: rule for port {port}: "
                                         f"{exc.strerror}") from None
-        flags = 0
-        if log_denials and done.abi >= 7:
-            flags = ll.RESTRICT_SELF_LOG_NEW_EXEC_ON
-        try:
-            ll.restrict_self(ruleset, flags)
-        except OSError as exc:
-            raise LandlockError(f"landlock: restrict_self: {exc.strerror}") from None
+    except BaseException:
+        os.close(ruleset)
+        raise
+    return ruleset, done
+
+
+def restrict(ruleset: int, log_denials: bool = False, abi: int = 0) -> None:
+    """Confine the calling thread (and what it execs) by a ruleset of :func:`prepare`;
+    the fd is closed."""
+    flags = ll.RESTRICT_SELF_LOG_NEW_EXEC_ON if log_denials and abi >= 7 else 0
+    try:
+        ll.restrict_self(ruleset, flags)
+    except OSError as exc:
+        raise LandlockError(f"landlock: restrict_self: {exc.strerror}") from None
     finally:
         os.close(ruleset)
+
+
+def apply(cfg: Landlock, log_denials: bool = False) -> Enforced:
+    """Confine the calling process (and what it will exec) by *cfg*. Best effort unless
+    *cfg* is strict: with no Landlock at all, nothing is enforced (and that is said in
+    the returned record)."""
+    ruleset, done = prepare(cfg)
+    if ruleset >= 0:
+        restrict(ruleset, log_denials, done.abi)
     return done
 
 
-def apply_before_exec(cfg: Landlock, no_new_privs: bool = False) -> None:
-    """:func:`apply` in a container's init (or an exec'd process), after its channel to
-    the runtime is closed: a failure is written to the process's stderr and ends it
-    (never an exec without the Landlock domain asked for). With *no_new_privs*, set it
-    first (an exec'd process may not have it; Landlock needs it)."""
+def restrict_before_exec(ruleset: int, no_new_privs: bool = False) -> None:
+    """:func:`restrict` in a container's init (or an exec'd process), the last step
+    before execve, after its channel to the runtime is closed: a failure is written to
+    the process's stderr and ends it (never an exec without the Landlock domain asked
+    for). The ruleset was made by :func:`prepare` earlier, before a seccomp
+    user-notification filter could hand its opens to a supervisor (which opens paths
+    in its own root). With *no_new_privs*, set it first (Landlock needs it; an exec'd
+    process may not have it)."""
+    if ruleset < 0:
+        return
     try:
         if no_new_privs:
             from contain.linux.syscalls import prctl
 
             prctl(38, 1)  # PR_SET_NO_NEW_PRIVS
-        apply(cfg)
+        restrict(ruleset)
     except ContainError as exc:
         os.write(2, f"contain: {exc}\n".encode())
         os._exit(126)
