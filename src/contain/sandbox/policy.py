@@ -599,7 +599,9 @@ def apply_options(pol: Policy, options: dict[str, Any], origin: str = "",
             else:
                 pol.report.target = v.string(value, key)
         elif key == "supervisor":
-            pol.supervision[key] = v.choice(value, key, SUPERVISORS)
+            if v.string(value, key) not in SUPERVISORS:
+                raise v.error(key, f"invalid supervisor {value!r}: notify or ptrace")
+            pol.supervision[key] = value
         elif key in ("record", "enforce"):
             pol.supervision[key] = v.string(value, key)
         elif key == "supervise_report":
