@@ -215,3 +215,15 @@ def test_api_as_an_unprivileged_user(user: User, hostdir: Path) -> None:  # noqa
     assert out["rc"] == 0 and out["out"].startswith("0\n")
     assert "Read-only file system" in out["out"]
     assert (work / "f").exists()
+
+
+def test_a_failing_callback_ends_the_sandbox(state_root: Path) -> None:
+    """An exception out of on_output (as a KeyboardInterrupt would) kills the sandbox and
+    reaps it: the leak check sees no process, and the state root is empty."""
+    def boom(stream: str, data: bytes) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        contain.Sandbox(root=str(state_root)).run(
+            ["/bin/sh", "-c", "echo go; sleep 300"], on_output=boom, timeout=60)
+    assert left(state_root) == []
