@@ -407,3 +407,26 @@ def test_rootless_limits_are_not_silently_dropped(user: User, hostdir: Path) -> 
                         cwd=hostdir / "home", **env)
     assert proc.returncode == 0, proc.stderr
     assert "level=warning" in proc.stderr and "resources not applied" in proc.stderr
+
+
+def test_deny_secrets(state_root: Path, hostdir: Path) -> None:
+    """--deny-secrets hides the caller's credentials (here a home of the test's own),
+    also inside a writable home; a deny path that does not exist is accepted."""
+    home = hostdir / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("PRIVATE\n")
+    (home / ".aws").mkdir()
+    (home / ".aws" / "credentials").write_text("AKIA\n")
+    (home / ".netrc").write_text("machine x password p\n")
+    (home / "notes").write_text("visible\n")
+    env = {**os.environ, "HOME": str(home)}
+    script = (f"cat {home}/.ssh/id_ed25519 {home}/.aws/credentials {home}/.netrc "
+              f"{home}/notes 2>&1; ls -A {home}/.ssh | wc -l")
+    proc = run_contain(state_root, "sandbox", "--deny-secrets", "--rw", str(home),
+                       "--deny", "~/.no-such", "--", "/bin/sh", "-c", script, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "PRIVATE" not in proc.stdout and "AKIA" not in proc.stdout
+    assert "password" not in proc.stdout
+    assert "visible" in proc.stdout and proc.stdout.split()[-1] == "0"
+    proc = run_contain(state_root, "sandbox", "--", "/bin/sh", "-c", script, env=env)
+    assert "PRIVATE" in proc.stdout  # without it, they are readable

@@ -16,6 +16,8 @@ COMMANDS = {
         Flag("--rw", "list", help="make PATH writable (repeatable)"),
         Flag("--ro", "list", help="keep PATH read-only, also inside a writable tree"),
         Flag("--deny", "list", help="hide PATH: an empty file or directory instead"),
+        Flag("--deny-secrets", "bool", help="also hide ~/.ssh, ~/.aws, ~/.gnupg, cloud "
+             "and registry credentials, browser profiles (see docs/sandbox.md)"),
         Flag("--tmpfs", "list", help="a private tmpfs on PATH[:SIZE] (repeatable)"),
         Flag("--protect", "list", help="also keep PATH read-only inside writable trees "
              "(default: .git/hooks, .git/config, shell rc files)"),
@@ -75,6 +77,7 @@ def cmd_sandbox(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         "hostname": opts["hostname"], "caps": opts["cap"],
         "userns": True if opts["userns"] else None,
         "seccomp": False if opts["no_seccomp"] else None,
+        "deny_secrets": True if opts["deny_secrets"] else None,
         "supervise": opts["supervise"], "supervisor": opts["supervisor"],
         "supervise_report": opts["supervise_report"], "record": opts["record"],
         "enforce": opts["enforce"],

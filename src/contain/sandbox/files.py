@@ -43,6 +43,20 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def denied(pol: Policy) -> list[str]:
+    """The paths to hide: ``deny``, plus with ``deny_secrets`` the SECRETS of the
+    caller's home that exist (a secret inside a writable tree is hidden too)."""
+    out = list(pol.files.deny)
+    if pol.files.deny_secrets:
+        from contain.sandbox.policy import SECRETS
+
+        for entry in SECRETS:
+            path = os.path.realpath(os.path.expanduser(entry))
+            if os.path.lexists(path) and path not in out:
+                out.append(path)
+    return out
+
+
 def writable_trees(pol: Policy) -> list[tuple[str, str]]:
     """(host source, sandbox destination) of every writable tree of the policy."""
     out = [(p, p) for p in pol.files.rw]
@@ -88,7 +102,7 @@ def check(pol: Policy) -> None:
     for key, paths in (("rw", pol.files.rw), ("ro", pol.files.ro),
                        ("tmpfs", [p for p, _ in pol.files.tmpfs])):
         for path in paths:
-            for d in pol.files.deny:
+            for d in denied(pol):
                 if path != d and _under(path, d):
                     raise PolicyError(f"{key} {path}", f"inside the denied {d}, which "
                                       "the sandbox covers with an empty directory")
@@ -120,12 +134,13 @@ def file_mounts(pol: Policy, empty_file: str) -> list[dict[str, Any]]:
             opts.append(f"size={size}")
         add("tmpfs", p, {"destination": p, "type": "tmpfs", "source": "tmpfs",
                          "options": opts})
+    deny = denied(pol)
     for host, inside in protected_paths(pol):
-        if any(_under(host, d) for d in pol.files.deny):
+        if any(_under(host, d) for d in deny):
             continue
         add("protected", inside, {"destination": inside, "type": "bind", "source": host,
                                   "options": [*_BIND_OPTS, "rro"]})
-    for p in pol.files.deny:
+    for p in deny:
         if not os.path.lexists(p):
             continue  # nothing there to hide
         if os.path.isdir(p):

@@ -9,6 +9,7 @@ A policy file is TOML (``.toml``, read with the standard library's tomllib) or J
     deny = ["~/.ssh", "~/.aws"]         # replaced by an empty file or directory
     tmpfs = ["/var/cache:64M"]          # a private tmpfs, optionally sized
     protected = [".git/hooks", ".git/config", "~/.bashrc"]  # read-only even if rw
+    deny_secrets = true                 # also deny ~/.ssh, ~/.aws, ~/.gnupg, ... (SECRETS)
     binds = ["/srv/data:/data:ro"]      # SRC:DST[:ro], as --bind
 
     [network]
@@ -56,6 +57,15 @@ if TYPE_CHECKING:
 NET_MODES = ("none", "host", "allow", "private")
 LANDLOCK_MODES = ("best-effort", "strict", "off")
 SCOPES = ("abstract_unix_socket", "signal")
+# Hidden with `deny_secrets` (--deny-secrets): credentials and browser profiles under
+# the caller's home, those that exist.
+SECRETS = (
+    "~/.ssh", "~/.gnupg", "~/.aws", "~/.azure", "~/.config/gcloud", "~/.kube",
+    "~/.docker/config.json", "~/.netrc", "~/.git-credentials", "~/.pypirc", "~/.npmrc",
+    "~/.config/gh", "~/.password-store", "~/.local/share/keyrings", "~/.mozilla",
+    "~/.config/google-chrome", "~/.config/chromium", "~/.config/BraveSoftware",
+    "~/.vault-token", "~/.terraform.d/credentials.tfrc.json",
+)
 # Kept read-only inside writable trees unless the policy says otherwise: what runs
 # code later, outside the sandbox (git hooks and config, shell start-up files).
 DEFAULT_PROTECTED = (
@@ -81,15 +91,17 @@ class PolicyTypeError(PolicyError, TypeError):
 # -- the model -------------------------------------------------------------------------
 
 class Files(Record):
-    __slots__ = ("rw", "ro", "deny", "tmpfs", "protected", "binds")
+    __slots__ = ("rw", "ro", "deny", "tmpfs", "protected", "binds", "deny_secrets")
     DEFAULTS = {"rw": list, "ro": list, "deny": list, "tmpfs": list,
-                "protected": lambda: list(DEFAULT_PROTECTED), "binds": list}
+                "protected": lambda: list(DEFAULT_PROTECTED), "binds": list,
+                "deny_secrets": False}
     rw: list[str]
     ro: list[str]
     deny: list[str]
     tmpfs: list[tuple[str, int | None]]
     protected: list[str]
     binds: list[str]
+    deny_secrets: bool  # also deny SECRETS under the caller's home
 
 
 class Network(Record):
@@ -205,10 +217,14 @@ class Policy(Record):
         v = Validator(origin)
         if "files" in top:
             t = v.table(top["files"], "files", ("rw", "ro", "deny", "tmpfs", "protected",
-                                                "binds"))
-            for key in ("rw", "ro", "deny"):
+                                                "binds", "deny_secrets"))
+            if "deny_secrets" in t:
+                self.files.deny_secrets = v.boolean(t["deny_secrets"], "files.deny_secrets")
+            for key in ("rw", "ro"):
                 if key in t:
                     setattr(self.files, key, v.paths(t[key], f"files.{key}"))
+            if "deny" in t:
+                self.files.deny = v.paths(t["deny"], "files.deny", must_exist=False)
             if "tmpfs" in t:
                 self.files.tmpfs = [v.tmpfs(x, f"files.tmpfs[{i}]")
                                     for i, x in enumerate(v.strings(t["tmpfs"],
@@ -278,6 +294,7 @@ class Policy(Record):
         """The policy as a document (what ``from_dict`` reads back)."""
         out: dict[str, Any] = {
             "files": {"rw": self.files.rw, "ro": self.files.ro, "deny": self.files.deny,
+                      "deny_secrets": self.files.deny_secrets,
                       "tmpfs": [p if s is None else f"{p}:{s}" for p, s in self.files.tmpfs],
                       "protected": self.files.protected, "binds": self.files.binds},
             "network": {"mode": self.network.mode, "allow": self.network.allow,
@@ -474,17 +491,19 @@ class Validator:
             raise self.error(key, f"{text!r} is not an absolute path")
         return text
 
-    def paths(self, value: Any, key: str) -> list[str]:
-        return [self.path(p, f"{key}[{i}]") for i, p in enumerate(self.strings(value, key))]
+    def paths(self, value: Any, key: str, must_exist: bool = True) -> list[str]:
+        return [self.path(p, f"{key}[{i}]", must_exist)
+                for i, p in enumerate(self.strings(value, key))]
 
-    def path(self, value: Any, key: str) -> str:
+    def path(self, value: Any, key: str, must_exist: bool = True) -> str:
         """A host path (``~`` is the caller's home; relative to the current directory),
-        made absolute and free of symlinks; it must exist."""
+        made absolute and free of symlinks; it must exist (unless not *must_exist*: a
+        path to deny that does not exist has nothing to hide)."""
         text = self.string(value, key)
         if not text:
             raise self.error(key, "empty path")
         full = os.path.realpath(os.path.expanduser(text))
-        if not os.path.lexists(full):
+        if must_exist and not os.path.lexists(full):
             raise self.error(key, f"{text}: no such file or directory")
         return full
 
@@ -531,6 +550,7 @@ class Validator:
 OPTION_KEYS = ("memory", "pids", "cpus", "binds", "net", "env", "cwd", "hostname",
                "userns", "caps", "seccomp", "rw", "ro", "deny", "tmpfs", "protected",
                "landlock", "report", "allow", "publish", "tmp_size", "shm_size",
+               "deny_secrets",
                # the syscall supervisor's (contain.sandbox.supervise): kept as given
                "supervise", "supervisor", "supervise_report", "record", "enforce")
 SUPERVISORS = ("notify", "ptrace")
@@ -560,8 +580,12 @@ def apply_options(pol: Policy, options: dict[str, Any], origin: str = "",
             pol.limits.cpus = v.cpus(value, key)
         elif key == "binds":
             pol.files.binds += v.strings(value, key)
-        elif key in ("rw", "ro", "deny"):
+        elif key in ("rw", "ro"):
             getattr(pol.files, key).extend(v.paths(value, key))
+        elif key == "deny":
+            pol.files.deny.extend(v.paths(value, key, must_exist=False))
+        elif key == "deny_secrets":
+            pol.files.deny_secrets = v.boolean(value, key)
         elif key == "tmpfs":
             pol.files.tmpfs += [v.tmpfs(x, f"{key}[{i}]")
                                 for i, x in enumerate(v.strings(value, key))]

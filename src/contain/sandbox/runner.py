@@ -267,10 +267,10 @@ def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Bu
         # rootless: limits need a cgroup delegated to the user; naming one makes create
         # use it where it can, and say so (a warning) where it cannot: never silently
         raw["linux"]["cgroupsPath"] = f"/contain-sandbox-{os.getpid()}-{os.urandom(4).hex()}"
-    from contain.sandbox.files import check, file_mounts, landlock_ruleset
+    from contain.sandbox.files import check, denied, file_mounts, landlock_ruleset
 
     check(pol)
-    files_denied = any(os.path.lexists(p) and not os.path.isdir(p) for p in pol.files.deny)
+    files_denied = any(os.path.lexists(p) and not os.path.isdir(p) for p in denied(pol))
     raw["mounts"].extend(file_mounts(pol, empty_file(root) if files_denied else ""))
     enforced = None
     ruleset = landlock_ruleset(pol)
