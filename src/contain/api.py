@@ -29,9 +29,7 @@ DEFAULT_ROOT = "/run/contain"
 
 
 def _default_root() -> str:
-    from contain.cli.main import default_root
-
-    return default_root()
+    return store.default_root()
 
 
 class Container:
@@ -52,6 +50,7 @@ class Container:
                stdio: tuple[int, int, int] | None = None) -> Container:
         """Create container *id* from *bundle* (its config.json, or *spec* if given);
         the process waits for :meth:`start`. *stdio* gives the fds for its 0, 1, 2."""
+        from contain.cgroups import warm
         from contain.process.foreground import become_subreaper
 
         self = cls(id, root)
@@ -65,7 +64,8 @@ class Container:
 
             decoded = Spec.decode(spec)
         become_subreaper()
-        lifecycle.create(self.root, id, bundle, opts, spec=decoded)
+        with warm.warming():
+            lifecycle.create(self.root, id, bundle, opts, spec=decoded)
         return self
 
     def start(self) -> None:
@@ -129,10 +129,17 @@ class Container:
         return api.processes(self.root, self.id)
 
     def exec(self, args: list[str], **options: Any) -> int:
-        """Run *args* inside the container (as ``contain exec``); its exit code."""
+        """Run *args* inside the container (as ``contain exec``); its exit code.
+
+        The options are ``contain exec``'s (tty, env, cwd, user, detach, ...), and
+        *forward_signals*: while the process runs, replace this process's handlers of
+        the usual termination signals with ones that forward them to it (off by default;
+        only from the main thread)."""
+        from contain.cgroups import warm
         from contain.container.exec import ExecOptions, exec_process
 
-        return exec_process(self.root, self.id, ExecOptions(args=args, **options))
+        with warm.warming():
+            return exec_process(self.root, self.id, ExecOptions(args=args, **options))
 
     def __repr__(self) -> str:
         return f"Container({self.id!r}, root={self.root!r})"
@@ -201,7 +208,8 @@ class Sandbox:
     def run(self, args: list[str], *, input: bytes | str | None = None,
             timeout: float | None = None, capture_output: bool = False,
             stdin: Any = None, stdout: Any = None, stderr: Any = None,
-            on_output: Any = None, check: bool = False, **options: Any) -> Any:
+            on_output: Any = None, check: bool = False, forward_signals: bool = False,
+            **options: Any) -> Any:
         """Run *args* in a new sandbox under this policy and wait for it; a
         :class:`contain.sandbox.runner.Result`.
 
@@ -210,8 +218,11 @@ class Sandbox:
         comes ("stdout"/"stderr"); *stdin*/*stdout*/*stderr* may be files or fds to use
         instead. *timeout* (seconds) kills the whole sandbox and raises
         :class:`contain.sandbox.runner.SandboxTimeout` (a TimeoutError; its ``result``
-        has the output so far). *options* override the policy for this command only
-        (cwd="/src", env=["A=1"], ...)."""
+        has the output so far). *forward_signals* replaces this process's handlers of
+        the usual termination signals with ones that forward them to the sandbox while
+        it runs (off by default: a library should not take its caller's signals; only
+        from the main thread); without it, safe to call from any thread. *options*
+        override the policy for this command only (cwd="/src", env=["A=1"], ...)."""
         from contain.sandbox.policy import PolicyTypeError, Validator, resolve
         from contain.sandbox.report import Reporter
         from contain.sandbox.runner import SandboxTimeout, build, execute
@@ -219,7 +230,8 @@ class Sandbox:
         v = Validator()
         data = v.input(input, "input")
         seconds = v.seconds(timeout, "timeout")
-        for name, value in (("capture_output", capture_output), ("check", check)):
+        for name, value in (("capture_output", capture_output), ("check", check),
+                            ("forward_signals", forward_signals)):
             if not isinstance(value, bool):
                 raise PolicyTypeError(name, f"expected True or False, got "
                                       f"{type(value).__name__}")
@@ -231,7 +243,8 @@ class Sandbox:
         try:
             result = execute(built, list(args), self.root, reporter,
                              capture=capture_output, input=data, timeout=seconds,
-                             stdin=stdin, stdout=stdout, stderr=stderr, on_output=on_output)
+                             stdin=stdin, stdout=stdout, stderr=stderr, on_output=on_output,
+                             forward_signals=forward_signals)
         finally:
             reporter.close()
         if result.timed_out:
@@ -247,7 +260,7 @@ class Sandbox:
 
 def run(args: list[str], *, capture_output: bool = False, input: bytes | str | None = None,
         timeout: float | None = None, root: str | None = None, policy: Any = None,
-        **options: Any) -> Any:
+        forward_signals: bool = False, **options: Any) -> Any:
     """Run *args* in a host-root sandbox (as ``contain sandbox``) and wait for it:
     ``Sandbox(policy, root=root, **options).run(args, ...)``.
 
@@ -255,9 +268,11 @@ def run(args: list[str], *, capture_output: bool = False, input: bytes | str | N
     stdin. *timeout* kills the sandbox and raises TimeoutError. Options: memory, pids,
     cpus, binds, net, env, cwd, hostname, userns, caps, seccomp, rw, ro, deny, tmpfs,
     protected, landlock, report (see :class:`Sandbox`); all are checked before anything
-    starts."""
+    starts. *forward_signals*: see :meth:`Sandbox.run` (off by default; without it,
+    safe to call from any thread)."""
     return Sandbox(policy, root=root, **options).run(
-        args, capture_output=capture_output, input=input, timeout=timeout)
+        args, capture_output=capture_output, input=input, timeout=timeout,
+        forward_signals=forward_signals)
 
 
 def __getattr__(name: str) -> Any:

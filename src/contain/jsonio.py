@@ -48,9 +48,9 @@ def loads(data: str | bytes) -> Any:
     try:
         value, end = _scan(doc, i)
     except StopIteration as exc:
-        raise JSONDecodeError("expecting value", doc, exc.value) from None
+        raise JSONDecodeError("expecting value", doc, exc.value) from exc
     except ValueError as exc:
-        raise _decode_error(exc, doc, i) from None
+        raise _decode_error(exc, doc, i) from exc
     except SystemError:
         # _json reports most syntax errors through json.decoder.JSONDecodeError, which it
         # only finds when json.decoder is already imported; otherwise it fails with
@@ -61,9 +61,9 @@ def loads(data: str | bytes) -> Any:
         try:
             value, end = _scan(doc, i)
         except StopIteration as exc:
-            raise JSONDecodeError("expecting value", doc, exc.value) from None
+            raise JSONDecodeError("expecting value", doc, exc.value) from exc
         except ValueError as exc:
-            raise _decode_error(exc, doc, i) from None
+            raise _decode_error(exc, doc, i) from exc
     while end < n and doc[end] in _WS:
         end += 1
     if end != n:

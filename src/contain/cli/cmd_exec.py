@@ -36,6 +36,13 @@ COMMANDS = {
 
 
 def cmd_exec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    from contain.cgroups import warm
+
+    with warm.warming():  # the attach of the new process finds the cgroup lock warm
+        return _exec(ctx, opts, args)
+
+
+def _exec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
     from contain.container.exec import ExecOptions, exec_process
 
     if opts["cgroup"]:
@@ -44,8 +51,8 @@ def cmd_exec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         raise ContainError("--preserve-fds must not be negative")
     try:
         gids = [int(g) for g in opts["additional_gids"]]
-    except ValueError:
-        raise ContainError("--additional-gids takes numeric gids") from None
+    except ValueError as exc:
+        raise ContainError("--additional-gids takes numeric gids") from exc
     cid, command = args[0], args[1:]
     if command and command[0] == "--":
         command = command[1:]
@@ -55,5 +62,5 @@ def cmd_exec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
                      user=opts["user"], additional_gids=gids, caps=opts["cap"],
                      no_new_privs=opts["no_new_privs"], apparmor=opts["apparmor"],
                      process_label=opts["process_label"], preserve_fds=opts["preserve_fds"],
-                     ignore_paused=opts["ignore_paused"])
+                     ignore_paused=opts["ignore_paused"], forward_signals=True)
     return exec_process(ctx.root, cid, eo)

@@ -77,7 +77,7 @@ def cmd_spec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         with open(path, "w") as f:
             f.write(dumps(spec, indent=2) + "\n")
     except OSError as exc:
-        raise ContainError(f"{path}: {exc.strerror}") from None
+        raise ContainError(f"{path}: {exc.strerror}") from exc
     return 0
 
 
@@ -95,10 +95,10 @@ def _create_options(ctx: Context, opts: dict[str, Any]) -> Any:
 def cmd_create(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
     from contain.cgroups import warm
 
-    warm.start()  # first: the cgroup-attach lock warms while we parse and import
-    from contain.container.lifecycle import create
+    with warm.warming():  # first: the cgroup-attach lock warms while we parse and import
+        from contain.container.lifecycle import create
 
-    create(ctx.root, args[0], opts["bundle"] or os.getcwd(), _create_options(ctx, opts))
+        create(ctx.root, args[0], opts["bundle"] or os.getcwd(), _create_options(ctx, opts))
     return 0
 
 
@@ -174,19 +174,19 @@ def cmd_list(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
 def cmd_run(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
     from contain.cgroups import warm
 
-    warm.start()  # first: the cgroup-attach lock warms while we parse and import
-    from contain.container.lifecycle import load_bundle
-    from contain.process.foreground import run_container
+    with warm.warming():  # first: the cgroup-attach lock warms while we parse and import
+        from contain.container.lifecycle import load_bundle
+        from contain.container.run import run_container
 
-    cid = args[0]
-    bundle, spec = load_bundle(opts["bundle"] or os.getcwd())
-    return run_container(ctx.root, cid, bundle, spec, _create_options(ctx, opts),
-                         detach=opts["detach"], keep=opts["keep"])
+        cid = args[0]
+        bundle, spec = load_bundle(opts["bundle"] or os.getcwd())
+        return run_container(ctx.root, cid, bundle, spec, _create_options(ctx, opts),
+                             detach=opts["detach"], keep=opts["keep"], forward_signals=True)
 
 
 def cmd_features(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    from contain.container.features import features
     from contain.jsonio import dumps
-    from contain.spec.features import features
 
     sys.stdout.write(dumps(features(), indent=4) + "\n")
     return 0

@@ -56,9 +56,9 @@ def _release_fifo(fifo: str, record: ContainerRecord) -> None:
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         pidfd = os.pidfd_open(record.pid)
-    except OSError:
+    except OSError as exc:
         os.close(fd)
-        raise WrongState("cannot start a container that has stopped") from None
+        raise WrongState("cannot start a container that has stopped") from exc
     try:
         while True:
             ready, _, _ = select.select([fd, pidfd], [], [], 5.0)
@@ -122,8 +122,8 @@ def signal_init(record: ContainerRecord, sig: int) -> None:
 
     try:
         pidfd = os.pidfd_open(record.pid)
-    except ProcessLookupError:
-        raise WrongState("container not running") from None
+    except ProcessLookupError as exc:
+        raise WrongState("container not running") from exc
     try:
         if not record.init_alive():
             raise WrongState("container not running")

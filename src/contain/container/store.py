@@ -24,6 +24,17 @@ FIFO_NAME = "exec.fifo"
 MAX_ID_LEN = 1024
 
 
+def default_root() -> str:
+    """Where the state lives without --root: /run/contain for root,
+    $XDG_RUNTIME_DIR/contain for everybody else (as runc)."""
+    if os.geteuid() == 0:
+        return "/run/contain"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return os.path.join(xdg, "contain")
+    return f"/tmp/contain-{os.geteuid()}"
+
+
 def validate_id(cid: str) -> None:
     """Ids as runc accepts them: letters, digits and ``_+-.``, not starting with a dot."""
     if not cid:
@@ -147,8 +158,8 @@ def claim(root: str, cid: str) -> str:
     os.makedirs(root, mode=0o711, exist_ok=True)
     try:
         os.mkdir(path, 0o711)
-    except FileExistsError:
-        raise AlreadyExists(f"container with id exists: {cid}") from None
+    except FileExistsError as exc:
+        raise AlreadyExists(f"container with id exists: {cid}") from exc
     return path
 
 
@@ -159,12 +170,12 @@ def load(root: str, cid: str) -> ContainerRecord:
     try:
         with open(os.path.join(path, STATE_FILE), "rb") as f:
             data = loads(f.read())
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         if os.path.isdir(path):
             return ContainerRecord(root, cid, {})  # still being created (or a create died)
-        raise NotFound("container does not exist") from None
+        raise NotFound("container does not exist") from exc
     except ValueError as exc:
-        raise ContainError(f"container {cid}: state.json is corrupt: {exc}") from None
+        raise ContainError(f"container {cid}: state.json is corrupt: {exc}") from exc
     return ContainerRecord(root, cid, data)
 
 
@@ -208,8 +219,8 @@ class Lock:
 
         try:
             self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise NotFound("container does not exist") from None
+        except FileNotFoundError as exc:
+            raise NotFound("container does not exist") from exc
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 

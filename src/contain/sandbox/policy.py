@@ -52,7 +52,10 @@ from contain.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
+
+    Option = Callable[["Policy", "Validator", Any, str], None]
 
 NET_MODES = ("none", "host", "allow", "private")
 LANDLOCK_MODES = ("best-effort", "strict", "off")
@@ -179,7 +182,7 @@ class Policy(Record):
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as exc:
-            raise PolicyError(path, exc.strerror or str(exc)) from None
+            raise PolicyError(path, exc.strerror or str(exc)) from exc
         name = os.path.basename(path)
         if path.endswith(".json") or data.lstrip()[:1] == b"{":
             from contain.jsonio import loads
@@ -187,14 +190,14 @@ class Policy(Record):
             try:
                 doc = loads(data)
             except ValueError as exc:
-                raise PolicyError(name, f"not valid JSON: {exc}") from None
+                raise PolicyError(name, f"not valid JSON: {exc}") from exc
         else:
             import tomllib
 
             try:
                 doc = tomllib.loads(data.decode("utf-8", "replace"))
             except tomllib.TOMLDecodeError as exc:
-                raise PolicyError(name, f"not valid TOML: {exc}") from None
+                raise PolicyError(name, f"not valid TOML: {exc}") from exc
         return cls.from_dict(doc, f"{name}: ")
 
     @classmethod
@@ -208,87 +211,22 @@ class Policy(Record):
     def update(self, doc: Any, origin: str = "policy: ") -> None:
         """Merge a policy document into this one (lists replace, as a file says them)."""
         top = _table(doc, origin.rstrip(": ") or "policy", origin="")
-        sections = ("files", "network", "landlock", "limits", "process", "syscalls",
-                    "report")
+        sections = (*_FILE_FIELDS, "syscalls")
         for key in top:
             if key not in sections:
                 raise PolicyError(f"{origin}{key}", "unknown section (one of "
                                   f"{', '.join(sections)})")
         v = Validator(origin)
-        if "files" in top:
-            t = v.table(top["files"], "files", ("rw", "ro", "deny", "tmpfs", "protected",
-                                                "binds", "deny_secrets"))
-            if "deny_secrets" in t:
-                self.files.deny_secrets = v.boolean(t["deny_secrets"], "files.deny_secrets")
-            for key in ("rw", "ro"):
-                if key in t:
-                    setattr(self.files, key, v.paths(t[key], f"files.{key}"))
-            if "deny" in t:
-                self.files.deny = v.paths(t["deny"], "files.deny", must_exist=False)
-            if "tmpfs" in t:
-                self.files.tmpfs = [v.tmpfs(x, f"files.tmpfs[{i}]")
-                                    for i, x in enumerate(v.strings(t["tmpfs"],
-                                                                    "files.tmpfs"))]
-            if "protected" in t:
-                self.files.protected = v.strings(t["protected"], "files.protected")
-            if "binds" in t:
-                self.files.binds = v.strings(t["binds"], "files.binds")
-        if "network" in top:
-            t = v.table(top["network"], "network", ("mode", "allow", "publish"))
-            if "mode" in t:
-                self.network.mode = v.choice(t["mode"], "network.mode", NET_MODES)
-            if "allow" in t:
-                self.network.allow = v.strings(t["allow"], "network.allow")
-            if "publish" in t:
-                self.network.publish = v.strings(t["publish"], "network.publish")
-        if "landlock" in top:
-            t = v.table(top["landlock"], "landlock", ("mode", "bind_tcp", "connect_tcp",
-                                                      "scope"))
-            if "mode" in t:
-                self.landlock.mode = v.choice(t["mode"], "landlock.mode", LANDLOCK_MODES)
-            for key in ("bind_tcp", "connect_tcp"):
-                if key in t:
-                    setattr(self.landlock, key, v.ports(t[key], f"landlock.{key}"))
-            if "scope" in t:
-                self.landlock.scope = [v.choice(s, f"landlock.scope[{i}]", SCOPES)
-                                       for i, s in enumerate(v.strings(t["scope"],
-                                                                       "landlock.scope"))]
-        if "limits" in top:
-            t = v.table(top["limits"], "limits", ("memory", "pids", "cpus", "tmp", "shm",
-                                                  "run"))
-            for key in ("memory", "tmp", "shm", "run"):
-                if key in t:
-                    setattr(self.limits, key, v.size(t[key], f"limits.{key}"))
-            if "pids" in t:
-                self.limits.pids = v.count(t["pids"], "limits.pids")
-            if "cpus" in t:
-                self.limits.cpus = v.cpus(t["cpus"], "limits.cpus")
-        if "process" in top:
-            t = v.table(top["process"], "process", ("env", "cwd", "hostname", "caps",
-                                                    "seccomp", "userns"))
-            if "env" in t:
-                self.process.env = v.env(t["env"], "process.env")
-            if "cwd" in t:
-                self.process.cwd = v.abspath(t["cwd"], "process.cwd")
-            if "hostname" in t:
-                self.process.hostname = v.string(t["hostname"], "process.hostname")
-            if "caps" in t:
-                self.process.caps = v.strings(t["caps"], "process.caps")
-            if "seccomp" in t:
-                self.process.seccomp = v.boolean(t["seccomp"], "process.seccomp")
-            if "userns" in t:
-                self.process.userns = v.userns(t["userns"], "process.userns")
+        for section, fields in _FILE_FIELDS.items():
+            if section not in top:
+                continue
+            for key, value in v.table(top[section], section, tuple(fields)).items():
+                attr, parse = fields[key]
+                part, name = attr.split(".")
+                setattr(getattr(self, part), name, parse(v, value, f"{section}.{key}"))
         if "syscalls" in top:
             self.syscalls = v.table(top["syscalls"], "syscalls", None)
             self.syscall_policy = _syscall_policy(self.syscalls, f"{origin}syscalls")
-        if "report" in top:
-            t = v.table(top["report"], "report", ("file", "fd", "summary"))
-            if "file" in t:
-                self.report.target = v.string(t["file"], "report.file")
-            if "fd" in t:
-                self.report.target = v.count(t["fd"], "report.fd", minimum=0)
-            if "summary" in t:
-                self.report.summary = v.boolean(t["summary"], "report.summary")
 
     def to_dict(self) -> dict[str, Any]:
         """The policy as a document (what ``from_dict`` reads back)."""
@@ -336,10 +274,10 @@ def _syscall_policy(table: dict[str, Any], path: str) -> Any:
 
     try:
         mod = importlib.import_module("contain.sandbox.supervise.policy")
-    except ImportError:
+    except ImportError as exc:
         raise PolicyError(path, "syscall supervision is not available in this build of "
                           "contain (no contain.sandbox.supervise): remove the [syscalls] "
-                          "section") from None
+                          "section") from exc
     decoder = getattr(getattr(mod, "SyscallPolicy", None), "decode", None)
     if decoder is None:
         return table
@@ -349,7 +287,7 @@ def _syscall_policy(table: dict[str, Any], path: str) -> Any:
         return decoder(table, "syscalls")
     except SpecError as exc:
         origin = path[: -len("syscalls")] if path.endswith("syscalls") else ""
-        raise PolicyError(f"{origin}{exc.path}", exc.message) from None
+        raise PolicyError(f"{origin}{exc.path}", exc.message) from exc
 
 
 def _table(value: Any, path: str, origin: str) -> dict[str, Any]:
@@ -442,8 +380,8 @@ class Validator:
                 t = t[:-1]
             try:
                 number = float(t)
-            except ValueError:
-                raise self.error(key, f"invalid size {value!r} (e.g. 512M, 2G)") from None
+            except ValueError as exc:
+                raise self.error(key, f"invalid size {value!r} (e.g. 512M, 2G)") from exc
         else:
             raise self.type_error(key, "a size (bytes, or 512M, 2G)", value)
         if not math.isfinite(number):
@@ -462,9 +400,9 @@ class Validator:
             if isinstance(value, str) and self.flag:
                 try:
                     value = float(value)
-                except ValueError:
+                except ValueError as exc:
                     raise self.error(key, f"invalid value {value!r}: a number of cores "
-                                     "(e.g. 0.5)") from None
+                                     "(e.g. 0.5)") from exc
             else:
                 raise self.type_error(key, "a number of cores (e.g. 0.5)", value)
         if not math.isfinite(value):
@@ -545,14 +483,65 @@ class Validator:
         raise self.type_error(key, "bytes or str", value)
 
 
+# -- the policy file's fields ---------------------------------------------------------
+
+def _tmpfs_list(v: Validator, value: Any, key: str) -> list[tuple[str, int | None]]:
+    return [v.tmpfs(x, f"{key}[{i}]") for i, x in enumerate(v.strings(value, key))]
+
+
+def _scopes(v: Validator, value: Any, key: str) -> list[str]:
+    return [v.choice(x, f"{key}[{i}]", SCOPES) for i, x in enumerate(v.strings(value, key))]
+
+
+def _deny_paths(v: Validator, value: Any, key: str) -> list[str]:
+    return v.paths(value, key, must_exist=False)
+
+
+def _fd(v: Validator, value: Any, key: str) -> int:
+    return v.count(value, key, minimum=0)
+
+
+# section -> field -> (the Policy attribute it sets, its parser)
+_FILE_FIELDS: dict[str, dict[str, tuple[str, Callable[[Validator, Any, str], Any]]]] = {
+    "files": {
+        "rw": ("files.rw", Validator.paths), "ro": ("files.ro", Validator.paths),
+        "deny": ("files.deny", _deny_paths), "tmpfs": ("files.tmpfs", _tmpfs_list),
+        "protected": ("files.protected", Validator.strings),
+        "binds": ("files.binds", Validator.strings),
+        "deny_secrets": ("files.deny_secrets", Validator.boolean),
+    },
+    "network": {
+        "mode": ("network.mode", lambda v, x, k: v.choice(x, k, NET_MODES)),
+        "allow": ("network.allow", Validator.strings),
+        "publish": ("network.publish", Validator.strings),
+    },
+    "landlock": {
+        "mode": ("landlock.mode", lambda v, x, k: v.choice(x, k, LANDLOCK_MODES)),
+        "bind_tcp": ("landlock.bind_tcp", Validator.ports),
+        "connect_tcp": ("landlock.connect_tcp", Validator.ports),
+        "scope": ("landlock.scope", _scopes),
+    },
+    "limits": {
+        "memory": ("limits.memory", Validator.size), "tmp": ("limits.tmp", Validator.size),
+        "shm": ("limits.shm", Validator.size), "run": ("limits.run", Validator.size),
+        "pids": ("limits.pids", Validator.count), "cpus": ("limits.cpus", Validator.cpus),
+    },
+    "process": {
+        "env": ("process.env", Validator.env), "cwd": ("process.cwd", Validator.abspath),
+        "hostname": ("process.hostname", Validator.string),
+        "caps": ("process.caps", Validator.strings),
+        "seccomp": ("process.seccomp", Validator.boolean),
+        "userns": ("process.userns", Validator.userns),
+    },
+    "report": {
+        "file": ("report.target", Validator.string), "fd": ("report.target", _fd),
+        "summary": ("report.summary", Validator.boolean),
+    },
+}
+
+
 # -- keyword options (the Python API and the CLI flags) --------------------------------------
 
-OPTION_KEYS = ("memory", "pids", "cpus", "binds", "net", "env", "cwd", "hostname",
-               "userns", "caps", "seccomp", "rw", "ro", "deny", "tmpfs", "protected",
-               "landlock", "report", "allow", "publish", "tmp_size", "shm_size",
-               "deny_secrets",
-               # the syscall supervisor's (contain.sandbox.supervise): kept as given
-               "supervise", "supervisor", "supervise_report", "record", "enforce")
 SUPERVISORS = ("notify", "ptrace")
 
 
@@ -564,80 +553,100 @@ def apply_options(pol: Policy, options: dict[str, Any], origin: str = "",
     for key, value in options.items():
         if key not in OPTION_KEYS:
             raise PolicyTypeError(v.name(key), "unknown option")
-        if value is None:
-            continue
-        if key in ("memory", "tmp_size", "shm_size"):
-            attr = {"memory": "memory", "tmp_size": "tmp", "shm_size": "shm"}[key]
-            setattr(pol.limits, attr, v.size(value, key))
-        elif key == "pids":
-            if flag and isinstance(value, str):
-                try:
-                    value = int(value)
-                except ValueError:
-                    raise v.error(key, f"{value!r} is not an integer") from None
-            pol.limits.pids = v.count(value, key)
-        elif key == "cpus":
-            pol.limits.cpus = v.cpus(value, key)
-        elif key == "binds":
-            pol.files.binds += v.strings(value, key)
-        elif key in ("rw", "ro"):
-            getattr(pol.files, key).extend(v.paths(value, key))
-        elif key == "deny":
-            pol.files.deny.extend(v.paths(value, key, must_exist=False))
-        elif key == "deny_secrets":
-            pol.files.deny_secrets = v.boolean(value, key)
-        elif key == "tmpfs":
-            pol.files.tmpfs += [v.tmpfs(x, f"{key}[{i}]")
-                                for i, x in enumerate(v.strings(value, key))]
-        elif key == "protected":
-            pol.files.protected += v.strings(value, key)
-        elif key == "net":
-            text = v.string(value, key)
-            mode, _, rest = text.partition("=")
-            pol.network.mode = v.choice(mode, key, NET_MODES)
-            if rest:
-                pol.network.allow += [d for d in rest.split(",") if d]
-            if mode == "allow" and not pol.network.allow:
-                raise v.error(key, "allow=DOMAIN[:PORT],... names at least one domain")
-        elif key == "allow":
-            pol.network.allow += v.strings(value, key)
-        elif key == "publish":
-            pol.network.publish += v.strings(value, key)
-        elif key == "env":
-            pol.process.env += v.env(value, key)
-        elif key == "cwd":
-            pol.process.cwd = v.abspath(value, key)
-        elif key == "hostname":
-            pol.process.hostname = v.string(value, key)
-        elif key == "userns":
-            pol.process.userns = v.userns(value, key)
-        elif key == "caps":
-            pol.process.caps += v.strings(value, key)
-        elif key == "seccomp":
-            pol.process.seccomp = v.boolean(value, key)
-        elif key == "landlock":
-            pol.landlock.mode = v.choice(value, key, LANDLOCK_MODES)
-        elif key == "report":
-            if isinstance(value, int) and not isinstance(value, bool):
-                pol.report.target = v.count(value, key, minimum=0)
-            else:
-                pol.report.target = v.string(value, key)
-        elif key == "supervisor":
-            if v.string(value, key) not in SUPERVISORS:
-                raise v.error(key, f"invalid supervisor {value!r}: notify or ptrace")
-            pol.supervision[key] = value
-        elif key in ("record", "enforce"):
-            pol.supervision[key] = v.string(value, key)
-        elif key == "supervise_report":
-            if isinstance(value, int) and not isinstance(value, bool):
-                pol.supervision[key] = v.count(value, key, minimum=0)
-            else:
-                pol.supervision[key] = v.string(value, key)
-        elif key == "supervise":
-            # a syscall policy: a dict, a file path, inline JSON, or the supervisor's
-            # own SyscallPolicy (with callbacks); decoded by the supervisor (runner.build)
-            pol.supervision[key] = value
+        if value is not None:
+            _OPTIONS[key](pol, v, value, key)
     return pol
+
+
+def _set(attr: str, parse: Callable[[Validator, Any, str], Any]) -> Option:
+    part, name = attr.split(".")
+
+    def option(pol: Policy, v: Validator, value: Any, key: str) -> None:
+        setattr(getattr(pol, part), name, parse(v, value, key))
+
+    return option
+
+
+def _extend(attr: str, parse: Callable[[Validator, Any, str], Any]) -> Option:
+    part, name = attr.split(".")
+
+    def option(pol: Policy, v: Validator, value: Any, key: str) -> None:
+        getattr(getattr(pol, part), name).extend(parse(v, value, key))
+
+    return option
+
+
+def _supervision(parse: Callable[[Validator, Any, str], Any]) -> Option:
+    def option(pol: Policy, v: Validator, value: Any, key: str) -> None:
+        pol.supervision[key] = parse(v, value, key)
+
+    return option
+
+
+def _pids(v: Validator, value: Any, key: str) -> int:
+    if v.flag and isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError as exc:
+            raise v.error(key, f"{value!r} is not an integer") from exc
+    return v.count(value, key)
+
+
+def _net(pol: Policy, v: Validator, value: Any, key: str) -> None:
+    mode, _, rest = v.string(value, key).partition("=")
+    pol.network.mode = v.choice(mode, key, NET_MODES)
+    if rest:
+        pol.network.allow += [d for d in rest.split(",") if d]
+    if mode == "allow" and not pol.network.allow:
+        raise v.error(key, "allow=DOMAIN[:PORT],... names at least one domain")
+
+
+def _target(v: Validator, value: Any, key: str) -> str | int:
+    """A report target: an fd number or a file path."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return v.count(value, key, minimum=0)
+    return v.string(value, key)
+
+
+def _supervisor(v: Validator, value: Any, key: str) -> str:
+    if v.string(value, key) not in SUPERVISORS:
+        raise v.error(key, f"invalid supervisor {value!r}: notify or ptrace")
+    return str(value)
+
+
+_OPTIONS: dict[str, Option] = {
+    "memory": _set("limits.memory", Validator.size),
+    "tmp_size": _set("limits.tmp", Validator.size),
+    "shm_size": _set("limits.shm", Validator.size),
+    "pids": _set("limits.pids", _pids),
+    "cpus": _set("limits.cpus", Validator.cpus),
+    "binds": _extend("files.binds", Validator.strings),
+    "rw": _extend("files.rw", Validator.paths),
+    "ro": _extend("files.ro", Validator.paths),
+    "deny": _extend("files.deny", _deny_paths),
+    "deny_secrets": _set("files.deny_secrets", Validator.boolean),
+    "tmpfs": _extend("files.tmpfs", _tmpfs_list),
+    "protected": _extend("files.protected", Validator.strings),
+    "net": _net,
+    "allow": _extend("network.allow", Validator.strings),
+    "publish": _extend("network.publish", Validator.strings),
+    "env": _extend("process.env", Validator.env),
+    "cwd": _set("process.cwd", Validator.abspath),
+    "hostname": _set("process.hostname", Validator.string),
+    "userns": _set("process.userns", Validator.userns),
+    "caps": _extend("process.caps", Validator.strings),
+    "seccomp": _set("process.seccomp", Validator.boolean),
+    "landlock": _set("landlock.mode", lambda v, x, k: v.choice(x, k, LANDLOCK_MODES)),
+    "report": _set("report.target", _target),
+    "supervisor": _supervision(_supervisor),
+    "record": _supervision(Validator.string),
+    "enforce": _supervision(Validator.string),
+    "supervise_report": _supervision(_target),
+    # a syscall policy: a dict, a file path, inline JSON, or the supervisor's own
+    # SyscallPolicy (with callbacks), decoded by the supervisor (runner.build)
+    "supervise": _supervision(lambda v, x, k: x),
+}
+OPTION_KEYS = tuple(_OPTIONS)
 
 
 def resolve(policy: Policy | dict[str, Any] | str | None, options: dict[str, Any],

@@ -41,17 +41,17 @@ def open_target(target: str | int | None) -> tuple[int, bool]:
         fd = int(num)
         try:
             os.fstat(fd)
-        except OSError:
+        except OSError as exc:
             from contain.errors import ContainError
 
-            raise ContainError(f"--report {text}: fd {fd} is not open") from None
+            raise ContainError(f"--report {text}: fd {fd} is not open") from exc
         return fd, False
     try:
         fd = os.open(text, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         from contain.errors import ContainError
 
-        raise ContainError(f"--report {text}: {exc.strerror}") from None
+        raise ContainError(f"--report {text}: {exc.strerror}") from exc
     return fd, True
 
 

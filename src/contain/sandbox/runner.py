@@ -165,9 +165,9 @@ def _supervision(pol: Policy) -> dict[str, Any] | None:
 
     try:
         mod = importlib.import_module("contain.sandbox.supervise")
-    except ImportError:
+    except ImportError as exc:
         raise ContainError("syscall supervision is not available in this build of "
-                           "contain (no contain.sandbox.supervise)") from None
+                           "contain (no contain.sandbox.supervise)") from exc
     if sv.get("supervise") is not None and hasattr(mod, "load_policy"):
         sv["supervise"] = mod.load_policy(sv["supervise"])
     return sv
@@ -315,7 +315,7 @@ def _explain_userns(built: Built, exc: ContainError) -> None:
 
         why = explain(exc)
         if why:
-            raise ContainError(why) from None
+            raise ContainError(why) from exc
 
 
 def _cgroup_stats(record: Any) -> dict[str, Any] | None:
@@ -368,168 +368,203 @@ def _fileno(value: Any, name: str) -> int | None:
     return fd
 
 
+class _Stdio:
+    """The sandbox's fds 0, 1, 2 and our ends of them: a pipe for input, pipes for
+    output that is captured or streamed, else the caller's fds (or files)."""
+
+    def __init__(self, capture: bool, streaming: bool, input: bytes | None,
+                 stdin: Any, stdout: Any, stderr: Any) -> None:
+        self.ours: list[int] = []
+        self.theirs: list[int] = []
+        self.stdin_w = self.out_r = self.err_r = -1
+        in_fd = _fileno(stdin, "stdin")
+        out_fd = _fileno(stdout, "stdout")
+        err_fd = _fileno(stderr, "stderr")
+        stdin_r = in_fd if in_fd is not None else 0
+        if input is not None:
+            stdin_r, self.stdin_w = self._pipe(reader_is_ours=False)
+        out_w = out_fd if out_fd is not None else 1
+        if (capture or streaming) and out_fd is None:
+            self.out_r, out_w = self._pipe(reader_is_ours=True)
+        err_w = err_fd if err_fd is not None else 2
+        if (capture or streaming) and err_fd is None:
+            self.err_r, err_w = self._pipe(reader_is_ours=True)
+        self.fds = (stdin_r, out_w, err_w)
+
+    def _pipe(self, reader_is_ours: bool) -> tuple[int, int]:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        self.ours.append(r if reader_is_ours else w)
+        self.theirs.append(w if reader_is_ours else r)
+        return r, w
+
+    def close_theirs(self) -> None:
+        for fd in self.theirs:
+            os.close(fd)
+        self.theirs = []
+
+    def close(self) -> None:
+        self.close_theirs()
+        for fd in self.ours:
+            os.close(fd)
+        self.ours = []
+
+
+class _Run:
+    """One command in a sandbox: what :func:`execute` starts, serves and undoes."""
+
+    def __init__(self, built: Built, root: str, reporter: Reporter, io: _Stdio) -> None:
+        from contain.container.lifecycle import CreateOptions
+        from contain.sandbox.run import _bundle_dir, _new_id
+
+        self.built = built
+        self.root = root
+        self.reporter = reporter
+        self.io = io
+        self.cid = _new_id()
+        self.bundle = _bundle_dir(root, self.cid, built.binds)
+        self.opts = CreateOptions()
+        self.opts.stdio = io.fds
+        self.network: Any = None
+        self.sup: Any = None
+        self.sup_fd = -1
+        self.forward: Any = None
+        self.warming: Any = None
+        self.record: Any = None
+
+    def start(self, forward_signals: bool) -> None:
+        """Network, supervisor, cgroup warm-up, signal forwarding, create, start."""
+        from contain.container.control import run_poststart, start
+        from contain.container.lifecycle import create
+        from contain.process.foreground import ForwardSignals, become_subreaper
+
+        become_subreaper()
+        self.network = _start_network(self.built, self.reporter)
+        self.sup, self.sup_fd = _start_supervisor(self.built, self.root)
+        spec = self.built.spec
+        self.opts.no_cgroup = spec.linux is None or spec.linux.resources is None
+        self.opts.start_now = self.sup is None  # a supervisor attaches in between
+        if not self.opts.no_cgroup:  # a cgroup to join: the attach finds its lock warm
+            from contain.cgroups import warm
+
+            self.warming = warm.warming()
+            self.warming.__enter__()
+        if forward_signals:  # (the caller's choice; the main thread only)
+            self.forward = ForwardSignals()
+            self.forward.__enter__()
+        try:
+            self.record = create(self.root, self.cid, self.bundle, self.opts, spec=spec)
+        except ContainError as exc:
+            _explain_userns(self.built, exc)
+            raise
+        finally:
+            self.io.close_theirs()
+        if self.forward is not None:
+            self.forward.attach(self.record.pid)
+        if self.sup is not None:
+            self.sup.attach(self.record.pid)
+            start(self.root, self.cid)
+        else:
+            run_poststart(self.record)
+
+    def serve(self, pump: Any, input: bytes | None, deadline: float | None) -> bool:
+        """Feed, stream and collect until the sandbox has exited; False when the
+        deadline came first (then the sandbox was killed)."""
+        import signal
+
+        pid = self.record.pid
+        pidfd = os.pidfd_open(pid)
+        try:
+            if self.io.stdin_w >= 0:
+                self.io.ours.remove(self.io.stdin_w)
+                pump.feed(self.io.stdin_w, input or b"")  # the pump closes it
+            # once it has exited, its output is drained while it keeps coming within 1 s
+            # (a stray process may still hold a pipe)
+            if pump.run(exit_fd=pidfd, deadline=deadline, linger=1.0):
+                return True
+            # PID 1 of the sandbox's PID namespace: the kernel kills all the rest
+            os.kill(pid, signal.SIGKILL)
+            pump.run(exit_fd=pidfd, deadline=time.monotonic() + 5, linger=0.2)
+            return False
+        except BaseException:  # (KeyboardInterrupt, a failing callback): end it all
+            os.kill(pid, signal.SIGKILL)
+            raise
+        finally:
+            os.close(pidfd)
+
+    def close(self, failed: bool) -> None:
+        """Undo everything, whatever happened; the supervisor's and the proxy's last
+        decisions reach the reporter here."""
+        from contain.container.control import delete
+        from contain.sandbox.run import _remove_bundle
+
+        self.io.close()
+        try:
+            if self.record is not None:
+                delete(self.root, self.cid, force=True)
+        finally:
+            _remove_bundle(self.bundle)
+            for ctx in (self.forward, self.warming):
+                if ctx is not None:
+                    ctx.__exit__(None, None, None)
+            if self.sup is not None:
+                _finish_supervisor(self.sup, self.sup_fd, self.reporter, failed)
+            if self.network is not None:
+                self.network.close()
+
+
 def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
             capture: bool = False, input: bytes | None = None,
             timeout: float | None = None, stdin: Any = None, stdout: Any = None,
             stderr: Any = None,
-            on_output: Callable[[str, bytes], None] | None = None) -> Result:
+            on_output: Callable[[str, bytes], None] | None = None,
+            forward_signals: bool = False) -> Result:
     """Run the built sandbox to its end; see the module's docstring."""
-    import select
+    from contain.process.pump import Pump
 
-    from contain.container.control import delete, run_poststart
-    from contain.container.lifecycle import CreateOptions, create
-    from contain.process.foreground import become_subreaper
-    from contain.sandbox.run import _bundle_dir, _new_id, _remove_bundle
-
-    spec = built.spec
-    cid = _new_id()
-    bundle = _bundle_dir(root, cid, built.binds)
-    opts = CreateOptions()
-    opts.no_cgroup = spec.linux is None or spec.linux.resources is None
-    opts.start_now = True
-    ours: list[int] = []
-    theirs: list[int] = []
-    in_fd = _fileno(stdin, "stdin")
-    out_fd = _fileno(stdout, "stdout")
-    err_fd = _fileno(stderr, "stderr")
-    pipe_out = capture or on_output is not None
-    if input is not None:
-        stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
-        ours.append(stdin_w)
-        theirs.append(stdin_r)
-    else:
-        stdin_r, stdin_w = (in_fd if in_fd is not None else 0), -1
-    out_r = err_r = -1
-    if pipe_out and out_fd is None:
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        ours.append(out_r)
-        theirs.append(out_w)
-    else:
-        out_w = out_fd if out_fd is not None else 1
-    if pipe_out and err_fd is None:
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        ours.append(err_r)
-        theirs.append(err_w)
-    else:
-        err_w = err_fd if err_fd is not None else 2
-    opts.stdio = (stdin_r, out_w, err_w)
+    io = _Stdio(capture, on_output is not None, input, stdin, stdout, stderr)
+    try:
+        run = _Run(built, root, reporter, io)
+    except BaseException:
+        io.close()
+        raise
     started = time.monotonic()
     if built.landlock is not None:
         reporter.event("landlock", "enforced" if built.landlock.abi else "unavailable",
                        **built.landlock.to_json())
-    network = None
-    sup, sup_fd = None, -1
-    try:
-        become_subreaper()
-        network = _start_network(built, reporter)
-        sup, sup_fd = _start_supervisor(built, root)
-        spec = built.spec
-        opts.start_now = sup is None  # a supervisor attaches between create and start
-        try:
-            record = create(root, cid, bundle, opts, spec=spec)
-        except ContainError as exc:
-            _explain_userns(built, exc)
-            raise
-    except BaseException:
-        for fd in ours + theirs:
-            os.close(fd)
-        _remove_bundle(bundle)
-        if sup is not None:
-            _finish_supervisor(sup, sup_fd, reporter, failed=True)
-        if network is not None:
-            network.close()
-        raise
-    for fd in theirs:
-        os.close(fd)
-    names = {out_r: "stdout", err_r: "stderr"}
-    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
-    pending = memoryview(input or b"")
-    deadline = None if timeout is None else started + timeout
-    timed_out = False
-    code = 255
-    usage: dict[str, float] = {}
-    cgroup: dict[str, Any] | None = None
+    pump = Pump()
+    outputs: dict[str, bytearray] = {}
+    for fd, name in ((io.out_r, "stdout"), (io.err_r, "stderr")):
+        if fd >= 0:
+            pump.each(fd, _sink(outputs.setdefault(name, bytearray()), name, capture,
+                                on_output))
     failed = True
     try:
-        if sup is not None:
-            from contain.container.control import start
-
-            sup.attach(record.pid)
-            start(root, cid)
-        else:
-            run_poststart(record)
-        pidfd = os.pidfd_open(record.pid)
-        readers = [fd for fd in (out_r, err_r) if fd >= 0]
-        writers = [stdin_w] if stdin_w >= 0 else []
-        if writers and not pending:
-            os.close(stdin_w)
-            ours.remove(stdin_w)
-            writers = []
-        exited = False
-        try:
-            while readers or writers or not exited:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0 and not exited:
-                    # PID 1 of the sandbox's PID namespace: the kernel kills the rest
-                    os.kill(record.pid, 9)
-                    timed_out = True
-                    deadline = None
-                    left = None
-                watch = readers + ([] if exited else [pidfd])
-                if exited:  # drain what is left, without waiting on a stray writer
-                    left = 1.0 if left is None else min(left, 1.0)
-                r, w, _ = select.select(watch, writers, [], left)
-                if pidfd in r:
-                    exited = True
-                for fd in r:
-                    if fd == pidfd:
-                        continue
-                    data = os.read(fd, 65536)
-                    if not data:
-                        readers.remove(fd)
-                        continue
-                    if capture:
-                        chunks[fd].append(data)
-                    if on_output is not None:
-                        on_output(names[fd], data)
-                if w:
-                    try:
-                        n = os.write(stdin_w, pending[:65536])
-                    except BrokenPipeError:
-                        n = len(pending)
-                    pending = pending[n:]
-                    if not pending:
-                        os.close(stdin_w)
-                        ours.remove(stdin_w)
-                        writers = []
-                if exited and not r:
-                    break
-        except BaseException:
-            os.kill(record.pid, 9)
-            raise
-        finally:
-            os.close(pidfd)
-        code, usage = _wait4(record.pid)
-        cgroup = _cgroup_stats(record)
+        run.start(forward_signals)
+        finished = run.serve(pump, input, None if timeout is None else started + timeout)
+        code, usage = _wait4(run.record.pid)
+        cgroup = _cgroup_stats(run.record)
         failed = False
     finally:
-        for fd in ours:
-            os.close(fd)
-        delete(root, cid, force=True)
-        _remove_bundle(bundle)
-        if sup is not None:
-            _finish_supervisor(sup, sup_fd, reporter, failed)
-        if network is not None:
-            network.close()  # (passes the proxy's last decisions to the reporter)
-    result = Result(list(args), code, timed_out=timed_out,
+        run.close(failed)
+    result = Result(list(args), code, timed_out=not finished,
                     duration=round(time.monotonic() - started, 6), rusage=usage,
-                    cgroup=cgroup,
-                    violations=list(reporter.violations),
+                    cgroup=cgroup, violations=list(reporter.violations),
                     landlock=built.landlock.to_json() if built.landlock else None)
     if capture:
-        result.stdout = b"".join(chunks[out_r]) if out_r >= 0 else b""
-        result.stderr = b"".join(chunks[err_r]) if err_r >= 0 else b""
+        result.stdout = bytes(outputs.get("stdout", b""))
+        result.stderr = bytes(outputs.get("stderr", b""))
     return result
+
+
+def _sink(buf: bytearray, name: str, keep: bool,
+          on_output: Callable[[str, bytes], None] | None) -> Callable[[bytes], None]:
+    def sink(data: bytes) -> None:
+        if keep:
+            buf.extend(data)
+        if on_output is not None:
+            on_output(name, data)
+
+    return sink
 
 
 
@@ -537,7 +572,7 @@ def run_foreground(built: Built, root: str, reporter: Reporter) -> int:
     """Run the built sandbox on the caller's terminal (``contain sandbox``): signals
     forwarded (the CLI's main thread), a pty relayed with -t; the exit code."""
     from contain.container.lifecycle import CreateOptions
-    from contain.process.foreground import run_container
+    from contain.container.run import run_container
     from contain.sandbox.run import _bundle_dir, _new_id, _remove_bundle
 
     spec = built.spec
@@ -554,11 +589,16 @@ def run_foreground(built: Built, root: str, reporter: Reporter) -> int:
     try:
         network = _start_network(built, reporter)
         sup, sup_fd = _start_supervisor(built, root)
-        if sup is None:
-            code = run_container(root, cid, bundle, built.spec, opts)
-        else:
-            extra: dict[str, Any] = {"after_create": lambda record: sup.attach(record.pid)}
+        extra: dict[str, Any] = {"forward_signals": True}
+        if sup is not None:
+            extra["after_create"] = lambda record: sup.attach(record.pid)
+        if opts.no_cgroup:
             code = run_container(root, cid, bundle, built.spec, opts, **extra)
+        else:  # a cgroup to join: the attach finds its lock warm (cgroups/warm.py)
+            from contain.cgroups import warm
+
+            with warm.warming():
+                code = run_container(root, cid, bundle, built.spec, opts, **extra)
         failed = False
         return code
     except ContainError as exc:

@@ -80,28 +80,13 @@ def prepare(cfg: Landlock) -> tuple[int, Enforced]:
     try:
         ruleset = ll.create_ruleset(fs, net, scoped)
     except OSError as exc:
-        raise LandlockError(f"landlock: {exc.strerror}") from None
+        raise LandlockError(f"landlock: {exc.strerror}") from exc
     try:
         for allowed, paths in cfg.path_rules:
             mask = ll.bits(ll.FS, allowed) & fs
-            if not mask:
-                continue
-            for path in paths:
-                try:
-                    fd = ll.open_path(path)
-                except OSError:
+            for path in paths if mask else ():
+                if not _add_path(ruleset, mask, path):
                     done.missing_paths.append(path)
-                    continue
-                try:
-                    rule = mask
-                    if not os.path.isdir(f"/proc/self/fd/{fd}"):
-                        rule &= ll.bits(ll.FS, ll.FILE_RIGHTS)
-                    if rule:
-                        ll.add_path_rule(ruleset, rule, fd)
-                except OSError as exc:
-                    raise LandlockError(f"landlock: rule for {path}: {exc.strerror}") from None
-                finally:
-                    os.close(fd)
         for allowed, ports in cfg.port_rules:
             mask = ll.bits(ll.NET, allowed) & net
             if not mask:
@@ -111,11 +96,30 @@ def prepare(cfg: Landlock) -> tuple[int, Enforced]:
                     ll.add_port_rule(ruleset, mask, port)
                 except OSError as exc:
                     raise LandlockError(f"landlock: rule for port {port}: "
-                                        f"{exc.strerror}") from None
+                                        f"{exc.strerror}") from exc
     except BaseException:
         os.close(ruleset)
         raise
     return ruleset, done
+
+
+def _add_path(ruleset: int, mask: int, path: str) -> bool:
+    """Allow *mask* beneath *path* (only a file's rights when it is not a directory);
+    False when there is no such path."""
+    try:
+        fd = ll.open_path(path)
+    except OSError:
+        return False
+    try:
+        if not os.path.isdir(f"/proc/self/fd/{fd}"):
+            mask &= ll.bits(ll.FS, ll.FILE_RIGHTS)
+        if mask:
+            ll.add_path_rule(ruleset, mask, fd)
+    except OSError as exc:
+        raise LandlockError(f"landlock: rule for {path}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    return True
 
 
 def restrict(ruleset: int, log_denials: bool = False, abi: int = 0) -> None:
@@ -125,7 +129,7 @@ def restrict(ruleset: int, log_denials: bool = False, abi: int = 0) -> None:
     try:
         ll.restrict_self(ruleset, flags)
     except OSError as exc:
-        raise LandlockError(f"landlock: restrict_self: {exc.strerror}") from None
+        raise LandlockError(f"landlock: restrict_self: {exc.strerror}") from exc
     finally:
         os.close(ruleset)
 

@@ -733,9 +733,9 @@ def load_spec(data: bytes | str, document: str = "config.json") -> Spec:
     try:
         raw = loads(data)
     except ValueError as exc:
-        raise SpecError("$", f"malformed JSON: {exc}", document) from None
+        raise SpecError("$", f"malformed JSON: {exc}", document) from exc
     except UnicodeDecodeError as exc:
-        raise SpecError("$", f"not UTF-8: {exc.reason}", document) from None
+        raise SpecError("$", f"not UTF-8: {exc.reason}", document) from exc
     try:
         return Spec.decode(raw)
     except SpecError as exc:

@@ -159,7 +159,7 @@ def from_spec(spec: Any) -> Landlock | None:
     try:
         value = loads(text)
     except ValueError as exc:
-        raise _fail(f"$.annotations[{ANNOTATION!r}]", f"not JSON: {exc}") from None
+        raise _fail(f"$.annotations[{ANNOTATION!r}]", f"not JSON: {exc}") from exc
     return decode(value, f"$.annotations[{ANNOTATION!r}]")
 
 
