@@ -6,7 +6,9 @@ network namespaces, one writable project directory, one denied (hidden) director
 private sized /tmp, then ``/bin/true``. contain also applies its default seccomp profile
 and Landlock (a row without Landlock shows its cost); bwrap gets ``--die-with-parent``
 and ``--new-session`` as the coding-assistant sandboxes run it. Calls are interleaved,
-one of each tool per round, and timed from spawn to exit (CLI start-up included).
+one of each tool per round, and timed from spawn to exit (CLI start-up included). A
+last row is ``contain.Sandbox.run`` of the same policy called in one interpreter: what
+a Python program that runs many commands pays per command.
 """
 
 from __future__ import annotations
@@ -51,6 +53,48 @@ def commands(root: Path, proj: Path, secret: Path) -> dict[str, list[str]]:
     return out
 
 
+API_CHILD = r"""
+import json, sys, time
+sys.path.insert(0, @SRC@)
+import contain
+sb = contain.Sandbox(rw=[@PROJ@], deny=[@SECRET@], tmp_size="64M", root=@ROOT@)
+out = []
+for i in range(@N@ + 1):
+    t = time.perf_counter()
+    r = sb.run(["/bin/true"])
+    dt = time.perf_counter() - t
+    if r.returncode != 0:
+        print(json.dumps({"error": repr(r)}))
+        sys.exit(0)
+    if i:
+        out.append(dt)
+print(json.dumps({"samples": out}))
+"""
+
+
+def api_samples(session: Session, root: Path, proj: Path, secret: Path, n: int,
+                result: Result) -> list[float]:
+    """``contain.Sandbox.run`` of the same policy in one interpreter (no start-up of
+    Python per call), in a child so that a failure cannot take the driver down."""
+    import json
+
+    from benchmarks.common import SRC
+
+    code = (API_CHILD.replace("@SRC@", repr(str(SRC))).replace("@N@", str(n))
+            .replace("@PROJ@", repr(str(proj))).replace("@SECRET@", repr(str(secret)))
+            .replace("@ROOT@", repr(str(root))))
+    c = timed([sys.executable, "-I", "-S", "-c", code], timeout=60 + 5 * n,
+              scratch=session.scratch)
+    try:
+        doc = json.loads(c.out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        doc = {"error": c.describe()}
+    if "error" in doc:
+        result.errors["contain.Sandbox.run"] = str(doc["error"])
+        return []
+    return list(doc["samples"])
+
+
 def run(session: Session) -> Result:
     result = Result("sandbox_policy", "Sandbox start-up with a file policy, next to bwrap")
     n = session.each_round(default=40, quick=5)
@@ -74,6 +118,8 @@ def run(session: Session) -> Result:
                         samples[name].append(c.elapsed)
                 session.progress.step()
             session.progress.finish()
+            samples["contain.Sandbox.run (in-process)"] = api_samples(
+                session, root, proj, secret, n, result)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     summary = {k: summarize(v) for k, v in samples.items() if v}
