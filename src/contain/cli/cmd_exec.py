@@ -49,10 +49,16 @@ def _exec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         raise ContainError("--cgroup: exec into a sub-cgroup is not supported")
     if opts["preserve_fds"] < 0:
         raise ContainError("--preserve-fds must not be negative")
-    try:
-        gids = [int(g) for g in opts["additional_gids"]]
-    except ValueError as exc:
-        raise ContainError("--additional-gids takes numeric gids") from exc
+    if opts["user"] is not None:
+        uid, colon, gid = opts["user"].partition(":")
+        _check_id("--user", "uid", uid)
+        if colon and gid:
+            _check_id("--user", "gid", gid)
+    gids = [_check_id("--additional-gids", "gid", g) for g in opts["additional_gids"]]
+    if opts["pid_file"]:
+        from contain.container.lifecycle import check_pid_file
+
+        check_pid_file(opts["pid_file"])
     cid, command = args[0], args[1:]
     if command and command[0] == "--":
         command = command[1:]
@@ -64,3 +70,16 @@ def _exec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
                      process_label=opts["process_label"], preserve_fds=opts["preserve_fds"],
                      ignore_paused=opts["ignore_paused"], forward_signals=True)
     return exec_process(ctx.root, cid, eo)
+
+
+def _check_id(flag: str, what: str, text: str) -> int:
+    """A uid or gid given on the command line: a number in 0..2147483647 (4294967295 is
+    (uid_t)-1, which setresuid reads as "unchanged": the runtime's root would stay)."""
+    from contain.spec.decode import ID_MAX, show
+
+    if not (text.isdigit() and text.isascii() and len(text) <= 18):
+        raise ContainError(f"invalid {flag} {show(text)}: the {what} must be a number")
+    value = int(text)
+    if value > ID_MAX:
+        raise ContainError(f"invalid {flag}: {what} {value} out of range [0, {ID_MAX}]")
+    return value

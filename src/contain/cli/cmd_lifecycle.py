@@ -142,13 +142,22 @@ def cmd_delete(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
 
 def cmd_list(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
     from contain.container import store
+    from contain.errors import NotFound
 
     records = []
     for cid in store.list_ids(ctx.root):
         try:
             records.append(store.load(ctx.root, cid).oci_state())
-        except ContainError:
+        except NotFound:  # deleted meanwhile
             continue
+        except (ContainError, OSError, ValueError, KeyError, TypeError) as exc:
+            # one bad entry must not hide the others: say so and go on
+            from contain import log
+            from contain.cli.main import one_line
+
+            if not isinstance(exc, ContainError):
+                exc = ContainError(f"container {cid}: {type(exc).__name__}: {exc}")
+            log.warning(one_line(f"skipped: {exc}"))
     if opts["quiet"]:
         sys.stdout.write("".join(f"{r['id']}\n" for r in records))
         return 0

@@ -149,5 +149,18 @@ def main(argv: list[str] | None = None) -> int:
         text = message(exc)
         if not isinstance(exc, (ContainError, OSError)):  # a bug of ours
             text += " (run with --debug for details)"
-        log.error(text)
+        log.error(one_line(text))
         return 1
+
+
+MAX_ERROR = 1000  # characters of an error line (the values it quotes are cut at 200)
+
+
+def one_line(text: str) -> str:
+    """An error as one line of bounded length, whatever it quotes."""
+    if "\n" in text or "\r" in text:
+        text = " ".join(text.split())
+    if len(text) > MAX_ERROR:
+        text = f"{text[:MAX_ERROR]}... ({len(text)} characters)"
+    return text
+

@@ -251,7 +251,13 @@ def _spawn_and_wait(root: str, cid: str, record: store.ContainerRecord, spec: Sp
     if opts.pid_file:
         from contain.container.lifecycle import write_pid_file
 
-        write_pid_file(opts.pid_file, pid)
+        try:
+            write_pid_file(opts.pid_file, pid)
+        except ContainError:  # the process must not outlive a failed exec
+            from contain.process.spawn import kill_and_wait
+
+            kill_and_wait(pid)
+            raise
     master = -1
     if pair is not None:
         from contain.process.sync import recv_fd
@@ -328,3 +334,4 @@ class _ExecSpawner(Spawner):
                           pid=self.pid)
         finally:
             os.close(fd)
+

@@ -139,6 +139,8 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
     else:
         bundle = os.path.abspath(bundle)
     rootfs = validate(spec, bundle)
+    if opts.pid_file:
+        check_pid_file(opts.pid_file)
     proc = spec.process
     linux = spec.linux
     assert proc is not None and linux is not None
@@ -199,19 +201,20 @@ def _create(root: str, plan: Plan, opts: CreateOptions, mgr: Manager | None,
     from contain.process.spawn import Handles
 
     spec, cid = plan.spec, plan.cid
-    path = store.claim(root, cid)
     record = store.ContainerRecord(root, cid, {})
+    record.bundle = plan.bundle
+    record.rootfs = plan.rootfs
+    record.cgroup = mgr.to_json() if mgr is not None else None
+    # Published locked, with the provisional state.json, and held until create is done
+    # (the child closes its copy at once): a concurrent start/delete waits for us; if
+    # we are killed halfway, the lock goes with us and `delete` finds the cgroup to
+    # remove in the provisional state.json.
+    lock = store.claim(record)
+    path = record.dir
     # every fd of this create: closed below, whatever happens
     fds = Handles()
+    fds.lock, lock.fd = lock.fd, -1
     try:
-        # Held until create is done (the child closes its copy at once): a concurrent
-        # start/delete waits for us; if we are killed halfway, the lock goes with us and
-        # `delete` finds the cgroup to remove in the provisional state.json.
-        fds.lock = store.Lock(path).__enter__().fd
-        record.bundle = plan.bundle
-        record.rootfs = plan.rootfs
-        record.cgroup = mgr.to_json() if mgr is not None else None
-        store.save(record)
         if not plan.start_now:
             fifo = os.path.join(path, store.FIFO_NAME)
             os.mkfifo(fifo, 0o600)
@@ -235,7 +238,13 @@ def _create(root: str, plan: Plan, opts: CreateOptions, mgr: Manager | None,
         record.annotations = spec.annotations
         record.config = spec.raw
         _CreateSpawner(plan, fds, mgr, record, rootless).spawn()
+        if opts.pid_file:  # a failure here undoes the container like any other
+            write_pid_file(opts.pid_file, record.pid)
     except BaseException:
+        if record.pid:  # spawned, then something after it failed (the pid file)
+            from contain.process.spawn import kill_and_wait
+
+            kill_and_wait(record.pid)
         if record.cgroup is not None and mgr is not None:
             try:
                 mgr.destroy()
@@ -245,8 +254,6 @@ def _create(root: str, plan: Plan, opts: CreateOptions, mgr: Manager | None,
         raise
     finally:
         fds.close()
-    if opts.pid_file:
-        write_pid_file(opts.pid_file, record.pid)
     return record
 
 
@@ -353,13 +360,27 @@ class _CreateSpawner(Spawner):
         store.save(record)
 
 
+def check_pid_file(path: str) -> None:
+    """Before anything is created: the pid file's directory must exist."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ContainError(f"--pid-file {path}: no such directory {parent}")
+
+
 def write_pid_file(path: str, pid: int) -> None:
     """Write the pid file atomically (engines read it as soon as create returns)."""
     path = os.path.abspath(path)
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        os.write(fd, str(pid).encode())
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, str(pid).encode())
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ContainError(f"--pid-file {path}: {exc.strerror}") from None

@@ -174,6 +174,15 @@ class _OpenHow(ctypes.Structure):
                 ("resolve", ctypes.c_uint64)]
 
 
+def rename_noreplace(old: str, new: str) -> None:
+    """renameat2(RENAME_NOREPLACE): EEXIST rather than replacing *new* (os.rename would
+    replace an empty directory)."""
+    at_fdcwd, rename_noreplace_flag = -100, 1
+    ret = _libc.renameat2(ctypes.c_int(at_fdcwd), _b(old), ctypes.c_int(at_fdcwd), _b(new),
+                          ctypes.c_uint(rename_noreplace_flag))
+    _check(ret, "renameat2", new)
+
+
 def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
     ret = _syscall(ctypes.c_long(NR["openat2"]), ctypes.c_int(dirfd), _b(path),

@@ -293,13 +293,16 @@ def _stage_final(ch: Channel, plan: Plan, fds: Handles, state: dict[str, Any]) -
     path = lookup_executable(proc.args[0], env)
     # Landlock (process.landlock): the ruleset is made now, before a notify filter
     # (send_ready) could hand its opens to a supervisor, and enforced last, below; an
-    # exec'd process gets it too (it is not the init's descendant)
+    # exec'd process gets it too (it is not the init's descendant). (Before the check
+    # below: its fd is held until then.)
     landlock = plan.spec.landlock()
     ruleset = -1
     if landlock is not None:
         from contain.security.landlock import prepare
 
         ruleset = prepare(landlock)[0]
+    if fds.fifo >= 0 or plan.start_hooks:
+        _check_can_start(fds.fifo, proc)
     send_ready(ch, plan.seccomp, warnings)
     start = ch.expect(sync.GO)["start"]
     if not start:
@@ -587,6 +590,29 @@ def send_ready(ch: Channel, seccomp: SeccompProgram | None, warnings: list[str])
         ch.write(sync.READY, **fields)
         return
     ch.send(sync.READY, **fields)
+
+
+def _check_can_start(fifo_fd: int, proc: Process) -> None:
+    """After `ready` the init can no longer report a failure: create would succeed and
+    leave a dead container. So try now what start will need: a free file descriptor
+    under process.rlimits (RLIMIT_NOFILE) and /proc to reopen exec.fifo through. Fewer
+    fds are open at start than now, so what works now works then."""
+    target = f"/proc/self/fd/{fifo_fd}" if fifo_fd >= 0 else "/"
+    try:
+        os.close(os.open(target, os.O_PATH | os.O_CLOEXEC))
+    except OSError as exc:
+        import errno
+
+        if exc.errno == errno.EMFILE:
+            soft = next((rl.soft for rl in proc.rlimits if rl.type == "RLIMIT_NOFILE"), None)
+            raise ContainError(f"process.rlimits: RLIMIT_NOFILE soft limit {soft} leaves the "
+                               "runtime no file descriptor to start the process with"
+                               ) from exc
+        if exc.errno == errno.ENOENT:
+            raise ContainError("mounts: the container has no /proc, which the runtime needs "
+                               "to wait for `start` (mount proc at /proc, or use `run`)"
+                               ) from exc
+        raise ContainError(f"cannot reopen exec.fifo: {exc.strerror}") from exc
 
 
 def _wait_for_start(fifo_fd: int) -> None:

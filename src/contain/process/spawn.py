@@ -305,6 +305,29 @@ class Spawner:
         self.stage = self.pid = 0
 
 
+def kill_and_wait(pid: int) -> None:
+    """Kill *pid* (a process spawned here that must not outlive a failed command) and
+    wait until it is gone, also when it is not our child; reap it when it is."""
+    import select
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+        select.select([pidfd], [], [], 10.0)
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    finally:
+        os.close(pidfd)
+
+
 def _fork(plan: Plan) -> int:
     """Fork the child; when it needs a PID namespace and no user namespace, enter that
     namespace for our children first (unshare or setns affects only the children), so
