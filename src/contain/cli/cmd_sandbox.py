@@ -40,6 +40,10 @@ COMMANDS = {
         Flag("--hostname", default=None, help="hostname inside the sandbox"),
         Flag("--userns", "bool", help="use a new user namespace even as root (it is "
              "automatic for other users)"),
+        Flag("--as-root", "bool", help="as root, run the command as root (default: an "
+             "unprivileged uid, where this build has it)"),
+        Flag("--host-sockets", "bool", help="leave the host's filesystem unix sockets "
+             "reachable (where this build masks them)"),
         Flag("--cap", "list", help="keep this capability (repeatable; default: none)"),
         Flag("--no-seccomp", "bool", help="do not apply the default seccomp profile"),
         Flag("--tty,-t", "bool", help="allocate a terminal"),
@@ -78,6 +82,8 @@ def cmd_sandbox(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         "userns": True if opts["userns"] else None,
         "seccomp": False if opts["no_seccomp"] else None,
         "deny_secrets": True if opts["deny_secrets"] else None,
+        "as_root": True if opts["as_root"] else None,
+        "host_sockets": True if opts["host_sockets"] else None,
         "supervise": opts["supervise"], "supervisor": opts["supervisor"],
         "supervise_report": opts["supervise_report"], "record": opts["record"],
         "enforce": opts["enforce"],

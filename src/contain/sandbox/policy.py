@@ -94,10 +94,11 @@ class PolicyTypeError(PolicyError, TypeError):
 # -- the model -------------------------------------------------------------------------
 
 class Files(Record):
-    __slots__ = ("rw", "ro", "deny", "tmpfs", "protected", "binds", "deny_secrets")
+    __slots__ = ("rw", "ro", "deny", "tmpfs", "protected", "binds", "deny_secrets",
+                 "host_sockets")
     DEFAULTS = {"rw": list, "ro": list, "deny": list, "tmpfs": list,
                 "protected": lambda: list(DEFAULT_PROTECTED), "binds": list,
-                "deny_secrets": False}
+                "deny_secrets": False, "host_sockets": False}
     rw: list[str]
     ro: list[str]
     deny: list[str]
@@ -105,6 +106,7 @@ class Files(Record):
     protected: list[str]
     binds: list[str]
     deny_secrets: bool  # also deny SECRETS under the caller's home
+    host_sockets: bool  # leave the host's filesystem unix sockets reachable
 
 
 class Network(Record):
@@ -128,7 +130,7 @@ class Landlock(Record):
 class Limits(Record):
     __slots__ = ("memory", "pids", "cpus", "tmp", "shm", "run")
     DEFAULTS = dict.fromkeys(__slots__)
-    memory: int | None
+    memory: int | str | None  # bytes, or "max" (no bound, where the build has a default)
     pids: int | None
     cpus: float | None
     tmp: int | None
@@ -137,15 +139,16 @@ class Limits(Record):
 
 
 class Process(Record):
-    __slots__ = ("env", "cwd", "hostname", "caps", "seccomp", "userns")
+    __slots__ = ("env", "cwd", "hostname", "caps", "seccomp", "userns", "as_root")
     DEFAULTS = {"env": list, "cwd": "/", "hostname": None, "caps": list, "seccomp": True,
-                "userns": None}
+                "userns": None, "as_root": False}
     env: list[str]
     cwd: str
     hostname: str | None
     caps: list[str]
     seccomp: bool
     userns: bool | None  # None: automatically when the caller is not root
+    as_root: bool  # a root caller's command as root (else an unprivileged uid)
 
 
 class Report(Record):
@@ -233,6 +236,7 @@ class Policy(Record):
         out: dict[str, Any] = {
             "files": {"rw": self.files.rw, "ro": self.files.ro, "deny": self.files.deny,
                       "deny_secrets": self.files.deny_secrets,
+                      "host_sockets": self.files.host_sockets,
                       "tmpfs": [p if s is None else f"{p}:{s}" for p, s in self.files.tmpfs],
                       "protected": self.files.protected, "binds": self.files.binds},
             "network": {"mode": self.network.mode, "allow": self.network.allow,
@@ -241,6 +245,7 @@ class Policy(Record):
             "limits": {k: getattr(self.limits, k) for k in Limits.__slots__
                        if getattr(self.limits, k) is not None},
             "process": {"env": self.process.env, "cwd": self.process.cwd,
+                        "as_root": self.process.as_root,
                         "caps": self.process.caps, "seccomp": self.process.seccomp,
                         "userns": "auto" if self.process.userns is None
                         else self.process.userns},
@@ -493,6 +498,11 @@ def _scopes(v: Validator, value: Any, key: str) -> list[str]:
     return [v.choice(x, f"{key}[{i}]", SCOPES) for i, x in enumerate(v.strings(value, key))]
 
 
+def _memory(v: Validator, value: Any, key: str) -> int | str:
+    """A memory size, or "max": no bound (where the build bounds sandboxes by default)."""
+    return "max" if value == "max" else v.size(value, key)
+
+
 def _deny_paths(v: Validator, value: Any, key: str) -> list[str]:
     return v.paths(value, key, must_exist=False)
 
@@ -509,6 +519,7 @@ _FILE_FIELDS: dict[str, dict[str, tuple[str, Callable[[Validator, Any, str], Any
         "protected": ("files.protected", Validator.strings),
         "binds": ("files.binds", Validator.strings),
         "deny_secrets": ("files.deny_secrets", Validator.boolean),
+        "host_sockets": ("files.host_sockets", Validator.boolean),
     },
     "network": {
         "mode": ("network.mode", lambda v, x, k: v.choice(x, k, NET_MODES)),
@@ -522,7 +533,7 @@ _FILE_FIELDS: dict[str, dict[str, tuple[str, Callable[[Validator, Any, str], Any
         "scope": ("landlock.scope", _scopes),
     },
     "limits": {
-        "memory": ("limits.memory", Validator.size), "tmp": ("limits.tmp", Validator.size),
+        "memory": ("limits.memory", _memory), "tmp": ("limits.tmp", Validator.size),
         "shm": ("limits.shm", Validator.size), "run": ("limits.run", Validator.size),
         "pids": ("limits.pids", Validator.count), "cpus": ("limits.cpus", Validator.cpus),
     },
@@ -532,6 +543,7 @@ _FILE_FIELDS: dict[str, dict[str, tuple[str, Callable[[Validator, Any, str], Any
         "caps": ("process.caps", Validator.strings),
         "seccomp": ("process.seccomp", Validator.boolean),
         "userns": ("process.userns", Validator.userns),
+        "as_root": ("process.as_root", Validator.boolean),
     },
     "report": {
         "file": ("report.target", Validator.string), "fd": ("report.target", _fd),
@@ -615,7 +627,7 @@ def _supervisor(v: Validator, value: Any, key: str) -> str:
 
 
 _OPTIONS: dict[str, Option] = {
-    "memory": _set("limits.memory", Validator.size),
+    "memory": _set("limits.memory", _memory),
     "tmp_size": _set("limits.tmp", Validator.size),
     "shm_size": _set("limits.shm", Validator.size),
     "pids": _set("limits.pids", _pids),
@@ -625,6 +637,8 @@ _OPTIONS: dict[str, Option] = {
     "ro": _extend("files.ro", Validator.paths),
     "deny": _extend("files.deny", _deny_paths),
     "deny_secrets": _set("files.deny_secrets", Validator.boolean),
+    "host_sockets": _set("files.host_sockets", Validator.boolean),
+    "as_root": _set("process.as_root", Validator.boolean),
     "tmpfs": _extend("files.tmpfs", _tmpfs_list),
     "protected": _extend("files.protected", Validator.strings),
     "net": _net,

@@ -240,6 +240,24 @@ def _finish_supervisor(sup: Any, fd: int, reporter: Reporter, failed: bool) -> N
                            decision=decision, **detail)
 
 
+def _host_options(sandbox_spec: Any, pol: Policy) -> dict[str, Any]:
+    """The options of host.sandbox_spec that only some builds have (the defaults'
+    as_root, host_sockets, tmp_size, shm_size): passed when asked for, refused by name
+    where this build lacks them."""
+    known = sandbox_spec.__code__.co_varnames
+    wanted = {"as_root": pol.process.as_root, "host_sockets": pol.files.host_sockets,
+              "tmp_size": pol.limits.tmp, "shm_size": pol.limits.shm}
+    out = {}
+    for key, value in wanted.items():
+        if value in (None, False):
+            continue
+        if key in known:
+            out[key] = value
+        elif key in ("as_root", "host_sockets"):  # (the sizes are applied here anyway)
+            raise ContainError(f"{key}: not available in this build of contain")
+    return out
+
+
 def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Built:
     """The decoded spec of *args* under *pol*; every refusal happens here."""
     from contain.sandbox.host import sandbox_spec
@@ -261,7 +279,7 @@ def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Bu
                        env=list(pol.process.env), cwd=pol.process.cwd,
                        hostname=pol.process.hostname, userns=userns,
                        caps=list(pol.process.caps), seccomp=pol.process.seccomp,
-                       terminal=terminal)
+                       terminal=terminal, **_host_options(sandbox_spec, pol))
     _size_private(raw, {"/tmp": lim.tmp, "/dev/shm": lim.shm, "/run": lim.run})
     if os.geteuid() != 0 and raw["linux"].get("resources"):
         # rootless: limits need a cgroup delegated to the user; naming one makes create
@@ -329,6 +347,20 @@ def _cgroup_stats(record: Any) -> dict[str, Any] | None:
         return stats
     except (ContainError, OSError):
         return None
+
+
+def _disarm_init() -> None:
+    """Undo, in the runtime, what arming the sandbox's PID-1 init did before the fork
+    (contain.process.reaper, where this build has it)."""
+    import importlib
+
+    try:
+        mod = importlib.import_module("contain.process.reaper")
+    except ImportError:
+        return
+    disarm = getattr(mod, "disarm", None)
+    if disarm is not None:
+        disarm()
 
 
 def _rusage(ru: Any) -> dict[str, float]:
@@ -502,6 +534,7 @@ class _Run:
             if self.record is not None:
                 delete(self.root, self.cid, force=True)
         finally:
+            _disarm_init()
             _remove_bundle(self.bundle)
             for ctx in (self.forward, self.warming):
                 if ctx is not None:
@@ -605,6 +638,7 @@ def run_foreground(built: Built, root: str, reporter: Reporter) -> int:
         _explain_userns(built, exc)
         raise
     finally:
+        _disarm_init()
         _remove_bundle(bundle)
         if sup is not None:
             _finish_supervisor(sup, sup_fd, reporter, failed)
