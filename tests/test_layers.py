@@ -29,7 +29,7 @@ import contain
 SRC = os.path.dirname(contain.__file__)
 ORDER = ["cli", "api", "measure", "sandbox", "inspect", "container", "process", "rootfs",
          "cgroups", "security", "spec", "linux"]
-LEAVES = {"errors", "log", "jsonio", "passwd", "meta"}
+LEAVES = {"errors", "log", "jsonio", "passwd", "meta", "records"}
 FRONTS = {"contain": "api", "contain.__main__": "cli"}
 
 

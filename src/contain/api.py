@@ -170,51 +170,112 @@ def list_containers(root: str | None = None) -> list[dict[str, Any]]:
     return out
 
 
-class RunResult:
-    """What :func:`run` returns: the exit code and, when captured, the output."""
+def _result_type() -> Any:
+    from contain.sandbox.runner import Result
 
-    __slots__ = ("args", "returncode", "stdout", "stderr")
+    return Result
 
-    def __init__(self, args: list[str], returncode: int, stdout: bytes | None,
-                 stderr: bytes | None) -> None:
-        self.args = args
-        self.returncode = returncode
-        self.stdout = stdout
-        self.stderr = stderr
+
+class Sandbox:
+    """A sandbox policy that runs many commands, each in a fresh sandbox under it.
+
+        >>> sb = contain.Sandbox(rw=["~/project"], deny=["~/.ssh"], memory="1G",
+        ...                      net="none")
+        >>> r = sb.run(["make", "test"], cwd="/home/me/project", capture_output=True,
+        ...            timeout=600)
+        >>> r.returncode, r.stdout, r.rusage["max_rss_kib"], r.violations
+
+    *policy* is a :class:`contain.sandbox.policy.Policy`, a dict of the policy file's
+    sections, or the path of a policy file (TOML or JSON); keyword options (memory,
+    pids, cpus, rw, ro, deny, tmpfs, protected, binds, net, env, cwd, hostname, userns,
+    caps, seccomp, landlock, report, ...) add to it. Everything is validated here: a bad
+    value raises ContainError (a TypeError too, for a value of the wrong type) naming
+    the option, before any sandbox exists. Safe to use from any thread; each
+    :meth:`run` is independent.
+    """
+
+    def __init__(self, policy: Any = None, *, root: str | None = None,
+                 **options: Any) -> None:
+        from contain.sandbox.policy import resolve
+
+        self.policy = resolve(policy, options)
+        if root is not None and not isinstance(root, str):
+            from contain.sandbox.policy import PolicyTypeError
+
+            raise PolicyTypeError("root", "expected a directory path")
+        self.root = root or _default_root()
+
+    def run(self, args: list[str], *, input: bytes | str | None = None,
+            timeout: float | None = None, capture_output: bool = False,
+            stdin: Any = None, stdout: Any = None, stderr: Any = None,
+            on_output: Any = None, check: bool = False, forward_signals: bool = False,
+            **options: Any) -> Any:
+        """Run *args* in a new sandbox under this policy and wait for it; a
+        :class:`contain.sandbox.runner.Result`.
+
+        *input* (bytes, or str as UTF-8) is fed to stdin; *capture_output* collects
+        stdout and stderr; *on_output(stream, data)* is called with each chunk as it
+        comes ("stdout"/"stderr"); *stdin*/*stdout*/*stderr* may be files or fds to use
+        instead. *timeout* (seconds) kills the whole sandbox and raises
+        :class:`contain.sandbox.runner.SandboxTimeout` (a TimeoutError; its ``result``
+        has the output so far). *forward_signals* replaces this process's handlers of
+        the usual termination signals with ones that forward them to the sandbox while
+        it runs (off by default: a library should not take its caller's signals; only
+        from the main thread); without it, safe to call from any thread. *options*
+        override the policy for this command only (cwd="/src", env=["A=1"], ...)."""
+        from contain.sandbox.policy import PolicyTypeError, Validator, resolve
+        from contain.sandbox.report import Reporter
+        from contain.sandbox.runner import SandboxTimeout, build, execute
+
+        v = Validator()
+        data = v.input(input, "input")
+        seconds = v.seconds(timeout, "timeout")
+        for name, value in (("capture_output", capture_output), ("check", check),
+                            ("forward_signals", forward_signals)):
+            if not isinstance(value, bool):
+                raise PolicyTypeError(name, f"expected True or False, got "
+                                      f"{type(value).__name__}")
+        if on_output is not None and not callable(on_output):
+            raise PolicyTypeError("on_output", "expected a callable(stream, data)")
+        pol = resolve(self.policy, options) if options else self.policy
+        built = build(pol, args, self.root)
+        reporter = Reporter(pol.report.target)
+        try:
+            result = execute(built, list(args), self.root, reporter,
+                             capture=capture_output, input=data, timeout=seconds,
+                             stdin=stdin, stdout=stdout, stderr=stderr, on_output=on_output,
+                             forward_signals=forward_signals)
+        finally:
+            reporter.close()
+        if result.timed_out:
+            raise SandboxTimeout(f"sandbox {' '.join(args)[:200]} timed out after "
+                                 f"{timeout}s (killed)", result)
+        if check:
+            result.check_returncode()
+        return result
 
     def __repr__(self) -> str:
-        return f"RunResult(args={self.args!r}, returncode={self.returncode})"
+        return f"Sandbox(root={self.root!r})"
 
 
-def run(args: list[str], *, capture_output: bool = False, input: bytes | None = None,
-        memory: str | int | None = None, pids: int | None = None, cpus: float | None = None,
-        binds: list[str] | tuple[str, ...] = (), net: str = "none",
-        env: list[str] | tuple[str, ...] = (), cwd: str = "/", hostname: str | None = None,
-        userns: bool = False, caps: list[str] | tuple[str, ...] = (), seccomp: bool = True,
-        timeout: float | None = None, root: str | None = None,
-        forward_signals: bool = False, as_root: bool = False,
-        tmp_size: str | int | None = None, shm_size: str | int | None = None,
-        host_sockets: bool = False) -> RunResult:
-    """Run *args* in a host-root sandbox (as ``contain sandbox``) and wait for it.
+def run(args: list[str], *, capture_output: bool = False, input: bytes | str | None = None,
+        timeout: float | None = None, root: str | None = None, policy: Any = None,
+        forward_signals: bool = False, **options: Any) -> Any:
+    """Run *args* in a host-root sandbox (as ``contain sandbox``) and wait for it:
+    ``Sandbox(policy, root=root, **options).run(args, ...)``.
 
     With *capture_output*, stdout and stderr are returned as bytes; *input* is fed to
-    stdin. *timeout* kills the sandbox and raises TimeoutError. *forward_signals*
-    replaces this process's handlers of the usual termination signals with ones that
-    forward them to the sandbox while it runs (off by default: a library should not
-    take its caller's signals; only from the main thread). Without it, safe to call
-    from any thread, and Ctrl-C (SIGINT) raises KeyboardInterrupt here as usual, after
-    the sandbox has been killed and removed.
+    stdin. *timeout* kills the sandbox and raises TimeoutError. Options: memory, pids,
+    cpus, binds, net, env, cwd, hostname, userns, caps, seccomp, rw, ro, deny, tmpfs,
+    protected, landlock, report (see :class:`Sandbox`); all are checked before anything
+    starts. *forward_signals*: see :meth:`Sandbox.run` (off by default; without it,
+    safe to call from any thread)."""
+    return Sandbox(policy, root=root, **options).run(
+        args, capture_output=capture_output, input=input, timeout=timeout,
+        forward_signals=forward_signals)
 
-    Defaults: *memory* half the host's RAM (``"max"``: no bound), *pids* 4096, /tmp as
-    large as *memory*, /dev/shm 64 MiB; a root caller's command runs as uid 65534
-    unless *as_root*; the host's filesystem unix sockets are masked unless
-    *host_sockets* (docs/security.md)."""
-    from contain.sandbox.run import run_sandbox
 
-    code, out, err = run_sandbox(
-        list(args), root=root or _default_root(), capture=capture_output, input=input,
-        timeout=timeout, memory=memory, pids=pids, cpus=cpus, binds=binds, net=net,
-        env=env, cwd=cwd, hostname=hostname, userns=userns, caps=caps, seccomp=seccomp,
-        forward_signals=forward_signals, as_root=as_root, tmp_size=tmp_size,
-        shm_size=shm_size, host_sockets=host_sockets)
-    return RunResult(list(args), code, out, err)
+def __getattr__(name: str) -> Any:
+    if name == "RunResult":
+        return _result_type()
+    raise AttributeError(f"module 'contain.api' has no attribute {name!r}")

@@ -58,6 +58,8 @@ def preload(plan: Plan) -> None:
             from contain.process.reaper import arm as arm_reaper
 
             arm_reaper()
+    if plan.spec.landlock() is not None:  # (enforced just before execve)
+        from contain.security import landlock  # noqa: F401
     import contain.linux.syscalls
     import contain.security.capabilities
     from contain.linux.exeguard import arm
@@ -307,6 +309,16 @@ def _stage_final(ch: Channel, plan: Plan, fds: Handles, state: dict[str, Any]) -
                           personality=linux.personality if linux is not None else None,
                           warnings=warnings)
     path = lookup_executable(proc.args[0], env)
+    # Landlock (process.landlock): the ruleset is made now, before a notify filter
+    # (send_ready) could hand its opens to a supervisor, and enforced last, below; an
+    # exec'd process gets it too (it is not the init's descendant). (Before the check
+    # below: its fd is held until then.)
+    landlock = plan.spec.landlock()
+    ruleset = -1
+    if landlock is not None:
+        from contain.security.landlock import prepare
+
+        ruleset = prepare(landlock)[0]
     if fds.fifo >= 0 or plan.start_hooks:
         _check_can_start(fds.fifo, proc)
     send_ready(ch, plan.seccomp, warnings)
@@ -317,6 +329,10 @@ def _stage_final(ch: Channel, plan: Plan, fds: Handles, state: dict[str, Any]) -
         from contain.process.hooks import run_hooks
 
         run_hooks("startContainer", plan.spec.hooks.start_container, state)
+    if ruleset >= 0:  # Landlock: as late as possible, but before the seccomp filter
+        from contain.security.landlock import restrict_before_exec
+
+        restrict_before_exec(ruleset, no_new_privs=plan.mode != CREATE)
     exec_process(path, proc, env, plan.seccomp,
                  init=plan.mode == CREATE and wants_init(plan.spec))
 

@@ -55,6 +55,10 @@ class Pump:
         self._sources[src] = (sink, False)
         return buf
 
+    def each(self, src: int, sink: Callable[[bytes], None]) -> None:
+        """Hand each chunk *src* yields to *sink* as it comes (streaming)."""
+        self._sources[src] = (sink, False)
+
     def feed(self, fd: int, data: bytes) -> None:
         """Write *data* to *fd*, then close it (the reader sees end of file). The pump
         owns *fd* from now on: :meth:`run` closes it, written or not. A reader that

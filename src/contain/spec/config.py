@@ -802,7 +802,22 @@ class Spec(Model):
     def decode(cls, value: Any, path: str = "$") -> Spec:
         spec = super().decode(value, path)
         object.__setattr__(spec, "raw", value)
+        if spec.landlock() is not None and spec.process is not None \
+                and not spec.process.no_new_privileges:
+            raise fail(f"{path}.process.landlock", "Landlock needs "
+                       "process.noNewPrivileges: true")
         return spec
+
+    def landlock(self) -> Any:
+        """The Landlock extension (contain.spec.landlock), or None: decoded on each
+        call, only when the config has one."""
+        proc = self.raw.get("process")
+        if not (isinstance(proc, dict) and "landlock" in proc) \
+                and "run.contain.landlock" not in self.annotations:
+            return None
+        from contain.spec.landlock import from_spec
+
+        return from_spec(self)
 
     def validate(self, path: str) -> None:
         if self.root is None:
