@@ -303,7 +303,7 @@ def test_sandbox_mount_undone_is_still_confined(state_root: Path, hostdir: Path)
     is refused and the write too."""
     target = hostdir / "escaped"
     script = f"mount -o remount,rw,bind / 2>&1; echo x > {target} && echo WROTE; true"
-    base = ["sandbox", "--cap", "SYS_ADMIN", "--no-seccomp"]
+    base = ["sandbox", "--as-root", "--cap", "SYS_ADMIN", "--no-seccomp"]
     proc = run_contain(state_root, *base, "--landlock", "off", "--", "/bin/sh", "-c", script)
     assert "WROTE" in proc.stdout, proc.stdout + proc.stderr  # the hole is real
     target.unlink()
@@ -337,11 +337,12 @@ def test_sandbox_landlock_tcp_ports(state_root: Path) -> None:
     path = Path("/var/tmp") / f"contain-ll-{os.getpid()}.toml"
     path.write_text("[landlock]\nbind_tcp = []\n")
     try:
-        proc = run_contain(state_root, "sandbox", "--policy", str(path), "--", PY, "-c",
-                           script)
+        # (as root: the test's interpreter may live in root's home)
+        proc = run_contain(state_root, "sandbox", "--as-root", "--policy", str(path), "--",
+                           PY, "-c", script)
         assert proc.returncode == 0, proc.stderr
         assert "BIND 13" in proc.stdout
-        proc = run_contain(state_root, "sandbox", "--", PY, "-c", script)
+        proc = run_contain(state_root, "sandbox", "--as-root", "--", PY, "-c", script)
         assert "BIND=ok" in proc.stdout
     finally:
         path.unlink()

@@ -389,11 +389,17 @@ def test_deny_a_host_daemons_unix_socket(state_root: Path, hostdir: Path) -> Non
     script = ("import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n"
               f"    s.connect({str(path)!r}); print('CONNECTED')\n"
               "except OSError as e:\n    print('REFUSED', e.errno)\n")
+    # (as root: the test's interpreter may live in root's home)
     try:
-        proc = run_contain(state_root, "sandbox", "--", py, "-c", script)
+        # the hole is real where the host's sockets are left reachable ...
+        proc = run_contain(state_root, "sandbox", "--as-root", "--host-sockets", "--", py,
+                           "-c", script)
         assert "CONNECTED" in proc.stdout, proc.stderr
-        proc = run_contain(state_root, "sandbox", "--deny", str(path), "--", py, "-c",
-                           script)
+        # ... --deny closes it there, and the default masks every host socket
+        proc = run_contain(state_root, "sandbox", "--as-root", "--host-sockets", "--deny",
+                           str(path), "--", py, "-c", script)
+        assert "REFUSED" in proc.stdout, proc.stdout + proc.stderr
+        proc = run_contain(state_root, "sandbox", "--as-root", "--", py, "-c", script)
         assert "REFUSED" in proc.stdout, proc.stdout + proc.stderr
     finally:
         server.close()

@@ -194,7 +194,7 @@ def _fs_type(path: str) -> str:
     return fstype
 
 
-def _shift_to_sandbox_user(mount: dict[str, Any]) -> None:
+def shift_to_sandbox_user(mount: dict[str, Any]) -> None:
     """Id-map a bind so that its owner is the sandbox's user (when its filesystem can be
     id-mapped): the caller granted it, so the unprivileged user may use it as its owner
     would; on disk nothing changes (new files get the owner's ids)."""
@@ -279,7 +279,7 @@ def sandbox_spec(args: list[str], *, memory: str | int | None = None,
     user_binds = [parse_bind(b) for b in binds]
     if mapped:
         for m in user_binds:
-            _shift_to_sandbox_user(m)
+            shift_to_sandbox_user(m)
     mounts = _mounts(binds, user_binds, net,
                      tmp_size=parse_size(tmp_size, "--tmp-size") if tmp_size is not None
                      else memory_limit or default_memory(),

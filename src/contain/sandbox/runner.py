@@ -289,7 +289,9 @@ def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Bu
 
     check(pol)
     files_denied = any(os.path.lexists(p) and not os.path.isdir(p) for p in denied(pol))
-    raw["mounts"].extend(file_mounts(pol, empty_file(root) if files_denied else ""))
+    extra = file_mounts(pol, empty_file(root) if files_denied else "")
+    _grant_writable_trees(raw, extra)
+    raw["mounts"].extend(extra)
     enforced = None
     ruleset = landlock_ruleset(pol)
     if ruleset is not None:
@@ -302,6 +304,21 @@ def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Bu
     supervise = _supervision(pol)
     return Built(Spec.decode(raw), enforced, userns, list(pol.files.binds), raw, network,
                  supervise)
+
+
+def _grant_writable_trees(raw: dict[str, Any], mounts: list[dict[str, Any]]) -> None:
+    """A root caller's command runs as the unprivileged sandbox user (host.SANDBOX_UID):
+    a tree the policy makes writable is id-mapped to that user, as --bind is, so that
+    the grant works whatever the tree's owner (on disk nothing changes)."""
+    from contain.sandbox import host
+
+    user = raw["process"]["user"]
+    if user.get("uid") != host.SANDBOX_UID or any(
+            ns.get("type") == "user" for ns in raw["linux"]["namespaces"]):
+        return
+    for m in mounts:
+        if m.get("type") == "bind" and "rw" in m.get("options", ()):
+            host.shift_to_sandbox_user(m)
 
 
 def _size_private(raw: dict[str, Any], sizes: dict[str, int | None]) -> None:
