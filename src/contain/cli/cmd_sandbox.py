@@ -17,7 +17,12 @@ COMMANDS = {
         Flag("--pids", "int", default=None, help="maximum number of processes"),
         Flag("--cpus", default=None, help="CPU limit in cores (e.g. 0.5)"),
         Flag("--bind", "list", help="bind SRC:DST[:ro] into the sandbox (repeatable)"),
-        Flag("--net", default="none", help="network: none (own namespace) or host"),
+        Flag("--net", default="none",
+             help="network: none (loopback only), host, private (pasta), or "
+                  "allow=DOMAIN[:PORT],... (only through a filtering proxy)"),
+        Flag("--publish,-p", "list",
+             help="with --net private: forward the host's 127.0.0.1:HOST_PORT to "
+                  "SANDBOX_PORT (HOST_PORT:SANDBOX_PORT, repeatable)"),
         Flag("--env,-e", "list", help="set NAME=VALUE in the environment (repeatable)"),
         Flag("--cwd", default="/", help="working directory inside the sandbox"),
         Flag("--hostname", default=None, help="hostname inside the sandbox"),
@@ -42,7 +47,8 @@ def cmd_sandbox(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
             raise ContainError(f"invalid --cpus {opts['cpus']!r}: a number of cores") from None
     code, _, _ = run_sandbox(
         args, root=ctx.root, terminal=opts["tty"], memory=opts["memory"], pids=opts["pids"],
-        cpus=cpus, binds=opts["bind"], net=opts["net"], env=opts["env"], cwd=opts["cwd"],
+        cpus=cpus, binds=opts["bind"], net=opts["net"], publish=opts["publish"],
+        env=opts["env"], cwd=opts["cwd"],
         hostname=opts["hostname"], userns=opts["userns"], caps=opts["cap"],
         seccomp=not opts["no_seccomp"])
     return code

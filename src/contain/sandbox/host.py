@@ -146,23 +146,31 @@ def sandbox_spec(args: list[str], *, memory: str | int | None = None,
                  env: list[str] | tuple[str, ...] = (), cwd: str = "/",
                  hostname: str | None = None, userns: bool = False,
                  caps: list[str] | tuple[str, ...] = (), seccomp: bool = True,
-                 terminal: bool = False, uid: int = 0, gid: int = 0) -> dict[str, Any]:
-    """The in-memory config.json of a host-root sandbox."""
+                 terminal: bool = False, uid: int = 0, gid: int = 0,
+                 netns_path: str | None = None, userns_path: str | None = None,
+                 net_env: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The in-memory config.json of a host-root sandbox.
+
+    *net* is the mode of network.py (none, host, allow, private); the namespace it made
+    is joined by *netns_path* (and *userns_path*: a user namespace that owns it), and
+    *net_env* (the proxy variables) goes into the environment before --env."""
     if not args:
         raise ContainError("sandbox: no command given (contain sandbox -- CMD ...)")
-    if net not in ("none", "host"):
-        raise ContainError(f"invalid --net {net!r}: none or host")
+    if net not in ("none", "host", "allow", "private"):
+        raise ContainError(f"invalid --net {net!r}: none, host, private or allow=...")
     capset = [c if c.upper().startswith("CAP_") else f"CAP_{c}" for c in caps]
     capset = [c.upper() for c in capset]
     environment = [DEFAULT_PATH, f"TERM={os.environ.get('TERM', 'xterm')}", "HOME=/root"]
+    environment += net_env
     for e in env:
         if "=" not in e:
             raise ContainError(f"invalid --env {e!r}: NAME=VALUE")
         key = e.split("=", 1)[0]
         environment = [x for x in environment if not x.startswith(key + "=")] + [e]
     namespaces = [{"type": t} for t in ("pid", "mount", "ipc", "uts", "cgroup")]
-    if net == "none":
-        namespaces.append({"type": "network"})
+    if net != "host":
+        namespaces.append({"type": "network", "path": netns_path} if netns_path
+                          else {"type": "network"})
     if needs_skeleton(binds):
         mounts: list[dict[str, Any]] = [
             {"destination": f"/{name}", "type": "bind", "source": f"/{name}",
@@ -188,7 +196,7 @@ def sandbox_spec(args: list[str], *, memory: str | int | None = None,
         {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
          "options": ["nosuid", "nodev", "mode=755"]},
     ]
-    if net == "none":
+    if net != "host":
         mounts.append({"destination": "/sys", "type": "sysfs", "source": "sysfs",
                        "options": ["nosuid", "noexec", "nodev", "ro"]})
     mounts.extend(parse_bind(b) for b in binds)
@@ -211,7 +219,9 @@ def sandbox_spec(args: list[str], *, memory: str | int | None = None,
     }
     if resources:
         linux["resources"] = resources
-    if userns:
+    if userns_path:
+        namespaces.append({"type": "user", "path": userns_path})
+    elif userns:
         namespaces.append({"type": "user"})
         linux["uidMappings"] = [{"containerID": uid, "hostID": os.geteuid(), "size": 1}]
         linux["gidMappings"] = [{"containerID": gid, "hostID": os.getegid(), "size": 1}]

@@ -6,6 +6,7 @@ import os
 
 from contain.container.control import delete, run_poststart, wait
 from contain.container.lifecycle import CreateOptions, create
+from contain.errors import ContainError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -51,10 +52,48 @@ def run_sandbox(args: list[str], *, root: str, capture: bool = False,
                 terminal: bool = False, **options: Any) -> tuple[int, bytes | None, bytes | None]:
     """Run *args* in a sandbox; return (exit code, stdout, stderr) (output only when
     *capture*)."""
+    from contain.sandbox.network import parse_net
+
+    mode, allow = parse_net(options.pop("net", "none"))
+    publish = options.pop("publish", ())
+    report = options.pop("report", None)
+    if not args:
+        raise ContainError("sandbox: no command given (contain sandbox -- CMD ...)")
+    # (a bad option found later closes the network again: nothing is left behind)
+    network = _start_network(mode, allow, publish, report, options)
+    try:
+        return _run(args, root, capture, input, timeout, terminal, network, options)
+    finally:
+        if network is not None:
+            network.close()
+
+
+def _start_network(mode: str, allow: list[str], publish: Any, report: Any,
+                   options: dict[str, Any]) -> Any:
+    if mode == "host":
+        if publish:
+            raise ContainError("--publish needs --net private")
+        return None
+    from contain.sandbox.network import start_network
+
+    ids = None
+    if options.get("userns"):
+        ids = (options.get("uid", 0), os.geteuid(), options.get("gid", 0), os.getegid())
+    return start_network(mode, allow, publish, report, userns=ids)
+
+
+def _run(args: list[str], root: str, capture: bool, input: bytes | None,
+         timeout: float | None, terminal: bool, network: Any,
+         options: dict[str, Any]) -> tuple[int, bytes | None, bytes | None]:
     from contain.process.foreground import become_subreaper, run_container
     from contain.sandbox.host import sandbox_spec
     from contain.spec.config import Spec
 
+    if network is not None:
+        options.update(net=network.mode, netns_path=network.namespace_path,
+                       userns_path=network.userns_path, net_env=network.env)
+    else:
+        options["net"] = "host"
     spec = Spec.decode(sandbox_spec(args, terminal=terminal, **options))
     cid = _new_id()
     bundle = _bundle_dir(root, cid, options.get("binds", ()))
