@@ -241,7 +241,8 @@ def _make_in_child(ids: tuple[int, int, int, int], listen: bool
             unshare(c.CLONE_NEWUSER | c.CLONE_NEWNET)
             loopback_up()
             if listen:
-                send_fd(child.fileno(), _listen().fileno(), "listener")
+                sock = _listen()
+                send_fd(child.fileno(), sock.fileno(), "listener")
             else:
                 child.send(b"ok")
             child.recv(1)  # the parent has opened our namespaces
