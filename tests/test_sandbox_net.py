@@ -226,7 +226,7 @@ def test_allow_refuses_a_name_that_resolves_to_a_private_address(state_root: Pat
                                                                  server: Server) -> None:
     name = socket.gethostname()
     found = {info[4][0] for info in socket.getaddrinfo(name, None)}
-    if not found or any(is_public(ipaddress.ip_address(a.split("%")[0])) for a in found):
+    if not found or any(ipaddress.ip_address(a.split("%")[0]).is_global for a in found):
         pytest.skip(f"{name} does not resolve to loopback/private addresses only here")
     p = server.port
     url = f"http://{name}:{p}/"
@@ -335,6 +335,22 @@ needs_pasta = pytest.mark.skipif(shutil.which("pasta") is None,
                                  reason="pasta (Debian's passt) is not installed")
 
 
+def _listening(port: int) -> set[str]:
+    """The host addresses with a TCP socket listening on *port* (from /proc/net)."""
+    out = set()
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        with open(f"/proc/net/{name}") as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                addr, _, hexport = local.partition(":")
+                if state == "0A" and int(hexport, 16) == port:
+                    raw = bytes.fromhex(addr)
+                    # /proc/net shows each 32-bit word in host (little-endian) order
+                    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                    out.add(socket.inet_ntop(family, raw))
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -369,6 +385,8 @@ def test_private_publish_reaches_a_server_in_the_sandbox(state_root: Path,
             if body is None:
                 time.sleep(0.1)
         assert body is not None, proc.stderr.read() if proc.poll() is not None else ""
+        # the host side listens on the host's 127.0.0.1 only (read, not probed)
+        assert _listening(host_port) == {"127.0.0.1"}
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
