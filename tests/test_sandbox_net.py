@@ -25,7 +25,10 @@ from conftest import contain_cmd, run_contain
 from contain.errors import ContainError
 from contain.sandbox.netproxy import Rules, is_public
 from contain.sandbox.network import PROXY_PORT, parse_net, parse_publish, start_network
-from test_rootless import User, user  # noqa: F401 (the unprivileged user, a fixture)
+from test_rootless import (
+    User,
+    user,  # noqa: F401 (a fixture: a real unprivileged user)
+)
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> str:
@@ -158,12 +161,29 @@ def test_bad_publish_is_refused(state_root: Path) -> None:
         assert "Traceback" not in proc.stderr
 
 
+def test_bad_input_after_the_network_is_made_leaves_nothing(state_root: Path,
+                                                            tmp_path: Path) -> None:
+    """The network (namespace, proxy process) is made before the rest of the options
+    are checked: a bad one closes it again (the leak check sees processes and fds)."""
+    from contain.sandbox.run import run_sandbox
+
+    for net in ("allow=localhost:1", "none", "private"):
+        if net == "private" and shutil.which("pasta") is None:
+            continue
+        with pytest.raises(ContainError, match="--bind"):
+            run_sandbox(["/bin/true"], root=str(state_root), net=net,
+                        binds=[f"{tmp_path}/missing:/x"])
+        with pytest.raises(ContainError, match="--pids"):
+            run_sandbox(["/bin/true"], root=str(state_root), net=net, pids=-1)
+
+
 # -- --net none and host -----------------------------------------------------------------
 
 def test_net_none_has_only_loopback_and_it_is_up(state_root: Path) -> None:
     out = ok(sh(state_root, "ls /sys/class/net; cat /sys/class/net/lo/flags; "
-                "busybox nc -l -p 7000 > /tmp/got & sleep 0.3; "
-                "echo served | busybox nc -w 5 127.0.0.1 7000; wait; cat /tmp/got"))
+                "busybox nc -l -p 7000 > /tmp/got & "
+                "for i in $(seq 100); do echo served | busybox nc 127.0.0.1 7000 "
+                "2>/dev/null && break; sleep 0.1; done; wait; cat /tmp/got"))
     lines = out.split()
     assert lines[0] == "lo" and int(lines[1], 16) & 1, out  # IFF_UP
     assert "served" in lines
@@ -422,3 +442,25 @@ def test_rootless_allow_and_none(user: User, server: Server) -> None:  # noqa: F
     proc = user.contain("sandbox", "--userns", "--", "/bin/sh", "-c",
                         "ls /sys/class/net; cat /sys/class/net/lo/flags")
     assert proc.returncode == 0 and proc.stdout.split() == ["lo", "0x9"], proc.stderr
+
+
+@needs_pasta
+def test_rootless_private(user: User) -> None:  # noqa: F811
+    proc = user.contain("sandbox", "--userns", "--net", "private", "--", "/bin/sh", "-c",
+                        "ls /sys/class/net; ip -o route")
+    assert proc.returncode == 0, proc.stderr
+    assert "lo" in proc.stdout.split() and "default" in proc.stdout, proc.stdout
+
+
+def test_api_net_allow(state_root: Path, server: Server) -> None:
+    import contain
+
+    p = server.port
+    r = contain.run(["/bin/sh", "-c", f"{CURL} http://localhost:{p}/api; "
+                                      f"{CURL} http://example.org/"],
+                    net=f"allow=localhost:{p}", env=["NO_PROXY=", "no_proxy="],
+                    capture_output=True, root=str(state_root))
+    assert r.returncode == 0 and r.stdout is not None
+    assert r.stdout.split() == [b"200", b"403"] and server.hits == ["/api"]
+    with pytest.raises(ContainError, match="--publish"):
+        contain.run(["/bin/true"], publish=["8080:80"], root=str(state_root))

@@ -184,15 +184,20 @@ def run(args: list[str], *, capture_output: bool = False, input: bytes | None = 
         binds: list[str] | tuple[str, ...] = (), net: str = "none",
         env: list[str] | tuple[str, ...] = (), cwd: str = "/", hostname: str | None = None,
         userns: bool = False, caps: list[str] | tuple[str, ...] = (), seccomp: bool = True,
-        timeout: float | None = None, root: str | None = None) -> RunResult:
+        timeout: float | None = None, root: str | None = None,
+        publish: list[str] | tuple[str, ...] = ()) -> RunResult:
     """Run *args* in a host-root sandbox (as ``contain sandbox``) and wait for it.
 
     With *capture_output*, stdout and stderr are returned as bytes; *input* is fed to
-    stdin. *timeout* kills the sandbox and raises TimeoutError."""
+    stdin. *timeout* kills the sandbox and raises TimeoutError. *net* is ``"none"``
+    (loopback only), ``"host"``, ``"private"`` (pasta; *publish* ``"HOST:SANDBOX"``
+    ports on the host's 127.0.0.1) or ``"allow=DOMAIN[:PORT],..."`` (only through a
+    filtering proxy)."""
     from contain.sandbox.run import run_sandbox
 
     code, out, err = run_sandbox(
         list(args), root=root or _default_root(), capture=capture_output, input=input,
         timeout=timeout, memory=memory, pids=pids, cpus=cpus, binds=binds, net=net,
-        env=env, cwd=cwd, hostname=hostname, userns=userns, caps=caps, seccomp=seccomp)
+        env=env, cwd=cwd, hostname=hostname, userns=userns, caps=caps, seccomp=seccomp,
+        publish=publish)
     return RunResult(list(args), code, out, err)
