@@ -22,8 +22,8 @@ so the sandbox reaches it on its own loopback and has no other way out.
 
 from __future__ import annotations
 
+import _socket
 import ipaddress
-import socket
 import time
 
 from contain.errors import ContainError
@@ -31,6 +31,7 @@ from contain.errors import ContainError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
+    import socket
     from collections.abc import Callable, Iterable
 
     Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -190,7 +191,7 @@ class Rules:
 
 def resolve(host: str, port: int) -> list[Address]:
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         return []
     return _unique(str(info[4][0]) for info in infos)
@@ -253,7 +254,7 @@ class Proxy:
         if decision is None:
             loop = asyncio.get_running_loop()
             try:
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                infos = await loop.getaddrinfo(host, port, type=_socket.SOCK_STREAM)
                 found = _unique(str(info[4][0]) for info in infos)
             except (OSError, UnicodeError):
                 found = []
@@ -301,9 +302,9 @@ class Proxy:
         writer.write(b"\x05\x00")
         ver, cmd, _, atyp = await reader.readexactly(4)
         if atyp == 1:
-            host = socket.inet_ntop(socket.AF_INET, await reader.readexactly(4))
+            host = _socket.inet_ntop(_socket.AF_INET, await reader.readexactly(4))
         elif atyp == 4:
-            host = socket.inet_ntop(socket.AF_INET6, await reader.readexactly(16))
+            host = _socket.inet_ntop(_socket.AF_INET6, await reader.readexactly(16))
         elif atyp == 3:
             size = (await reader.readexactly(1))[0]
             host = (await reader.readexactly(size)).decode("ascii", errors="replace")

@@ -21,13 +21,13 @@ unprivileged caller, or a sandbox asked to use one).
 
 from __future__ import annotations
 
+import _socket
 import os
 
 from contain.errors import ContainError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
     from collections.abc import Callable, Sequence
 
     Report = Callable[[dict[str, object]], None]
@@ -105,11 +105,9 @@ class NetworkHandle:
                         pass
 
     def close(self) -> None:
-        import signal
-
         for pid in self._pids:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, 9)  # SIGKILL (the signal module would import enum)
             except ProcessLookupError:
                 pass
             _reap(pid)
@@ -197,7 +195,7 @@ def start_network(mode: str, allow: Sequence[str] = (), publish: Sequence[str] =
 
 # -- the namespace ---------------------------------------------------------------------
 
-def _make_here(listen: bool) -> tuple[int, socket.socket | None]:
+def _make_here(listen: bool) -> tuple[int, _socket.socket | None]:
     """A new network namespace made on this thread and left again (root): its fd, and
     the proxy's listening socket made inside it."""
     from contain.linux import consts as c
@@ -223,16 +221,15 @@ def _make_here(listen: bool) -> tuple[int, socket.socket | None]:
 
 
 def _make_in_child(ids: tuple[int, int, int, int], listen: bool
-                   ) -> tuple[int, int, socket.socket | None]:
+                   ) -> tuple[int, int, _socket.socket | None]:
     """A user namespace mapping one id (as given) and a network namespace it owns, made
     by a short-lived child: (user ns fd, net ns fd, listening socket or None)."""
-    import socket
-
     from contain.linux import consts as c
     from contain.linux.syscalls import unshare
     from contain.process.sync import recv_fd, send_fd
 
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    parent, child = _socket.socketpair(_socket.AF_UNIX,
+                                       _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         code = 1
@@ -263,7 +260,7 @@ def _make_in_child(ids: tuple[int, int, int, int], listen: bool
             except ContainError:
                 raise ContainError("--net: could not make the sandbox's network "
                                    "namespace (no listener from the helper)") from None
-            listener = socket.socket(fileno=fd)
+            listener = _socket.socket(fileno=fd)
         else:
             text = parent.recv(4096).decode(errors="replace")
             if text != "ok":
@@ -295,21 +292,21 @@ def _make_in_child(ids: tuple[int, int, int, int], listen: bool
 def loopback_up() -> None:
     """Bring up ``lo`` in this thread's network namespace (SIOCSIFFLAGS)."""
     import fcntl
-    import socket
-    import struct
 
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-        req = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), siocgifflags, req))[1]
-        fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    try:  # struct ifreq: the name in 16 bytes, then (here) the short ifr_flags
+        name = b"lo".ljust(16, b"\0")
+        got = fcntl.ioctl(s.fileno(), siocgifflags, name + bytes(24))
+        flags = int.from_bytes(got[16:18], "little") | iff_up
+        fcntl.ioctl(s.fileno(), siocsifflags, name + flags.to_bytes(2, "little") + bytes(22))
+    finally:
+        s.close()
 
 
-def _listen() -> socket.socket:
-    import socket
-
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def _listen() -> _socket.socket:
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    s.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
     s.bind(("127.0.0.1", PROXY_PORT))
     s.listen(128)
     return s
@@ -317,7 +314,7 @@ def _listen() -> socket.socket:
 
 # -- the proxy process -----------------------------------------------------------------
 
-def _start_proxy(handle: NetworkHandle, listener: socket.socket, rules: object) -> None:
+def _start_proxy(handle: NetworkHandle, listener: _socket.socket, rules: object) -> None:
     """Fork the process that serves *listener* (outside the sandbox); the decisions go
     as JSON lines to an anonymous file that drain() reads."""
     log = os.memfd_create("contain-netproxy-log", os.MFD_CLOEXEC)
@@ -335,7 +332,7 @@ def _start_proxy(handle: NetworkHandle, listener: socket.socket, rules: object) 
     handle._pids.append(pid)
 
 
-def _proxy_main(listener: socket.socket, rules: object, log: int, ppid: int) -> None:
+def _proxy_main(listener: _socket.socket, rules: object, log: int, ppid: int) -> None:
     import json
     import signal
 
