@@ -15,7 +15,7 @@ SOCKS5 (0x05), an HTTP ``CONNECT host:port`` tunnel, and a plain-HTTP forward pr
   ``localhost``;
 - every decision, allowed or refused, is passed to *report* as a dict (one JSON line).
 
-Stdlib only (asyncio, imported when the proxy runs). The proxy runs outside the sandbox;
+Stdlib only (the C modules _socket and _thread). The proxy runs outside the sandbox;
 its listening socket was bound inside the sandbox's network namespace (see network.py),
 so the sandbox reaches it on its own loopback and has no other way out.
 """
@@ -30,8 +30,6 @@ from contain.errors import ContainError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import asyncio
-    import socket
     from collections.abc import Callable, Iterable
 
     Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -207,22 +205,67 @@ def _unique(texts: Iterable[str]) -> list[Address]:
 
 
 # -- serving ----------------------------------------------------------------------------
+#
+# A thread per connection (and one more while it relays), on the C modules only
+# (_socket, _thread): the proxy process starts serving in a few milliseconds, where
+# importing asyncio alone takes tens (it is on the path of the sandbox's first request).
+
+HANDSHAKE_TIMEOUT = 60.0
+_SHUT_WR, _SHUT_RDWR = 1, 2
+
 
 class _Refused(Exception):
     pass
 
 
+class _Conn:
+    """A socket with a read buffer (what came after the request head is kept)."""
+
+    __slots__ = ("sock", "buf")
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def _more(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError
+        self.buf += data
+
+    def exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self._more()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def until(self, marker: bytes, limit: int) -> bytes:
+        while marker not in self.buf:
+            if len(self.buf) > limit:
+                raise _Refused("request head too large")
+            self._more()
+        end = self.buf.index(marker) + len(marker)
+        out, self.buf = self.buf[:end], self.buf[end:]
+        return out
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+
 class Proxy:
-    """Serves the listening sockets given to :meth:`serve` until cancelled."""
+    """Serves listening sockets (:meth:`serve` blocks); one decision per request."""
 
     def __init__(self, rules: Rules, report: Report | None = None,
                  connect_timeout: float = 10.0) -> None:
+        import _thread
+
         self.rules = rules
         self.report = report
         self.connect_timeout = connect_timeout
+        self._lock = _thread.allocate_lock()
 
     def _log(self, allowed: bool, proto: str, host: str, port: int, reason: str,
-             peer: object = None, address: object = None) -> None:
+             address: object = None) -> None:
         if self.report is None:
             return
         event: dict[str, object] = {
@@ -231,145 +274,149 @@ class Proxy:
         if address is not None:
             event["address"] = str(address)
         try:
-            self.report(event)
+            with self._lock:
+                self.report(event)
         except Exception:  # a broken reporter must not stop the proxy
             pass
 
-    async def serve(self, listeners: list[socket.socket]) -> None:
-        import asyncio
+    def serve(self, listeners: list[_socket.socket]) -> None:
+        import _thread
 
-        servers = [await asyncio.start_server(self._client, sock=s) for s in listeners]
-        try:
-            await asyncio.gather(*(s.serve_forever() for s in servers))
-        finally:
-            for s in servers:
-                s.close()
+        _thread.stack_size(256 * 1024)
+        for extra in listeners[1:]:
+            _thread.start_new_thread(self._accept_loop, (extra,))
+        self._accept_loop(listeners[0])
 
-    async def _open(self, proto: str, host: str, port: int
-                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Decide and connect; raise _Refused (logged) when not allowed or unreachable."""
-        import asyncio
+    def _accept_loop(self, listener: _socket.socket) -> None:
+        import _thread
 
-        decision = self.rules.check_name(host, port)
-        if decision is None:
-            loop = asyncio.get_running_loop()
+        listener.settimeout(None)
+        while True:
             try:
-                infos = await loop.getaddrinfo(host, port, type=_socket.SOCK_STREAM)
-                found = _unique(str(info[4][0]) for info in infos)
-            except (OSError, UnicodeError):
-                found = []
-            decision = self.rules.check_addresses(host, port, found)
+                fd, _ = listener._accept()  # type: ignore[attr-defined]
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                if exc.errno in (24, 23, 105, 12):  # EMFILE ENFILE ENOBUFS ENOMEM
+                    time.sleep(0.1)
+                    continue
+                raise
+            _thread.start_new_thread(self._client, (fd,))
+
+    def _open(self, proto: str, host: str, port: int) -> _socket.socket:
+        """Decide and connect; raise _Refused (logged) when not allowed or unreachable."""
+        decision = self.rules.check(host, port)
         if not decision.allowed:
             self._log(False, proto, host, port, decision.reason)
             raise _Refused(decision.reason)
         error = "no address"
         for addr in decision.addresses:
+            family = _socket.AF_INET6 if addr.version == 6 else _socket.AF_INET
+            up = _socket.socket(family, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+            up.settimeout(self.connect_timeout)
             try:
-                conn = await asyncio.wait_for(
-                    asyncio.open_connection(str(addr), port), self.connect_timeout)
-            except (OSError, TimeoutError) as exc:
-                error = getattr(exc, "strerror", None) or "timed out"
+                up.connect((str(addr), port))
+            except OSError as exc:
+                up.close()
+                error = exc.strerror or "timed out"
                 continue
             self._log(True, proto, host, port, decision.reason, address=addr)
-            return conn
+            return up
         self._log(False, proto, host, port, f"unreachable: {error}")
         raise _Refused(f"unreachable: {error}")
 
-    async def _client(self, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
+    def _client(self, fd: int) -> None:
+        sock = _socket.socket(fileno=fd)
         try:
-            first = await reader.readexactly(1)
+            sock.settimeout(HANDSHAKE_TIMEOUT)
+            conn = _Conn(sock)
+            first = conn.exact(1)
             if first == b"\x05":
-                await self._socks5(reader, writer)
+                self._socks5(conn)
             else:
-                await self._http(first, reader, writer)
+                conn.buf = first + conn.buf
+                self._http(conn)
         except (OSError, EOFError, ValueError, _Refused):
             pass
-        except Exception:  # asyncio.IncompleteReadError, LimitOverrunError, ...
-            pass
         finally:
-            writer.close()
+            sock.close()
 
     # -- SOCKS5 (RFC 1928), no authentication, CONNECT only ----------------------------
 
-    async def _socks5(self, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
-        n = (await reader.readexactly(1))[0]
-        methods = await reader.readexactly(n)
+    def _socks5(self, conn: _Conn) -> None:
+        n = conn.exact(1)[0]
+        methods = conn.exact(n)
         if 0 not in methods:
-            writer.write(b"\x05\xff")
-            return
-        writer.write(b"\x05\x00")
-        ver, cmd, _, atyp = await reader.readexactly(4)
+            return conn.send(b"\x05\xff")
+        conn.send(b"\x05\x00")
+        ver, cmd, _, atyp = conn.exact(4)
         if atyp == 1:
-            host = _socket.inet_ntop(_socket.AF_INET, await reader.readexactly(4))
+            host = _socket.inet_ntop(_socket.AF_INET, conn.exact(4))
         elif atyp == 4:
-            host = _socket.inet_ntop(_socket.AF_INET6, await reader.readexactly(16))
+            host = _socket.inet_ntop(_socket.AF_INET6, conn.exact(16))
         elif atyp == 3:
-            size = (await reader.readexactly(1))[0]
-            host = (await reader.readexactly(size)).decode("ascii", errors="replace")
+            host = conn.exact(conn.exact(1)[0]).decode("ascii", errors="replace")
         else:
-            writer.write(b"\x05\x08\x00\x01" + bytes(6))
-            return
-        port = int.from_bytes(await reader.readexactly(2), "big")
+            return conn.send(b"\x05\x08\x00\x01" + bytes(6))
+        port = int.from_bytes(conn.exact(2), "big")
         if ver != 5 or cmd != 1:
             self._log(False, "socks5", host, port, f"SOCKS command {cmd} not supported")
-            writer.write(b"\x05\x07\x00\x01" + bytes(6))
-            return
+            return conn.send(b"\x05\x07\x00\x01" + bytes(6))
         try:
-            up_r, up_w = await self._open("socks5", host, port)
+            up = self._open("socks5", host, port)
         except _Refused as exc:
             code = 4 if str(exc).startswith("unreachable") else 2
-            writer.write(bytes([5, code, 0, 1]) + bytes(6))
-            return
-        writer.write(b"\x05\x00\x00\x01" + bytes(6))
-        await _relay(reader, writer, up_r, up_w)
+            return conn.send(bytes([5, code, 0, 1]) + bytes(6))
+        conn.send(b"\x05\x00\x00\x01" + bytes(6))
+        _relay(conn, up)
 
     # -- HTTP: CONNECT tunnels and absolute-URI forwarding -----------------------------
 
-    async def _http(self, first: bytes, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter) -> None:
-        head = first + await reader.readuntil(b"\r\n\r\n")
-        if len(head) > MAX_HEAD:
-            return await _reply(writer, 431, "request head too large")
+    def _http(self, conn: _Conn) -> None:
+        try:
+            head = conn.until(b"\r\n\r\n", MAX_HEAD)
+        except _Refused as exc:
+            return _reply(conn, 431, str(exc))
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            return await _reply(writer, 400, "not an HTTP proxy request")
+            return _reply(conn, 400, "not an HTTP proxy request")
         method, target, version = parts
         if method.upper() == "CONNECT":
             host, port = _split_hostport(target, None)
             if not host or port is None:
-                return await _reply(writer, 400, f"CONNECT {target}: HOST:PORT expected")
+                return _reply(conn, 400, f"CONNECT {target}: HOST:PORT expected")
             try:
-                up_r, up_w = await self._open("http-connect", host, port)
+                up = self._open("http-connect", host, port)
             except _Refused as exc:
-                return await _reply(writer, 403, _refusal(host, port, str(exc)))
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            return await _relay(reader, writer, up_r, up_w)
+                return _reply(conn, 403, _refusal(host, port, str(exc)))
+            conn.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            return _relay(conn, up)
         if not target.lower().startswith("http://"):
-            return await _reply(writer, 400, "only http:// URLs are forwarded; use "
-                                "CONNECT (HTTPS_PROXY) for https")
+            return _reply(conn, 400, "only http:// URLs are forwarded; use CONNECT "
+                                     "(HTTPS_PROXY) for https")
         rest = target[7:]
         slash = rest.find("/")
         authority, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
-        host, port = _split_hostport(authority.rpartition("@")[2], 80)
+        authority = authority.rpartition("@")[2]
+        host, port = _split_hostport(authority, 80)
         if not host or port is None:
-            return await _reply(writer, 400, f"bad URL {target}")
+            return _reply(conn, 400, f"bad URL {target}")
         try:
-            up_r, up_w = await self._open("http", host, port)
+            up = self._open("http", host, port)
         except _Refused as exc:
-            return await _reply(writer, 403, _refusal(host, port, str(exc)))
-        out = [f"{method} {path} {version}"]
+            return _reply(conn, 403, _refusal(host, port, str(exc)))
+        out = [f"{method} {path} {version}", f"Host: {authority}"]
         for line in lines[1:]:
             name = line.split(":", 1)[0].strip().lower()
-            if line and name not in ("proxy-connection", "proxy-authorization",
+            # the Host is the URL's (the request goes to that host and no other); one
+            # request per connection: a second one could name another host
+            if line and name not in ("host", "proxy-connection", "proxy-authorization",
                                      "connection", "keep-alive"):
                 out.append(line)
-        # one request per connection: a second one could name another host
         out += ["Connection: close", "", ""]
-        up_w.write("\r\n".join(out).encode("latin-1"))
-        await _relay(reader, writer, up_r, up_w)
+        conn.buf = "\r\n".join(out).encode("latin-1") + conn.buf
+        _relay(conn, up)
 
 
 def _refusal(host: str, port: int, reason: str) -> str:
@@ -390,45 +437,62 @@ def _split_hostport(text: str, default: int | None) -> tuple[str, int | None]:
     return host, default
 
 
-async def _reply(writer: asyncio.StreamWriter, status: int, text: str) -> None:
+def _reply(conn: _Conn, status: int, text: str) -> None:
     reasons = {400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large"}
     body = f"contain: {text}\n".encode()
-    writer.write(f"HTTP/1.1 {status} {reasons.get(status, 'Error')}\r\n"
-                 f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-                 "Connection: close\r\n\r\n".encode() + body)
-    try:
-        await writer.drain()
-    except OSError:
-        pass
+    conn.send(f"HTTP/1.1 {status} {reasons.get(status, 'Error')}\r\n"
+              f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+              "Connection: close\r\n\r\n".encode() + body)
 
 
-async def _relay(c_r: asyncio.StreamReader, c_w: asyncio.StreamWriter,
-                 u_r: asyncio.StreamReader, u_w: asyncio.StreamWriter) -> None:
-    import asyncio
+def _relay(conn: _Conn, up: _socket.socket) -> None:
+    """Copy both ways until both are done: the client's side on this thread, the
+    upstream's on another. A clean end half-closes the other side; an error ends both."""
+    import _thread
 
-    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    client = conn.sock
+    done = _thread.allocate_lock()
+    done.acquire()
+
+    def pump(src: _socket.socket, dst: _socket.socket, first: bytes) -> None:
         try:
+            if first:
+                dst.sendall(first)
             while True:
-                data = await src.read(65536)
+                data = src.recv(65536)
                 if not data:
                     break
-                dst.write(data)
-                await dst.drain()
-            if dst.can_write_eof():
-                dst.write_eof()
+                dst.sendall(data)
+            dst.shutdown(_SHUT_WR)
         except OSError:
-            pass
+            for s in (src, dst):
+                try:
+                    s.shutdown(_SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def upstream_side() -> None:
+        try:
+            pump(up, client, b"")
+        finally:
+            done.release()
 
     try:
-        await c_w.drain()
-        await asyncio.gather(pipe(c_r, u_w), pipe(u_r, c_w))
+        client.settimeout(None)
+        up.settimeout(None)
+        _thread.start_new_thread(upstream_side, ())
+    except BaseException:
+        up.close()
+        raise
+    try:
+        pump(client, up, conn.buf)
+        conn.buf = b""
+        done.acquire()
     finally:
-        u_w.close()
+        up.close()
 
 
-def serve(listeners: list[socket.socket], rules: Rules,
+def serve(listeners: list[_socket.socket], rules: Rules,
           report: Report | None = None) -> None:
     """Serve until the process is killed (the proxy process of network.py)."""
-    import asyncio
-
-    asyncio.run(Proxy(rules, report).serve(listeners))
+    Proxy(rules, report).serve(listeners)

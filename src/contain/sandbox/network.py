@@ -88,7 +88,7 @@ class NetworkHandle:
         """Pass the proxy's decisions made since the last call to *report*."""
         if self._log_fd < 0:
             return
-        import json
+        from contain.jsonio import loads
 
         while True:
             data = os.pread(self._log_fd, 65536, self._log_off)
@@ -100,7 +100,7 @@ class NetworkHandle:
             for line in lines:
                 if self.report is not None and line:
                     try:
-                        self.report(json.loads(line))
+                        self.report(loads(line))
                     except ValueError:
                         pass
 
@@ -333,37 +333,34 @@ def _start_proxy(handle: NetworkHandle, listener: _socket.socket, rules: object)
 
 
 def _proxy_main(listener: _socket.socket, rules: object, log: int, ppid: int) -> None:
-    import json
-    import signal
+    import _signal
+    import fcntl
 
     from contain.linux import consts as c
     from contain.linux.syscalls import close_range, prctl
 
-    prctl(c.PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(c.PR_SET_PDEATHSIG, 9)  # SIGKILL when the runtime goes
     if os.getppid() != ppid:
         return
     os.setsid()  # no terminal signals: the runtime decides when the proxy ends
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(sig, signal.SIG_DFL)
+    for sig in (1, 2, 3, 15):  # HUP INT QUIT TERM: the runtime's handlers are not ours
+        _signal.signal(sig, _signal.SIG_DFL)
     null = os.open("/dev/null", os.O_RDWR)
     for std in (0, 1, 2):
         os.dup2(null, std)
-    # only the listener and the log survive (as 3 and 4)
-    lfd = os.dup(listener.fileno())
-    os.dup2(lfd, 3)
-    os.dup2(log, 4)
+    # only the listener and the log survive, as 3 and 4
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in (listener.fileno(), log)]
+    os.dup2(high[0], 3)
+    os.dup2(high[1], 4)
     close_range(5)
-    import socket
-
+    from contain.jsonio import dumps
     from contain.sandbox.netproxy import Rules, serve
 
-    sock = socket.socket(fileno=3)
-
     def report(event: dict[str, object]) -> None:
-        os.write(4, json.dumps(event, separators=(",", ":")).encode() + b"\n")
+        os.write(4, dumps(event).encode() + b"\n")
 
     assert isinstance(rules, Rules)
-    serve([sock], rules, report)
+    serve([_socket.socket(fileno=3)], rules, report)
 
 
 # -- pasta -----------------------------------------------------------------------------
