@@ -46,10 +46,12 @@ class Server:
 
     def __init__(self) -> None:
         hits: list[str] = []
+        hosts: list[str] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 hits.append(self.path)
+                hosts.append(self.headers.get("Host", ""))
                 body = b"hello from the host\n"
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
@@ -60,6 +62,7 @@ class Server:
                 pass
 
         self.hits = hits
+        self.hosts = hosts
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -219,6 +222,15 @@ def test_allow_reaches_a_listed_server_by_each_protocol(state_root: Path,
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         assert env[name] == proxy
     assert env["ALL_PROXY"] == env["all_proxy"] == f"socks5h://127.0.0.1:{PROXY_PORT}"
+
+
+def test_allow_forwards_to_the_urls_host_only(state_root: Path, server: Server) -> None:
+    """A plain-HTTP request goes to the URL's host with that Host header (not one the
+    client chose to reach another site behind the same address)."""
+    p = server.port
+    out = ok(sh(state_root, f"{CURL} -H 'Host: other.example' http://localhost:{p}/h",
+                "--net", f"allow=localhost:{p}", *NOPROXY_OFF))
+    assert out.strip() == "200" and server.hosts == [f"localhost:{p}"]
 
 
 def test_allow_refuses_what_is_not_listed(state_root: Path, server: Server) -> None:
