@@ -23,7 +23,7 @@ import pytest
 
 from conftest import contain_cmd, run_contain
 from contain.errors import ContainError
-from contain.sandbox.netproxy import Rules, is_public
+from contain.sandbox.netproxy import Address, Network, Rules, is_public
 from contain.sandbox.network import PROXY_PORT, parse_net, parse_publish, start_network
 from test_rootless import (
     User,
@@ -117,7 +117,7 @@ def test_rules_names_wildcards_and_ports() -> None:
 
 def test_rules_refuse_non_public_addresses_unless_listed() -> None:
     rules = Rules(["*.example.org", "localhost", "intranet.example:80", "10.9.9.9"])
-    ip = ipaddress.ip_address
+    ip = Address
     for addr in ("127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "100.64.0.1",
                  "169.254.169.254", "169.254.1.1", "0.0.0.0", "::1", "fe80::1", "fd00::1",
                  "fd00:ec2::254", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "224.0.0.1"):
@@ -137,6 +137,25 @@ def test_rules_refuse_non_public_addresses_unless_listed() -> None:
     assert rules.check_addresses("intranet.example", 80, [ip("10.9.9.9")]).allowed
     assert not rules.check_addresses("intranet.example", 80, [ip("10.9.9.8")]).allowed
     assert not rules.check_addresses("www.example.org", 443, []).allowed
+
+
+def test_address_blocks_agree_with_ipaddress() -> None:
+    """The proxy's own small address arithmetic against the stdlib's, at the edges."""
+    for block in ("10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12",
+                  "127.0.0.0/8", "192.168.1.128/25", "0.0.0.0/0", "1.2.3.4/32",
+                  "fc00::/7", "fe80::/10", "::1/128", "::ffff:0:0/96", "2001:db8::/32",
+                  "::/0", "fd00:ec2::254/128"):
+        ref = ipaddress.ip_network(block)
+        net = Network(block)
+        first, last = int(ref.network_address), int(ref.broadcast_address)
+        top = 2 ** ref.max_prefixlen - 1
+        for value in {first, last, max(first - 1, 0), min(last + 1, top), (first + last) // 2}:
+            addr = ipaddress.ip_address(value) if ref.version == 4 else \
+                ipaddress.IPv6Address(value)
+            assert (Address(str(addr)) in net) == (addr in ref), (block, str(addr))
+    assert Address("::ffff:10.1.2.3").unmapped() == Address("10.1.2.3")
+    with pytest.raises(ValueError):
+        Address("127.1")  # only the full forms are literals (a resolver may differ)
 
 
 @pytest.mark.parametrize("text", ["", "allow=", "allow=,", "allow=exa mple.org",

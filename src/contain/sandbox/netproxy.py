@@ -23,7 +23,6 @@ so the sandbox reaches it on its own loopback and has no other way out.
 from __future__ import annotations
 
 import _socket
-import ipaddress
 import time
 
 from contain.errors import ContainError
@@ -32,28 +31,88 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-    Network = ipaddress.IPv4Network | ipaddress.IPv6Network
     Report = Callable[[dict[str, object]], None]
-
-# not public: refused unless listed (ipaddress's is_global misses some of these, and
-# counts CGNAT as neither private nor global)
-_BLOCKED = [ipaddress.ip_network(n) for n in (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-    "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
-    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
-    "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b::/96", "100::/64", "2001:db8::/32",
-    "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8", "fd00:ec2::254/128",
-)]
 
 MAX_HEAD = 65536
 
 
-def is_public(addr: Address) -> bool:
-    mapped = getattr(addr, "ipv4_mapped", None)
-    if mapped is not None:
-        addr = mapped
-    return not any(addr in net for net in _BLOCKED if net.version == addr.version)
+# -- addresses: (version, integer) pairs; _socket.inet_pton parses them (the ipaddress
+# module costs a few milliseconds to import, on the runtime's path) ----------------------
+
+class Address:
+    """An IP address: its text (as given, without a zone), version and value."""
+
+    __slots__ = ("text", "version", "value")
+
+    def __init__(self, text: str) -> None:
+        text = text.split("%")[0]
+        for family, version in ((_socket.AF_INET, 4), (_socket.AF_INET6, 6)):
+            try:
+                packed = _socket.inet_pton(family, text)
+            except OSError:
+                continue
+            self.text, self.version = text, version
+            self.value = int.from_bytes(packed, "big")
+            return
+        raise ValueError(f"not an IP address: {text!r}")
+
+    def unmapped(self) -> Address:
+        """The IPv4 address of an IPv4-mapped IPv6 one (::ffff:a.b.c.d), else self."""
+        if self.version == 6 and self.value >> 32 == 0xFFFF:
+            return Address(_socket.inet_ntop(_socket.AF_INET,
+                                             (self.value & 0xFFFFFFFF).to_bytes(4, "big")))
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Address) and (self.version, self.value) == (
+            other.version, other.value)
+
+    def __hash__(self) -> int:
+        return hash((self.version, self.value))
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"Address({self.text!r})"
+
+
+class Network:
+    """An address block (a single address is a /32 or /128)."""
+
+    __slots__ = ("version", "prefix", "shift", "value")
+
+    def __init__(self, text: str) -> None:
+        addr, sep, length = text.partition("/")
+        a = Address(addr)
+        bits = 32 if a.version == 4 else 128
+        if sep and not (length.isdigit() and 0 <= int(length) <= bits):
+            raise ValueError(f"bad prefix length in {text!r}")
+        self.version = a.version
+        self.prefix = int(length) if sep else bits
+        self.shift = bits - self.prefix
+        self.value = a.value >> self.shift
+
+    def __contains__(self, addr: Address) -> bool:
+        return addr.version == self.version and addr.value >> self.shift == self.value
+
+
+# not public: refused unless listed (loopback, "this network", private, CGNAT, IETF and
+# documentation blocks, link-local with the metadata address, multicast, reserved;
+# IPv6 unique-local with AWS's fd00:ec2::254, NAT64, discard, site-local)
+_BLOCKED = [Network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+    "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b::/96", "100::/64", "2001:db8::/32",
+    "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+)]
+_LOOPBACK = [Network("127.0.0.0/8"), Network("::1/128")]
+
+
+def is_public(addr: Address | str) -> bool:
+    a = (Address(addr) if isinstance(addr, str) else addr).unmapped()
+    return not any(a in net for net in _BLOCKED)
 
 
 class Rule:
@@ -81,9 +140,11 @@ class Rule:
         self.wildcard = False
         host = host.lower().rstrip(".")
         try:
-            self.network = ipaddress.ip_network(host, strict=False)
+            self.network = Network(host)
         except ValueError:
-            pass
+            if "/" in host:
+                raise ContainError(f"invalid --net allow entry {text!r}: not a CIDR "
+                                   "block") from None
         if self.network is None:
             if host.startswith("*."):
                 self.wildcard = True
@@ -109,8 +170,7 @@ class Rule:
             return False
         if self.network is None:
             return False
-        mapped = getattr(addr, "ipv4_mapped", None)
-        return addr in self.network or (mapped is not None and mapped in self.network)
+        return addr in self.network or addr.unmapped() in self.network
 
 
 def _label_ok(label: str) -> bool:
@@ -150,7 +210,7 @@ class Rules:
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
         try:
-            literal: Address | None = ipaddress.ip_address(host)
+            literal: Address | None = Address(host)
         except ValueError:
             literal = None
         if literal is not None:
@@ -161,14 +221,17 @@ class Rules:
             return Decision(False, "name not listed")
         return None
 
-    def check_addresses(self, host: str, port: int, found: list[Address]) -> Decision:
+    def check_addresses(self, host: str, port: int,
+                        found: Iterable[Address | str]) -> Decision:
         """The decision for a listed *host* that resolved to *found*."""
         host = host.lower().rstrip(".")
         ok: list[Address] = []
         refused: list[Address] = []
-        for addr in found:
+        for item in found:
+            addr = Address(item) if isinstance(item, str) else item
+            loopback = any(addr.unmapped() in net for net in _LOOPBACK)
             if is_public(addr) or self._address_listed(addr, port) or (
-                    addr.is_loopback and host == "localhost"):
+                    loopback and host == "localhost"):
                 ok.append(addr)
             else:
                 refused.append(addr)
@@ -180,7 +243,8 @@ class Rules:
         return Decision(False, "name does not resolve")
 
     def check(self, host: str, port: int) -> Decision:
-        """Blocking form of the two steps (resolves with getaddrinfo)."""
+        """Decide, resolving a listed name (getaddrinfo) once: the connection goes to
+        the addresses found here."""
         first = self.check_name(host, port)
         if first is not None:
             return first
@@ -192,13 +256,12 @@ def resolve(host: str, port: int) -> list[Address]:
         infos = _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         return []
-    return _unique(str(info[4][0]) for info in infos)
-
-
-def _unique(texts: Iterable[str]) -> list[Address]:
     out: list[Address] = []
-    for text in texts:
-        addr = ipaddress.ip_address(text.split("%")[0])
+    for info in infos:
+        try:
+            addr = Address(str(info[4][0]))
+        except ValueError:
+            continue
         if addr not in out:
             out.append(addr)
     return out
