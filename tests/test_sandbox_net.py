@@ -380,6 +380,51 @@ def test_start_network_handle(server: Server) -> None:
         assert h.namespace_path is not None and h.env == [] and h._pids == []
 
 
+def _connect_in(netns: str, port: int) -> socket.socket:
+    """A TCP connection to 127.0.0.1:*port* of the network namespace *netns* (the
+    socket is made there, from this thread, which then comes back)."""
+    from contain.linux import consts as c
+    from contain.linux.syscalls import setns
+
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    target = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(target, c.CLONE_NEWNET)
+        try:
+            s = socket.socket()
+        finally:
+            setns(home, c.CLONE_NEWNET)
+    finally:
+        os.close(home)
+        os.close(target)
+    s.settimeout(20)
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def test_the_decision_log_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decisions wait in memory until drain()/close(): past the limit they stop, with
+    one line that says so; drain() passes them on while the sandbox runs."""
+    import contain.sandbox.network as network
+
+    monkeypatch.setattr(network, "LOG_LIMIT", 3000)
+    events: list[dict[str, object]] = []
+    with start_network("allow", ["localhost:1"], report=events.append) as h:
+        assert h.namespace_path is not None
+        for i in range(40):
+            with _connect_in(h.namespace_path, PROXY_PORT) as s:
+                s.sendall(f"GET http://example.org/{i} HTTP/1.0\r\n\r\n".encode())
+                assert s.recv(100).startswith(b"HTTP/1.1 403")
+            if i == 0:  # (the proxy logs a decision before it answers)
+                h.drain()
+                assert len(events) == 1 and events[0]["host"] == "example.org"
+    assert 5 < len(events) < 40 and all(e["action"] == "deny" for e in events[:-1])
+    assert events[-1]["action"] == "log-full", events[-1]
+    # without a reader nothing is logged at all
+    with start_network("allow", ["localhost:1"]) as h:
+        assert h._log_fd == -1
+
+
 # -- --net private -------------------------------------------------------------------------
 
 needs_pasta = pytest.mark.skipif(shutil.which("pasta") is None,

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     Report = Callable[[dict[str, object]], None]
 
 PROXY_PORT = 3128
+LOG_LIMIT = 32 << 20  # bytes of proxy decisions kept until drain()/close() reads them
 MODES = ("none", "host", "allow", "private")
 
 
@@ -317,8 +318,10 @@ def _listen() -> _socket.socket:
 def _start_proxy(handle: NetworkHandle, listener: _socket.socket, rules: object) -> None:
     """Fork the process that serves *listener* (outside the sandbox); the decisions go
     as JSON lines to an anonymous file that drain() reads."""
-    log = os.memfd_create("contain-netproxy-log", os.MFD_CLOEXEC)
-    handle._log_fd = log
+    log = -1
+    if handle.report is not None:  # (no reader, no log)
+        log = os.memfd_create("contain-netproxy-log", os.MFD_CLOEXEC)
+        handle._log_fd = log
     ppid = os.getpid()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the proxy process
@@ -349,18 +352,32 @@ def _proxy_main(listener: _socket.socket, rules: object, log: int, ppid: int) ->
     for std in (0, 1, 2):
         os.dup2(null, std)
     # only the listener and the log survive, as 3 and 4
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in (listener.fileno(), log)]
-    os.dup2(high[0], 3)
-    os.dup2(high[1], 4)
-    close_range(5)
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in (listener.fileno(), log) if fd >= 0]
+    for target, fd in enumerate(high, start=3):
+        os.dup2(fd, target)
+    close_range(3 + len(high))
     from contain.jsonio import dumps
     from contain.sandbox.netproxy import Rules, serve
 
+    written = 0
+
     def report(event: dict[str, object]) -> None:
-        os.write(4, dumps(event).encode() + b"\n")
+        # the log is memory until the runtime reads it: bounded, and says so when full
+        nonlocal written
+        if written >= LOG_LIMIT:
+            return
+        line = dumps(event).encode() + b"\n"
+        if written + len(line) > LOG_LIMIT - 512:
+            line = dumps({"type": "network", "action": "log-full", "time": event["time"],
+                          "reason": f"over {LOG_LIMIT} bytes of decisions: the rest are "
+                                    "not reported"}).encode() + b"\n"
+            written = LOG_LIMIT
+        else:
+            written += len(line)
+        os.write(4, line)
 
     assert isinstance(rules, Rules)
-    serve([_socket.socket(fileno=3)], rules, report)
+    serve([_socket.socket(fileno=3)], rules, report if log >= 0 else None)
 
 
 # -- pasta -----------------------------------------------------------------------------
