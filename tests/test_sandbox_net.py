@@ -402,6 +402,42 @@ def _connect_in(netns: str, port: int) -> socket.socket:
     return s
 
 
+def _exchange(netns: str, data: bytes) -> bytes:
+    with _connect_in(netns, PROXY_PORT) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+def test_malformed_requests_are_answered_and_the_proxy_goes_on(server: Server) -> None:
+    p = server.port
+    events: list[dict[str, object]] = []
+    with start_network("allow", [f"localhost:{p}"], report=events.append) as h:
+        assert h.namespace_path is not None
+        ns = h.namespace_path
+        assert _exchange(ns, b"hello\r\n\r\n").startswith(b"HTTP/1.1 400")
+        assert _exchange(ns, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").startswith(
+            b"HTTP/1.1 400")  # not a proxy request
+        assert _exchange(ns, b"GET https://localhost/ HTTP/1.1\r\n\r\n").startswith(
+            b"HTTP/1.1 400")  # https goes by CONNECT
+        assert _exchange(ns, b"CONNECT localhost HTTP/1.1\r\n\r\n").startswith(
+            b"HTTP/1.1 400")  # no port
+        big = b"GET http://localhost/ HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n"
+        assert _exchange(ns, big).startswith(b"HTTP/1.1 431")
+        assert _exchange(ns, b"\x05\x01\x02") == b"\x05\xff"  # no acceptable method
+        # SOCKS5 BIND (2) and an unknown address type are refused
+        assert _exchange(ns, b"\x05\x01\x00\x05\x02\x00\x01" + bytes(6))[2:4] == b"\x05\x07"
+        assert _exchange(ns, b"\x05\x01\x00\x05\x01\x00\x09")[2:4] == b"\x05\x08"
+        assert _exchange(ns, b"") == b"" and _exchange(ns, b"\x05") == b""
+        # and it still serves, the request's body included
+        body = _exchange(ns, f"GET http://localhost:{p}/after HTTP/1.0\r\n\r\n".encode())
+        assert body.startswith(b"HTTP/1.0 200") and server.hits == ["/after"], body
+    assert [e["action"] for e in events] == ["deny", "allow"], events
+
+
 def test_the_decision_log_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Decisions wait in memory until drain()/close(): past the limit they stop, with
     one line that says so; drain() passes them on while the sandbox runs."""

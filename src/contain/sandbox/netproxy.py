@@ -308,6 +308,8 @@ class _Conn:
                 raise _Refused("request head too large")
             self._more()
         end = self.buf.index(marker) + len(marker)
+        if end > limit:
+            raise _Refused("request head too large")
         out, self.buf = self.buf[:end], self.buf[end:]
         return out
 
