@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import _socket
 import os
+import sys
 
 from contain.errors import ContainError
 
@@ -177,7 +178,10 @@ def start_network(mode: str, allow: Sequence[str] = (), publish: Sequence[str] =
             handle.userns_path = handle._keep(user)
         handle.namespace_path = handle._keep(netns)
         if listener is not None:
-            _start_proxy(handle, listener, rules)
+            try:
+                _start_proxy(handle, listener, rules)
+            finally:
+                listener.close()  # (the proxy has its own)
         if mode == "allow":
             proxy = f"http://127.0.0.1:{PROXY_PORT}"
             socks = f"socks5h://127.0.0.1:{PROXY_PORT}"
@@ -227,7 +231,7 @@ def _make_in_child(ids: tuple[int, int, int, int], listen: bool
     by a short-lived child: (user ns fd, net ns fd, listening socket or None)."""
     from contain.linux import consts as c
     from contain.linux.syscalls import unshare
-    from contain.process.sync import recv_fd, send_fd
+    from contain.process.sync import send_fd
 
     parent, child = _socket.socketpair(_socket.AF_UNIX,
                                        _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
@@ -240,14 +244,14 @@ def _make_in_child(ids: tuple[int, int, int, int], listen: bool
             loopback_up()
             if listen:
                 sock = _listen()
-                send_fd(child.fileno(), sock.fileno(), "listener")
+                send_fd(child.fileno(), sock.fileno(), "ok")
             else:
                 child.send(b"ok")
             child.recv(1)  # the parent has opened our namespaces
             code = 0
         except BaseException as exc:
             try:
-                child.send(f"error: {exc}".encode())
+                child.send(str(exc).encode())
             except OSError:
                 pass
         os._exit(code)
@@ -255,28 +259,29 @@ def _make_in_child(ids: tuple[int, int, int, int], listen: bool
     listener = None
     fds: list[int] = []
     try:
-        if listen:
-            try:
-                fd, text = recv_fd(parent)
-            except ContainError:
-                raise ContainError("--net: could not make the sandbox's network "
-                                   "namespace (no listener from the helper)") from None
-            listener = _socket.socket(fileno=fd)
-        else:
-            text = parent.recv(4096).decode(errors="replace")
-            if text != "ok":
-                raise ContainError(f"--net: could not make the sandbox's network "
-                                   f"namespace: {text or 'the helper died'}")
+        data, anc, _flags, _addr = parent.recvmsg(4096, _socket.CMSG_SPACE(4),
+                                                  _socket.MSG_CMSG_CLOEXEC)
+        for level, ctype, payload in anc:
+            if level == _socket.SOL_SOCKET and ctype == _socket.SCM_RIGHTS:
+                listener = _socket.socket(fileno=int.from_bytes(payload[:4], sys.byteorder))
+        text = data.decode(errors="replace")
+        if text != "ok" or (listen and listener is None):
+            raise ContainError("--net: could not make the sandbox's network namespace "
+                               f"in a new user namespace: {text or 'the helper died'}")
         for kind in ("user", "net"):
             fds.append(os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC))
         uid_in, uid_out, gid_in, gid_out = ids
-        if os.geteuid() != 0:
-            with open(f"/proc/{pid}/setgroups", "w") as f:
-                f.write("deny")
-        with open(f"/proc/{pid}/uid_map", "w") as f:
-            f.write(f"{uid_in} {uid_out} 1\n")
-        with open(f"/proc/{pid}/gid_map", "w") as f:
-            f.write(f"{gid_in} {gid_out} 1\n")
+        try:
+            if os.geteuid() != 0:
+                with open(f"/proc/{pid}/setgroups", "w") as f:
+                    f.write("deny")
+            with open(f"/proc/{pid}/uid_map", "w") as f:
+                f.write(f"{uid_in} {uid_out} 1\n")
+            with open(f"/proc/{pid}/gid_map", "w") as f:
+                f.write(f"{gid_in} {gid_out} 1\n")
+        except OSError as exc:
+            raise ContainError(f"--net: mapping {uid_in}->{uid_out}, {gid_in}->{gid_out} "
+                               f"in the network's user namespace: {exc.strerror}") from None
         parent.send(b"k")
     except BaseException:
         for fd in fds:
@@ -331,7 +336,6 @@ def _start_proxy(handle: NetworkHandle, listener: _socket.socket, rules: object)
             code = 0
         finally:
             os._exit(code)
-    listener.close()
     handle._pids.append(pid)
 
 
