@@ -100,13 +100,16 @@ class NetworkHandle:
             lines = (self._partial + data).split(b"\n")
             self._partial = lines.pop()
             for line in lines:
-                if self.report is not None and line:
-                    try:
-                        self.report(loads(line))
-                    except ValueError:
-                        pass
+                try:
+                    event = loads(line)
+                except ValueError:
+                    continue
+                if self.report is not None:
+                    self.report(event)
 
     def close(self) -> None:
+        """Stop the proxy and pasta, pass the last decisions on, release the
+        namespaces (they end with the last process in them). Idempotent."""
         for pid in self._pids:
             try:
                 os.kill(pid, 9)  # SIGKILL (the signal module would import enum)
@@ -114,11 +117,13 @@ class NetworkHandle:
                 pass
             _reap(pid)
         self._pids = []
-        self.drain()
-        for fd in self._fds + ([self._log_fd] if self._log_fd >= 0 else []):
-            os.close(fd)
-        self._fds = []
-        self._log_fd = -1
+        try:
+            self.drain()
+        finally:
+            for fd in self._fds + ([self._log_fd] if self._log_fd >= 0 else []):
+                os.close(fd)
+            self._fds = []
+            self._log_fd = -1
 
     def __enter__(self) -> NetworkHandle:
         return self
