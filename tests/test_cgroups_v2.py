@@ -16,12 +16,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from conftest import unique_id
 from contain.cgroups import Manager
 from contain.cgroups.devices import apply_v2, fold, rules_from_spec
 from contain.cgroups.resources import blkio_to_io_weight, shares_to_weight, swap_to_v2
@@ -232,7 +232,7 @@ def real() -> Iterator[Manager]:
     """REAL: a cgroup in this host's cgroup2 tree, driven as a pure v2 Manager; the
     controllers create enables at the tree's root are switched off again afterwards."""
     before = (UNIFIED / "cgroup.subtree_control").read_text().split()
-    mgr = Manager("v2", {"unified": str(UNIFIED / f"ctest-{uuid.uuid4().hex[:8]}")},
+    mgr = Manager("v2", {"unified": str(UNIFIED / unique_id("ctest-"))},
                   unified_mount=str(UNIFIED))
     mgr.create()
     try:
@@ -366,7 +366,7 @@ def test_real_hybrid_manager_hugetlb() -> None:
     if not os.path.exists("/sys/kernel/mm/hugepages/hugepages-2048kB"):
         pytest.skip("no 2MB huge pages")
     before = (UNIFIED / "cgroup.subtree_control").read_text().split()
-    mgr = new_manager(None, f"ctest-{uuid.uuid4().hex[:8]}")
+    mgr = new_manager(None, unique_id("ctest-"))
     assert mgr.layout == "hybrid"
     limits = res({"hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 21}],
                   "pids": {"limit": 10}})

@@ -18,21 +18,11 @@ from typing import Any
 
 import pytest
 
-from conftest import contain_cmd, default_config, run_contain, unique_id
+from conftest import contain_cmd, default_config, run_contain, unique_id, wait_for
 from contain.inspect import classes, probe, procfs, taxonomy
 
 RUNC = shutil.which("runc")
 UNSHARE = shutil.which("unshare")
-
-
-def wait_for(fn: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 def only_child(pid: int) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Bundle, contain_cmd, default_config, run_contain, unique_id
+from conftest import Bundle, contain_cmd, default_config, ok, run_contain, unique_id
 
 NS_KINDS = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 # OCI namespace type -> /proc/<pid>/ns entry
@@ -46,11 +46,6 @@ def run_sh(make_bundle: Callable[..., Bundle], state_root: Path) -> Runner:
         return run_contain(state_root, "run", *flags, "--bundle", str(bundle.path), unique_id())
 
     return run
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 def ns_lines(text: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Bundle, contain_cmd, run_contain, unique_id
+from conftest import Bundle, contain_cmd, fails, run_contain, unique_id, wait_for
 from contain.cli.cmd_resources import parse_duration, ram_in_bytes
 
 
@@ -65,19 +65,6 @@ def start(make_bundle: Callable[..., Bundle], state_root: Path) -> Iterator[Call
     yield start_
     for c in made:
         run_contain(c.root, "delete", "--force", c.id)
-
-
-def fails(proc: subprocess.CompletedProcess[str], text: str) -> None:
-    assert proc.returncode != 0, proc.stdout
-    assert text in proc.stderr, proc.stderr
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
 
 
 # -- parsing -------------------------------------------------------------------------------

@@ -13,10 +13,11 @@ default is the container id, relative.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from contain.cgroups.fs import detect_layout
-from contain.errors import ContainError
+from contain.errors import ContainError, message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ __all__ = ["Manager", "detect_layout", "load_manager", "new_manager"]
 
 UNIFIED = "unified"  # the key of the cgroup2 directory in Manager.paths()
 _PRIMARY = ("pids", "memory", "freezer", "devices", "cpu", UNIFIED)
-_PERM_ERRNOS = (1, 13, 30)  # EPERM, EACCES, EROFS
+_PERM_ERRNOS = (errno.EPERM, errno.EACCES, errno.EROFS)
 
 
 class Manager:
@@ -120,7 +121,7 @@ class Manager:
             for d in reversed(made):
                 _rmdir_quiet(d)
             self.created.clear()
-            raise ContainError(f"cannot create cgroup: {_oserr(exc)}") from None
+            raise ContainError(f"cannot create cgroup: {_oserr(exc)}") from exc
 
     def enable(self, controllers: tuple[str, ...] | list[str]) -> None:
         """Enable *controllers* on the cgroup2 path down to this cgroup (hybrid hosts keep
@@ -141,7 +142,7 @@ class Manager:
             except OSError as exc:
                 if key == "name=systemd" or (self.rootless and exc.errno in _PERM_ERRNOS):
                     continue
-                raise ContainError(f"cannot join cgroup {d}: {_oserr(exc)}") from None
+                raise ContainError(f"cannot join cgroup {d}: {_oserr(exc)}") from exc
 
     def validate(self, resources: Resources | None) -> None:
         """Refuse, naming the field, what this host cannot apply; writes nothing."""
@@ -294,7 +295,7 @@ class Manager:
                 delay = min(delay * 2, 0.02)
         except OSError as exc:
             raise ContainError(f"cannot {'freeze' if frozen else 'thaw'} cgroup {d}: "
-                               f"{_oserr(exc)}") from None
+                               f"{_oserr(exc)}") from exc
 
     def is_frozen(self) -> bool:
         try:
@@ -362,10 +363,7 @@ def load_manager(saved: dict[str, Any]) -> Manager:
 # -- helpers ---------------------------------------------------------------------------
 
 def _oserr(exc: OSError) -> str:
-    text = exc.strerror or str(exc)
-    if exc.filename:
-        return f"{exc.filename}: {text}"
-    return text
+    return message(exc)
 
 
 def _makedirs(d: str) -> list[str]:
@@ -420,7 +418,7 @@ def _remove_tree(d: str) -> str | None:
             except FileNotFoundError:
                 break
             except OSError as exc:
-                if exc.errno != 16 or time.monotonic() > deadline:  # EBUSY
+                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                     return f"{p}: {exc.strerror}"
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)

@@ -87,4 +87,4 @@ def bench(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
             progress=not opts["no_progress"],
         )
     except BenchError as exc:
-        raise ContainError(f"bench: {exc}") from None
+        raise ContainError(f"bench: {exc}") from exc

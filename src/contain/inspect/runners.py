@@ -238,7 +238,7 @@ class ContainRun(OCIRuntime):
         return contain_launcher()
 
     def version(self) -> str:
-        from contain.cli.main import VERSION
+        from contain.meta import VERSION
 
         return VERSION
 
@@ -263,7 +263,7 @@ class ContainSandbox(Tech):
         return contain_launcher()
 
     def version(self) -> str:
-        from contain.cli.main import VERSION
+        from contain.meta import VERSION
 
         return VERSION
 

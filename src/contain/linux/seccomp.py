@@ -8,11 +8,12 @@ serve seccomp agents and supervisors: they are plain ioctls on the listener fd.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 
 from contain.linux import native as ctypes
-from contain.linux.syscalls import syscall
+from contain.linux.syscalls import syscall, syscall_error
 
 SECCOMP_SET_MODE_STRICT = 0
 SECCOMP_SET_MODE_FILTER = 1
@@ -78,7 +79,7 @@ def set_filter(program: bytes, flags: int = 0) -> int | None:
     The caller must have no_new_privs set or CAP_SYS_ADMIN in its user namespace."""
     n = len(program) // SOCK_FILTER_SIZE
     if n == 0 or n > 0xFFFF or len(program) % SOCK_FILTER_SIZE:
-        raise OSError(22, f"seccomp: invalid BPF program of {len(program)} bytes")
+        raise syscall_error(errno.EINVAL, "seccomp", f"a BPF program of {len(program)} bytes")
     buf = ctypes.create_string_buffer(program, len(program))
     prog = _SockFprog(n, ctypes.addressof(buf))
     ret = syscall("seccomp", ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags),
@@ -105,7 +106,7 @@ def flag_supported(flag: int) -> bool:
     try:
         syscall("seccomp", ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flag), None)
     except OSError as e:
-        return e.errno == 14  # EFAULT
+        return e.errno == errno.EFAULT
     return True  # not reached: a NULL program is never accepted
 
 
@@ -141,7 +142,7 @@ def _ioctl(fd: int, request: int, buf: bytearray, what: str) -> None:
     try:
         fcntl.ioctl(fd, request, buf, True)
     except OSError as e:
-        raise OSError(e.errno, f"ioctl({what}): {e.strerror}") from None
+        raise syscall_error(e.errno or errno.EIO, f"ioctl({what})", f"fd {fd}") from e
 
 
 def notif_recv(listener_fd: int) -> Notification:
@@ -168,7 +169,7 @@ def notif_id_valid(listener_fd: int, notif_id: int) -> bool:
     try:
         _ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_ID_VALID, buf, "SECCOMP_IOCTL_NOTIF_ID_VALID")
     except OSError as e:
-        if e.errno == 2:  # ENOENT
+        if e.errno == errno.ENOENT:
             return False
         raise
     return True
@@ -183,7 +184,8 @@ def notif_addfd(listener_fd: int, notif_id: int, srcfd: int, newfd: int = 0, fla
     try:
         return int(fcntl.ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_ADDFD, buf, True))
     except OSError as e:
-        raise OSError(e.errno, f"ioctl(SECCOMP_IOCTL_NOTIF_ADDFD): {e.strerror}") from None
+        raise syscall_error(e.errno or errno.EIO, "ioctl(SECCOMP_IOCTL_NOTIF_ADDFD)",
+                            f"fd {listener_fd}") from e
 
 
 _NR_PIDFD_GETFD = 438  # the same number on every architecture (added after the unification)
@@ -199,8 +201,7 @@ def pidfd_getfd(pidfd: int, targetfd: int) -> int:
     ret = libc.syscall(ctypes.c_long(_NR_PIDFD_GETFD), ctypes.c_int(pidfd),
                        ctypes.c_int(targetfd), ctypes.c_uint(0))
     if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"pidfd_getfd: {os.strerror(err)}")
+        raise syscall_error(ctypes.get_errno(), "pidfd_getfd", f"fd {targetfd}")
     return int(ret)
 
 
@@ -223,8 +224,7 @@ def read_filter(pid: int, index: int = 0) -> bytes:
     def call(req: int, addr: int | None, data: object, what: str) -> int:
         ret = ptrace(req, pid, addr, data)
         if ret < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"ptrace({what}) of {pid}: {os.strerror(err)}")
+            raise syscall_error(ctypes.get_errno(), f"ptrace({what})", f"of {pid}")
         return int(ret)
 
     call(_PTRACE_SEIZE, None, None, "PTRACE_SEIZE")

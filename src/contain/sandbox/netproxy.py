@@ -141,10 +141,10 @@ class Rule:
         host = host.lower().rstrip(".")
         try:
             self.network = Network(host)
-        except ValueError:
+        except ValueError as exc:
             if "/" in host:
                 raise ContainError(f"invalid --net allow entry {text!r}: not a CIDR "
-                                   "block") from None
+                                   "block") from exc
         if self.network is None:
             if host.startswith("*."):
                 self.wildcard = True

@@ -286,7 +286,7 @@ def _make_in_child(ids: tuple[int, int, int, int], listen: bool
                 f.write(f"{gid_in} {gid_out} 1\n")
         except OSError as exc:
             raise ContainError(f"--net: mapping {uid_in}->{uid_out}, {gid_in}->{gid_out} "
-                               f"in the network's user namespace: {exc.strerror}") from None
+                               f"in the network's user namespace: {exc.strerror}") from exc
         parent.send(b"k")
     except BaseException:
         for fd in fds:

@@ -6,7 +6,9 @@ import os
 
 from contain.container.control import delete, run_poststart, wait
 from contain.container.lifecycle import CreateOptions, create
+from contain.container.run import run_container
 from contain.errors import ContainError
+from contain.process.foreground import ForwardSignals, become_subreaper
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,9 +51,15 @@ def _remove_bundle(bundle: str) -> None:
 
 def run_sandbox(args: list[str], *, root: str, capture: bool = False,
                 input: bytes | None = None, timeout: float | None = None,
-                terminal: bool = False, **options: Any) -> tuple[int, bytes | None, bytes | None]:
+                terminal: bool = False, forward_signals: bool = False,
+                **options: Any) -> tuple[int, bytes | None, bytes | None]:
     """Run *args* in a sandbox; return (exit code, stdout, stderr) (output only when
-    *capture*)."""
+    *capture*). *forward_signals* (the CLI's choice; main thread only) forwards the
+    usual termination signals sent to the caller to the sandbox while it runs.
+
+    The network (options net, publish and report: see sandbox/network.py) is made
+    first and joined by the sandbox; it is closed when the sandbox is done, or when a
+    bad option is found (nothing is left behind)."""
     from contain.sandbox.network import parse_net
 
     mode, allow = parse_net(options.pop("net", "none"))
@@ -59,10 +67,15 @@ def run_sandbox(args: list[str], *, root: str, capture: bool = False,
     report = options.pop("report", None)
     if not args:
         raise ContainError("sandbox: no command given (contain sandbox -- CMD ...)")
-    # (a bad option found later closes the network again: nothing is left behind)
     network = _start_network(mode, allow, publish, report, options)
     try:
-        return _run(args, root, capture, input, timeout, terminal, network, options)
+        if network is not None:
+            options.update(net=network.mode, netns_path=network.namespace_path,
+                           userns_path=network.userns_path, net_env=network.env)
+        else:
+            options["net"] = "host"
+        return _run_sandbox(args, root, capture, input, timeout, terminal,
+                            forward_signals, options)
     finally:
         if network is not None:
             network.close()
@@ -82,18 +95,12 @@ def _start_network(mode: str, allow: list[str], publish: Any, report: Any,
     return start_network(mode, allow, publish, report, userns=ids)
 
 
-def _run(args: list[str], root: str, capture: bool, input: bytes | None,
-         timeout: float | None, terminal: bool, network: Any,
-         options: dict[str, Any]) -> tuple[int, bytes | None, bytes | None]:
-    from contain.process.foreground import become_subreaper, run_container
+def _run_sandbox(args: list[str], root: str, capture: bool, input: bytes | None,
+                 timeout: float | None, terminal: bool, forward_signals: bool,
+                 options: dict[str, Any]) -> tuple[int, bytes | None, bytes | None]:
     from contain.sandbox.host import sandbox_spec
     from contain.spec.config import Spec
 
-    if network is not None:
-        options.update(net=network.mode, netns_path=network.namespace_path,
-                       userns_path=network.userns_path, net_env=network.env)
-    else:
-        options["net"] = "host"
     spec = Spec.decode(sandbox_spec(args, terminal=terminal, **options))
     cid = _new_id()
     bundle = _bundle_dir(root, cid, options.get("binds", ()))
@@ -102,18 +109,38 @@ def _run(args: list[str], root: str, capture: bool, input: bytes | None,
     # the sandbox with its first one (a cgroup costs ~6 ms to make, join and remove)
     opts.no_cgroup = spec.linux is None or spec.linux.resources is None
     try:
-        if not capture and input is None and timeout is None:
-            return run_container(root, cid, bundle, spec, opts), None, None
-        become_subreaper()
-        return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout)
+        if opts.no_cgroup:  # (and no import of contain.cgroups either)
+            return _run(root, cid, bundle, spec, opts, capture, input, timeout,
+                        forward_signals)
+        from contain.cgroups import warm
+
+        # a cgroup to join: the attach finds the cgroup lock warm (see cgroups/warm.py)
+        with warm.warming():
+            return _run(root, cid, bundle, spec, opts, capture, input, timeout,
+                        forward_signals)
     finally:
         _remove_bundle(bundle)
 
 
+def _run(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptions, capture: bool,
+         input: bytes | None, timeout: float | None,
+         forward_signals: bool) -> tuple[int, bytes | None, bytes | None]:
+    if not capture and input is None and timeout is None:
+        return run_container(root, cid, bundle, spec, opts,
+                             forward_signals=forward_signals), None, None
+    become_subreaper()
+    if not forward_signals:
+        return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout)
+    with ForwardSignals() as forward:
+        return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout,
+                             forward)
+
+
 def _run_captured(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptions,
-                  capture: bool, input: bytes | None,
-                  timeout: float | None) -> tuple[int, bytes | None, bytes | None]:
-    import select
+                  capture: bool, input: bytes | None, timeout: float | None,
+                  forward: ForwardSignals | None = None,
+                  ) -> tuple[int, bytes | None, bytes | None]:
+    import signal
     import time
 
     opts.start_now = True
@@ -137,51 +164,26 @@ def _run_captured(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptio
         raise
     for fd in theirs:
         os.close(fd)
-    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
-    pending = memoryview(input or b"")
+    if forward is not None:
+        forward.attach(record.pid)
+    from contain.process.pump import Pump
+
     deadline = None if timeout is None else time.monotonic() + timeout
+    pump = Pump()
+    out = pump.collect(out_r) if capture else None
+    err = pump.collect(err_r) if capture else None
     try:
         run_poststart(record)
         pidfd = os.pidfd_open(record.pid)
-        readers = [fd for fd in (out_r, err_r) if fd >= 0]
-        writers = [stdin_w] if stdin_w >= 0 else []
-        if writers and not pending:
-            os.close(stdin_w)
-            ours.remove(stdin_w)
-            writers = []
-        exited = False
         try:
-            while readers or writers or not exited:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    os.kill(record.pid, 9)
-                    raise TimeoutError(f"sandbox {args_text(spec)} timed out after {timeout}s")
-                watch = readers + ([] if exited else [pidfd])
-                if exited:  # drain what is left, without waiting on a stray writer
-                    left = 1.0 if left is None else min(left, 1.0)
-                r, w, _ = select.select(watch, writers, [], left)
-                if pidfd in r:
-                    exited = True
-                for fd in r:
-                    if fd == pidfd:
-                        continue
-                    data = os.read(fd, 65536)
-                    if data:
-                        chunks[fd].append(data)
-                    else:
-                        readers.remove(fd)
-                if w:
-                    try:
-                        n = os.write(stdin_w, pending[:65536])
-                    except BrokenPipeError:
-                        n = len(pending)
-                    pending = pending[n:]
-                    if not pending:
-                        os.close(stdin_w)
-                        ours.remove(stdin_w)
-                        writers = []
-                if exited and not r:
-                    break
+            if stdin_w >= 0:
+                ours.remove(stdin_w)
+                pump.feed(stdin_w, input or b"")  # the pump closes it
+            # once it has exited, its output is drained while it keeps coming within 1 s
+            # (a stray process may still hold a pipe)
+            if not pump.run(exit_fd=pidfd, deadline=deadline, linger=1.0):
+                os.kill(record.pid, signal.SIGKILL)
+                raise TimeoutError(f"sandbox {args_text(spec)} timed out after {timeout}s")
         finally:
             os.close(pidfd)
         code = wait(record)
@@ -189,9 +191,7 @@ def _run_captured(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptio
         for fd in ours:
             os.close(fd)
         delete(root, cid, force=True)
-    out = b"".join(chunks[out_r]) if capture else None
-    err = b"".join(chunks[err_r]) if capture else None
-    return code, out, err
+    return code, None if out is None else bytes(out), None if err is None else bytes(err)
 
 
 def args_text(spec: Any) -> str:
