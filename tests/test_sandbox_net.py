@@ -335,14 +335,18 @@ def test_allow_with_a_user_namespace(state_root: Path, server: Server) -> None:
     assert server.hits == ["/u"]
 
 
-def test_the_proxy_dies_with_the_runtime(server: Server) -> None:
-    """A runtime killed with SIGKILL takes its proxy process with it (PDEATHSIG)."""
+@pytest.mark.parametrize("mode", ["allow", "private"])
+def test_the_helpers_die_with_the_runtime(mode: str, server: Server) -> None:
+    """A runtime killed with SIGKILL takes its proxy process (allow) or pasta (private)
+    with it (PDEATHSIG)."""
+    if mode == "private" and shutil.which("pasta") is None:
+        pytest.skip("pasta (Debian's passt) is not installed")
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
             os.close(r)
-            h = start_network("allow", [f"localhost:{server.port}"])
+            h = start_network(mode, [f"localhost:{server.port}"] if mode == "allow" else [])
             os.write(w, str(h._pids[0]).encode())
             time.sleep(60)
         finally:
@@ -356,7 +360,7 @@ def test_the_proxy_dies_with_the_runtime(server: Server) -> None:
         os.waitpid(pid, 0)
         import select
 
-        assert select.select([pidfd], [], [], 10)[0], "the proxy outlived its runtime"
+        assert select.select([pidfd], [], [], 10)[0], f"the {mode} helper outlived the runtime"
     finally:
         os.close(pidfd)
     try:  # reparented to us (the test process is a subreaper): reap it

@@ -401,7 +401,6 @@ def _check_pasta() -> str:
 
 
 def _start_pasta(handle: NetworkHandle, ports: list[tuple[int, int]]) -> None:
-    import signal
     import subprocess
     import tempfile
     import time
@@ -410,7 +409,7 @@ def _start_pasta(handle: NetworkHandle, ports: list[tuple[int, int]]) -> None:
     from contain.linux.syscalls import prctl
 
     def die_with_us() -> None:
-        prctl(c.PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl(c.PR_SET_PDEATHSIG, 9)  # SIGKILL when the runtime goes
 
     tcp = ",".join(f"127.0.0.1/{h}:{s}" for h, s in ports) or "none"
     with tempfile.TemporaryDirectory(prefix="contain-pasta-") as tmp:
