@@ -303,6 +303,10 @@ def test_programs_ignoring_the_proxy_get_nothing(state_root: Path, server: Serve
     out = ok(sh(state_root, script, "--net", f"allow=localhost:{p}"))
     assert "reached" not in out and out.split()[-2:] == ["lo", "done"], out
     assert server.hits == []
+    # and no descriptor of the runtime's (namespaces, listener, log) reached it
+    for opts in ((), ("--userns",)):
+        fds = ok(sh(state_root, "ls /proc/self/fd", *opts, "--net", f"allow=localhost:{p}"))
+        assert fds.split() == ["0", "1", "2", "3"], fds  # (3: ls's own directory)
 
 
 def test_allow_reports_every_decision(state_root: Path, server: Server) -> None:
