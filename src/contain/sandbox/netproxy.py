@@ -347,7 +347,6 @@ class Proxy:
     def serve(self, listeners: list[_socket.socket]) -> None:
         import _thread
 
-        _thread.stack_size(256 * 1024)
         for extra in listeners[1:]:
             _thread.start_new_thread(self._accept_loop, (extra,))
         self._accept_loop(listeners[0])
@@ -559,5 +558,9 @@ def _relay(conn: _Conn, up: _socket.socket) -> None:
 
 def serve(listeners: list[_socket.socket], rules: Rules,
           report: Report | None = None) -> None:
-    """Serve until the process is killed (the proxy process of network.py)."""
+    """Serve until the process is killed: the proxy process of network.py, which is
+    its own (small stacks for its many threads: a process-wide setting)."""
+    import _thread
+
+    _thread.stack_size(256 * 1024)
     Proxy(rules, report).serve(listeners)
