@@ -469,6 +469,25 @@ def test_the_decision_log_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert h._log_fd == -1
 
 
+def test_the_callers_thread_keeps_its_namespace_also_in_a_user_namespace() -> None:
+    """Root inside a user namespace (contain nested in a rootless container) may make a
+    network namespace but not setns back to the one it came from: the namespace is made
+    by a short-lived thread, and the caller stays where it was."""
+    import sys
+
+    code = (f"import os, sys; sys.path.insert(0, {str(Path(__file__).parent.parent / 'src')!r});"
+            "from contain.sandbox.network import start_network;"
+            "before = os.readlink('/proc/thread-self/ns/net');"
+            "h = start_network('allow', ['localhost:1']);"
+            "made = os.readlink(h.namespace_path);"
+            "print(before == os.readlink('/proc/thread-self/ns/net'), made != before);"
+            "h.close()")
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-I",
+                           "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True"], proc.stdout
+
+
 # -- --net private -------------------------------------------------------------------------
 
 needs_pasta = pytest.mark.skipif(shutil.which("pasta") is None,

@@ -30,6 +30,7 @@ from contain.errors import ContainError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import Any
 
     Report = Callable[[dict[str, object]], None]
 
@@ -206,27 +207,44 @@ def start_network(mode: str, allow: Sequence[str] = (), publish: Sequence[str] =
 # -- the namespace ---------------------------------------------------------------------
 
 def _make_here(listen: bool) -> tuple[int, _socket.socket | None]:
-    """A new network namespace made on this thread and left again (root): its fd, and
-    the proxy's listening socket made inside it."""
-    from contain.linux import consts as c
-    from contain.linux.syscalls import setns, unshare
+    """A new network namespace (root): its fd, and the proxy's listening socket made
+    inside it. A short-lived thread makes it and ends in it: the caller's threads never
+    change namespace (coming back could fail: inside a user namespace, setns to the
+    namespace we came from is not allowed)."""
+    import _thread
 
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    netns = -1
-    try:
-        unshare(c.CLONE_NEWNET)
+    from contain.linux import consts as c
+    from contain.linux.syscalls import unshare
+
+    done = _thread.allocate_lock()
+    done.acquire()
+    out: list[Any] = []
+
+    def work() -> None:
         try:
+            try:
+                unshare(c.CLONE_NEWNET)
+            except OSError as exc:
+                raise ContainError("--net: cannot make the sandbox's network namespace: "
+                                   f"unshare: {exc.strerror} (--net host shares the "
+                                   "host's)") from exc
             netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            loopback_up()
-            listener = _listen() if listen else None
+            try:
+                loopback_up()
+                out.append((netns, _listen() if listen else None))
+            except BaseException:
+                os.close(netns)
+                raise
+        except BaseException as exc:
+            out.append(exc)
         finally:
-            setns(home, c.CLONE_NEWNET)
-    except BaseException:
-        if netns >= 0:
-            os.close(netns)
-        raise
-    finally:
-        os.close(home)
+            done.release()
+
+    _thread.start_new_thread(work, ())
+    done.acquire()
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    netns, listener = out[0]
     return netns, listener
 
 
