@@ -238,7 +238,10 @@ def _leaked_processes(before: dict[int, int]) -> set[int]:
 
 ENGINES_TMP = "/tmp/ce-"  # tests/engines/conftest.py's session directories
 
-CGROUP_ROOTS = ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified")
+CGROUP_ROOTS = ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified",
+                # a pure cgroup v2 host (the user-mode Linux lane, tests/test_uml_lane.py)
+                *(("/sys/fs/cgroup",) if os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+                  else ()))
 
 
 def _cgroups() -> set[str]:

@@ -1,7 +1,7 @@
 """The layers of DESIGN.md hold: every module imports only from its own layer or below.
 
-    cli > api > sandbox > inspect > container > process > rootfs > cgroups > security
-        > spec > linux
+    cli > api > measure > sandbox > inspect > container > process > rootfs > cgroups
+        > security > spec > linux
 
 and the shared leaves (errors, log, jsonio, passwd, meta) may be imported by any layer
 and import nothing of ours but each other (log writes its JSON lines with jsonio).
@@ -27,8 +27,8 @@ import pytest
 import contain
 
 SRC = os.path.dirname(contain.__file__)
-ORDER = ["cli", "api", "sandbox", "inspect", "container", "process", "rootfs", "cgroups",
-         "security", "spec", "linux"]
+ORDER = ["cli", "api", "measure", "sandbox", "inspect", "container", "process", "rootfs",
+         "cgroups", "security", "spec", "linux"]
 LEAVES = {"errors", "log", "jsonio", "passwd", "meta"}
 FRONTS = {"contain": "api", "contain.__main__": "cli"}
 

@@ -565,19 +565,9 @@ def test_private_has_a_configured_interface(state_root: Path) -> None:
 # -- an unprivileged caller ----------------------------------------------------------------
 
 
-def _reach_home(who: User) -> None:
-    """Other pytest runs of root on this machine make /tmp/pytest-of-root 0700 again
-    (pytest does so for its base directory): let the user reach its home."""
-    for p in who.home.parents:
-        if str(p) == "/tmp":
-            break
-        p.chmod(p.stat().st_mode | 0o711)
-
-
 def test_rootless_allow_and_none(user: User, server: Server) -> None:  # noqa: F811
     """An ordinary user: the namespaces are made in a user namespace of the caller's,
     and the proxy (the caller's own process) serves the sandbox the same way."""
-    _reach_home(user)
     p = server.port
     proc = user.contain("sandbox", "--userns", "--net", f"allow=localhost:{p}",
                         *NOPROXY_OFF, "--", "/bin/sh", "-c",
@@ -595,7 +585,6 @@ def test_rootless_allow_and_none(user: User, server: Server) -> None:  # noqa: F
 
 @needs_pasta
 def test_rootless_private(user: User) -> None:  # noqa: F811
-    _reach_home(user)
     proc = user.contain("sandbox", "--userns", "--net", "private", "--", "/bin/sh", "-c",
                         "ls /sys/class/net; ip -o route")
     assert proc.returncode == 0, proc.stderr

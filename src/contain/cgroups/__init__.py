@@ -144,6 +144,39 @@ class Manager:
                     continue
                 raise ContainError(f"cannot join cgroup {d}: {_oserr(exc)}") from exc
 
+    def sub(self, specs: list[str]) -> Manager:
+        """The existing sub-cgroup(s) named by runc's ``exec --cgroup``: each spec is
+        SUBPATH (every controller) or CTRL[,CTRL]:SUBPATH, relative to this cgroup;
+        controllers not named stay here. On a pure v2 host every spec names the one
+        directory. Nothing is created: a missing sub-cgroup is an error."""
+        subs: dict[str | None, str] = {}
+        for spec in specs:
+            ctrls, _, sub = spec.rpartition(":")
+            sub = sub.strip("/")
+            if not sub or ".." in sub.split("/") or "\0" in sub:
+                raise ContainError(f"--cgroup {spec!r}: a relative path inside the "
+                                   "container's cgroup is needed")
+            for ctrl in ctrls.split(",") if ctrls else [None]:
+                if ctrl is not None and not ctrl:
+                    raise ContainError(f"--cgroup {spec!r}: empty controller name")
+                if subs.get(ctrl, sub) != sub:
+                    raise ContainError(f"--cgroup: two sub-cgroups for {ctrl or 'all'}")
+                subs[ctrl] = sub
+        paths = {}
+        for key, d in self._paths.items():
+            sub = subs.get(key) or subs.get(None)  # type: ignore[assignment]
+            if key == UNIFIED and self.layout == "v2" and sub is None:
+                named = set(subs.values())
+                if len(named) > 1:
+                    raise ContainError("--cgroup: a cgroup v2 host has one sub-cgroup for "
+                                       f"all controllers, not {sorted(named)}")
+                sub = next(iter(named))
+            paths[key] = os.path.join(d, sub) if sub else d
+            if sub and not os.path.isdir(paths[key]):
+                raise ContainError(f"--cgroup: {paths[key]}: no such sub-cgroup")
+        return Manager(self.layout, paths, rootless=self.rootless, path=self.path,
+                       unified_mount=self.unified_mount)
+
     def validate(self, resources: Resources | None) -> None:
         """Refuse, naming the field, what this host cannot apply; writes nothing."""
         if resources is None:

@@ -28,8 +28,8 @@ COMMANDS = {
         Flag("--cap,-c", "list", help="add a capability (repeatable)"),
         Flag("--preserve-fds", "int", default=0, help="pass N additional fds (3 ... 3+N-1)"),
         Flag("--ignore-paused", "bool", help="allow exec in a paused container"),
-        Flag("--cgroup", "list", help="(accepted for runc compatibility; sub-cgroups are "
-             "not supported)"),
+        Flag("--cgroup", "list", help="run in an existing sub-cgroup: [CTRL[,CTRL]:]PATH, "
+             "relative to the container's (repeatable)"),
     ), "<container-id> <command> [command options]  ||  -p process.json <container-id>",
         "execute new process inside the container", interspersed=False, min_args=1),
 }
@@ -45,8 +45,6 @@ def cmd_exec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
 def _exec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
     from contain.container.exec import ExecOptions, exec_process
 
-    if opts["cgroup"]:
-        raise ContainError("--cgroup: exec into a sub-cgroup is not supported")
     if opts["preserve_fds"] < 0:
         raise ContainError("--preserve-fds must not be negative")
     if opts["user"] is not None:
@@ -68,7 +66,8 @@ def _exec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
                      user=opts["user"], additional_gids=gids, caps=opts["cap"],
                      no_new_privs=opts["no_new_privs"], apparmor=opts["apparmor"],
                      process_label=opts["process_label"], preserve_fds=opts["preserve_fds"],
-                     ignore_paused=opts["ignore_paused"], forward_signals=True)
+                     ignore_paused=opts["ignore_paused"], forward_signals=True,
+                     cgroup=opts["cgroup"])
     return exec_process(ctx.root, cid, eo)
 
 

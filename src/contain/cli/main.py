@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         debug = gopts["debug"]
         if gopts["log_format"] not in ("text", "json"):
             raise UsageError(f"invalid log format {gopts['log_format']!r}: text or json")
+        if gopts["log"]:
+            _check_log(gopts["log"])
         log.configure(gopts["log"], gopts["log_format"], debug)
         if gopts["version"]:
             sys.stdout.write(version_text())
@@ -151,6 +153,17 @@ def main(argv: list[str] | None = None) -> int:
             text += " (run with --debug for details)"
         log.error(one_line(text))
         return 1
+
+
+def _check_log(path: str) -> None:
+    """A --log file that cannot be opened fails the command (runc), instead of the
+    messages going to stderr where the engine does not look."""
+    import os
+
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    except OSError as exc:
+        raise ContainError(f"--log {path}: {exc.strerror}") from None
 
 
 MAX_ERROR = 1000  # characters of an error line (the values it quotes are cut at 200)

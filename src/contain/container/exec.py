@@ -45,7 +45,8 @@ class ExecOptions:
                  apparmor: str | None = None, process_label: str | None = None,
                  preserve_fds: int = 0, ignore_paused: bool = False,
                  stdio: tuple[int, int, int] | None = None,
-                 forward_signals: bool = False) -> None:
+                 forward_signals: bool = False,
+                 cgroup: list[str] | tuple[str, ...] = ()) -> None:
         self.args = list(args or [])
         self.process_file = process_file
         self.tty = tty
@@ -65,6 +66,7 @@ class ExecOptions:
         self.stdio = stdio
         # replace the caller's handlers to forward signals (the CLI; main thread only)
         self.forward_signals = forward_signals
+        self.cgroup = list(cgroup)  # exec --cgroup: existing sub-cgroups (runc 1.2)
 
 
 def build_process(base: Process | None, opts: ExecOptions) -> Process:
@@ -312,7 +314,12 @@ def _spawn(record: store.ContainerRecord, spec: Spec, proc: Process,
         raise WrongState("cannot exec in a stopped container")
     plan = Plan(EXEC, spec, proc, cid=record.id, join=tuple(join),
                 preserve_fds=opts.preserve_fds, seccomp=seccomp, stdio=opts.stdio)
-    return _ExecSpawner(plan, fds, record.cgroup_manager(), record).spawn()
+    mgr = record.cgroup_manager()
+    if opts.cgroup:
+        if mgr is None:
+            raise ContainError("--cgroup: the container has no cgroup")
+        mgr = mgr.sub(opts.cgroup)
+    return _ExecSpawner(plan, fds, mgr, record).spawn()
 
 
 class _ExecSpawner(Spawner):

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from contain.spec.config import Spec
 
 # sysctl prefixes and the namespace that makes them the container's own
+# OCI namespace type -> /proc/self/ns entry (linux.consts.NAMESPACES has the same)
+NS_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
+            "user": "user", "cgroup": "cgroup", "time": "time"}
 _SYSCTL_NS = (("kernel.shm", "ipc"), ("kernel.msg", "ipc"), ("kernel.sem", "ipc"),
               ("fs.mqueue.", "ipc"), ("net.", "network"), ("kernel.hostname", "uts"),
               ("kernel.domainname", "uts"))
@@ -84,12 +87,26 @@ def validate(spec: Spec, bundle: str) -> str:
     if linux is None:
         raise fail("$.linux", "required field is missing (namespaces, ...)")
     mnt = linux.namespace("mount")
-    if mnt is None or mnt.path is not None:
-        raise fail("$.linux.namespaces", "a new mount namespace is required")
+    if mnt is None:  # (runc would mount on the host's own tree, then chroot)
+        raise fail("$.linux.namespaces", "a mount namespace is required")
+    if mnt.path is not None and os.path.exists(mnt.path) and \
+            os.stat(mnt.path).st_ino == os.stat("/proc/self/ns/mnt").st_ino:
+        # joining one by path is allowed (runc): the rootfs is set up inside it, so not
+        # the runtime's own, which is the host's tree
+        raise fail(f"$.linux.namespaces[{linux.namespaces.index(mnt)}].path",
+                   "refused: this is the runtime's own mount namespace")
     for i, ns in enumerate(linux.namespaces):
         if ns.path is not None and not os.path.exists(ns.path):
             raise fail(f"$.linux.namespaces[{i}].path", f"{ns.path}: no such file")
+        if ns.path is None and not os.path.lexists(f"/proc/self/ns/{NS_FILES[ns.type]}"):
+            # (an older or smaller kernel: no time namespace before 5.6, or one built
+            # without it, as user-mode Linux is; unshare would only say EINVAL)
+            raise fail(f"$.linux.namespaces[{i}].type",
+                       f"this kernel has no {ns.type} namespaces")
     for key in linux.sysctl:
+        if key == "kernel.hostname":  # (runc refuses it too; kernel.domainname has no field)
+            raise fail(f"$.linux.sysctl.{key}", "refused: set the hostname with the "
+                       "hostname field")
         owner = next((ns for prefix, ns in _SYSCTL_NS if key.startswith(prefix)), None)
         if owner is None or linux.namespace(owner) is None:
             why = ("it is not in a namespace of its own" if owner is None else

@@ -9,6 +9,7 @@ failed (and still catch it as the usual FileNotFoundError, PermissionError, ...)
 from __future__ import annotations
 
 import os
+import sys
 
 from contain.linux import native as ctypes
 from contain.linux.native import function
@@ -26,6 +27,7 @@ _NR: dict[str, dict[str, int]] = {
         "pidfd_send_signal": 424, "bpf": 321, "seccomp": 317, "personality": 135,
         "landlock_create_ruleset": 444, "landlock_add_rule": 445,
         "landlock_restrict_self": 446, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+        "sched_setattr": 314,
     },
     "aarch64": {
         "pivot_root": 41, "setns": 268, "unshare": 97, "openat2": 437,
@@ -34,6 +36,7 @@ _NR: dict[str, dict[str, int]] = {
         "pidfd_send_signal": 424, "bpf": 280, "seccomp": 277, "personality": 92,
         "landlock_create_ruleset": 444, "landlock_add_rule": 445,
         "landlock_restrict_self": 446, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+        "sched_setattr": 274,
     },
 }
 
@@ -245,6 +248,46 @@ def ioprio_set(which: int, who: int, ioprio: int) -> None:
     ret = _syscall(ctypes.c_long(NR["ioprio_set"]), ctypes.c_int(which), ctypes.c_int(who),
                    ctypes.c_int(ioprio))
     _check(ret, "ioprio_set")
+
+
+# sched_attr.sched_flags (linux/sched.h), by the names runtime-spec uses
+SCHED_FLAGS = {"SCHED_FLAG_RESET_ON_FORK": 0x01, "SCHED_FLAG_RECLAIM": 0x02,
+               "SCHED_FLAG_DL_OVERRUN": 0x04, "SCHED_FLAG_KEEP_POLICY": 0x08,
+               "SCHED_FLAG_KEEP_PARAMS": 0x10, "SCHED_FLAG_UTIL_CLAMP_MIN": 0x20,
+               "SCHED_FLAG_UTIL_CLAMP_MAX": 0x40}
+
+
+def sched_setattr(policy: int, *, flags: int = 0, nice: int = 0, priority: int = 0,
+                  runtime: int = 0, deadline: int = 0, period: int = 0) -> None:
+    """sched_setattr(2) for the calling thread: the only way to SCHED_DEADLINE (runtime,
+    deadline and period in nanoseconds)."""
+    import struct
+
+    # struct sched_attr, SCHED_ATTR_SIZE_VER0 (48 bytes)
+    attr = struct.pack("=IIQiIQQQ", 48, policy, flags, nice, priority, runtime, deadline,
+                       period)
+    ret = _syscall(ctypes.c_long(NR["sched_setattr"]), ctypes.c_int(0), attr,
+                   ctypes.c_uint(0))
+    _check(ret, "sched_setattr")
+
+
+def loopback_up(name: str = "lo") -> None:
+    """Set IFF_UP on interface *name* of the caller's network namespace (a new one has
+    its loopback down): SIOCGIFFLAGS then SIOCSIFFLAGS on a datagram socket (``_socket``
+    and a hand-made struct ifreq: the socket module costs milliseconds to import)."""
+    import _socket
+    import fcntl
+
+    ifname = name.encode().ljust(16, b"\0")  # ifr_name[16], then the union (24 bytes)
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    try:
+        got = fcntl.ioctl(s.fileno(), 0x8913, ifname + bytes(24))
+        flags = int.from_bytes(got[16:18], sys.byteorder)
+        if not flags & 0x1:  # IFF_UP
+            fcntl.ioctl(s.fileno(), 0x8914,
+                        ifname + (flags | 0x1).to_bytes(2, sys.byteorder) + bytes(22))
+    finally:
+        s.close()
 
 
 def personality(persona: int) -> int:

@@ -54,7 +54,8 @@ def _run_one(kind: str, index: int, hook: Hook, data: bytes) -> None:
     from contain.process.pump import Pump
 
     argv = hook.args or [hook.path]
-    env = dict(e.split("=", 1) for e in hook.env if "=" in e)
+    # a hook without env gets the runtime's environment (runc and crun: Go's nil Env)
+    env = dict(e.split("=", 1) for e in hook.env if "=" in e) if hook.env else dict(os.environ)
     in_r, in_w = os.pipe2(os.O_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)

@@ -245,6 +245,11 @@ def _stage_init(ch: Channel, plan: Plan, fds: Handles) -> None:
         from contain.process.hooks import run_hooks
 
         run_hooks("createContainer", spec.hooks.create_container, state)
+    if plan.new_flags & c.CLONE_NEWNET:  # a new network namespace's lo is down (runc: up;
+        # before the pivot: the socket modules are imported from the host)
+        from contain.linux.syscalls import loopback_up
+
+        loopback_up()
     setup.enter_root(plan.rootfs, plan.no_pivot)
     if spec.hostname:
         from contain.linux.syscalls import sethostname
@@ -271,8 +276,10 @@ def _stage_exec(ch: Channel, plan: Plan, fds: Handles) -> None:
     """Stage 3 of an exec: in the container's cgroup (the parent's CGROUP), a console."""
     ch.expect(sync.CGROUP)
     proc = plan.process
+    # a session (and process group) of its own inside the container, with or without a
+    # terminal, as runc's exec does: getpgrp() must not name a process outside
+    os.setsid()
     if proc.terminal:
-        os.setsid()
         from contain.process.console import setup_console
 
         setup_console(fds.console, proc)
@@ -456,8 +463,19 @@ def _set_scheduler(proc: Process) -> None:
     policy = _SCHED[sch.policy]
     if sch.nice:
         os.setpriority(os.PRIO_PROCESS, 0, sch.nice)
-    if policy == 6:
-        raise ContainError("process.scheduler.policy: SCHED_DEADLINE is not supported")
+    if policy == 6 or sch.flags:  # SCHED_DEADLINE and sched flags: sched_setattr only
+        from contain.linux.syscalls import SCHED_FLAGS, sched_setattr
+
+        unknown = [f for f in sch.flags if f not in SCHED_FLAGS]
+        if unknown:
+            raise ContainError(f"process.scheduler.flags: unknown flag {unknown[0]!r}")
+        try:
+            sched_setattr(policy, flags=sum(SCHED_FLAGS[f] for f in set(sch.flags)),
+                          nice=sch.nice, priority=sch.priority, runtime=sch.runtime,
+                          deadline=sch.deadline, period=sch.period)
+        except OSError as exc:
+            raise ContainError(f"process.scheduler: {sch.policy}: {exc.strerror}") from None
+        return
     try:
         os.sched_setscheduler(0, policy, os.sched_param(sch.priority))
     except OSError as exc:
@@ -546,9 +564,10 @@ def lookup_executable(name: str, env: list[str]) -> str:
     if "/" in name:
         if os.access(name, os.X_OK) and not os.path.isdir(name):
             return name
-        raise ContainError(f'exec: "{name}": stat {name}: no such file or directory'
+        shown = _cut(name)
+        raise ContainError(f'exec: "{shown}": stat {shown}: no such file or directory'
                            if not os.path.exists(name) else
-                           f'exec: "{name}": permission denied')
+                           f'exec: "{shown}": permission denied')
     path_var = next((e[5:] for e in env if e.startswith("PATH=")), None)
     if path_var is None:
         path_var = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -556,7 +575,12 @@ def lookup_executable(name: str, env: list[str]) -> str:
         cand = os.path.join(d or ".", name)
         if os.access(cand, os.X_OK) and not os.path.isdir(cand):
             return cand
-    raise ContainError(f'exec: "{name}": executable file not found in $PATH')
+    raise ContainError(f'exec: "{_cut(name)}": executable file not found in $PATH')
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    """A name as an error line quotes it: at most *limit* characters."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def send_ready(ch: Channel, seccomp: SeccompProgram | None, warnings: list[str]) -> None:

@@ -133,6 +133,20 @@ def mount_entry(root_fd: int, m: Mount, index: int, bundle: str, ctx: MountConte
     where = f"mounts[{index}] ({m.destination})"
     source = ""
     kind = "dir"
+    if fstype == "tmpfs" and not any(d.startswith("mode=") for d in opts.data):
+        # a tmpfs without mode= takes the mode of the directory it covers (runc), not
+        # the kernel's 1777; a directory made here leaves the kernel's default
+        try:
+            fd = open_in_root(root_fd, m.destination)
+        except OSError:
+            pass
+        else:
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if stat.S_ISDIR(st.st_mode):
+                opts.data.append(f"mode={stat.S_IMODE(st.st_mode):o}")
     if is_bind:
         source = _host_source(m.source or "", bundle)
         try:

@@ -214,7 +214,7 @@ def _make_here(listen: bool) -> tuple[int, _socket.socket | None]:
     import _thread
 
     from contain.linux import consts as c
-    from contain.linux.syscalls import unshare
+    from contain.linux.syscalls import loopback_up, unshare
 
     done = _thread.allocate_lock()
     done.acquire()
@@ -253,7 +253,7 @@ def _make_in_child(ids: tuple[int, int, int, int], listen: bool
     """A user namespace mapping one id (as given) and a network namespace it owns, made
     by a short-lived child: (user ns fd, net ns fd, listening socket or None)."""
     from contain.linux import consts as c
-    from contain.linux.syscalls import unshare
+    from contain.linux.syscalls import loopback_up, unshare
     from contain.process.sync import send_fd
 
     parent, child = _socket.socketpair(_socket.AF_UNIX,
@@ -316,21 +316,6 @@ def _make_in_child(ids: tuple[int, int, int, int], listen: bool
         parent.close()
         _reap(pid)
     return fds[0], fds[1], listener
-
-
-def loopback_up() -> None:
-    """Bring up ``lo`` in this thread's network namespace (SIOCSIFFLAGS)."""
-    import fcntl
-
-    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
-    try:  # struct ifreq: the name in 16 bytes, then (here) the short ifr_flags
-        name = b"lo".ljust(16, b"\0")
-        got = fcntl.ioctl(s.fileno(), siocgifflags, name + bytes(24))
-        flags = int.from_bytes(got[16:18], "little") | iff_up
-        fcntl.ioctl(s.fileno(), siocsifflags, name + flags.to_bytes(2, "little") + bytes(22))
-    finally:
-        s.close()
 
 
 def _listen() -> _socket.socket:

@@ -731,8 +731,10 @@ class Linux(Model):
         if self.time_offsets and not new_time:
             raise fail(f"{path}.timeOffsets", "time offsets need a new time namespace")
         for i, dev in enumerate(self.devices):
-            if dev.path.startswith("/dev/") is False:
-                raise fail(f"{path}.devices[{i}].path", f"{show(dev.path)} is not under /dev")
+            # anywhere in the container (the spec and runc allow /foo-dev), but absolute
+            if not dev.path.startswith("/") or dev.path.rstrip("/") == "":
+                raise fail(f"{path}.devices[{i}].path", f"{show(dev.path)} is not an "
+                           "absolute path of a file")
         if self.intel_rdt:
             raise fail(f"{path}.intelRdt", "Intel RDT is not supported by this host")
 
