@@ -1,11 +1,12 @@
 """The network of a sandbox: ``--net none|host|allow=DOMAIN[:PORT],...|private``.
 
-:func:`start_network` makes the sandbox's network namespace before the sandbox is
-created; the sandbox joins it by path (``NetworkHandle.namespace_path``, and
+:func:`start_network` makes the sandbox's network namespace (allow, private) before
+the sandbox is created; the sandbox joins it by path (``NetworkHandle.namespace_path``, and
 ``userns_path`` when the namespace had to be made inside a user namespace: an
 unprivileged caller, or a sandbox asked to use one).
 
-- ``none``: a namespace of its own with only the loopback interface, up.
+- ``none``: a namespace of its own with only the loopback interface, up (made by the
+  sandbox's init, which brings lo up: nothing to make here, ``namespace_path`` is None).
 - ``host``: the host's network (no namespace made).
 - ``allow=...``: as ``none``, plus the filtering proxy of netproxy.py on the sandbox's
   own 127.0.0.1:3128. Its listening socket is made inside the new namespace (a socket
@@ -169,7 +170,8 @@ def start_network(mode: str, allow: Sequence[str] = (), publish: Sequence[str] =
         raise ContainError(f"--net {mode}: allow entries need --net allow=...")
     handle = NetworkHandle(mode)
     handle.report = report
-    if mode == "host":
+    if mode in ("host", "none"):
+        # none: the sandbox makes its own namespace, and its init brings lo up
         return handle
     if mode == "private":
         _check_pasta()
