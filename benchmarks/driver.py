@@ -36,10 +36,11 @@ from benchmarks.common import (
 #: our own benchmarks, in order
 OWN = ("lifecycle", "api_spawn", "throughput", "density", "pauseresume", "workload")
 #: benchmarks other modules of the project contribute, used when their file exists
-EXTERNAL = ("syscall_overhead", "cgroups", "engines", "isolation", "sandbox_policy")
+EXTERNAL = ("syscall_overhead", "cgroups", "engines", "isolation", "sandbox_policy",
+            "sandbox_net")
 ALL = (*OWN, *EXTERNAL)
 ALIASES = {"api": "api_spawn", "pause": "pauseresume", "syscall": "syscall_overhead",
-           "syscalls": "syscall_overhead", "workloads": "workload"}
+           "syscalls": "syscall_overhead", "workloads": "workload", "net": "sandbox_net"}
 
 
 def machine() -> dict[str, Any]:

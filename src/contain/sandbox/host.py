@@ -246,8 +246,9 @@ def sandbox_spec(args: list[str], *, memory: str | int | None = None,
                  caps: list[str] | tuple[str, ...] = (), seccomp: bool = True,
                  terminal: bool = False, uid: int = 0, gid: int = 0,
                  as_root: bool = False, tmp_size: str | int | None = None,
-                 shm_size: str | int | None = None,
-                 host_sockets: bool = False) -> dict[str, Any]:
+                 shm_size: str | int | None = None, host_sockets: bool = False,
+                 netns_path: str | None = None, userns_path: str | None = None,
+                 net_env: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """The in-memory config.json of a host-root sandbox.
 
     Defaults (each can be raised or turned off by an argument): the host's root read-only,
@@ -256,24 +257,30 @@ def sandbox_spec(args: list[str], *, memory: str | int | None = None,
     sized as the memory bound, /run and /dev/shm 64 MiB; the host's filesystem unix
     sockets masked (*host_sockets* keeps them); when the caller is root, the command runs
     as the unprivileged SANDBOX_UID (*as_root* keeps root; *userns* maps root to the
-    caller in a user namespace instead)."""
+    caller in a user namespace instead).
+
+    *net* is the mode of network.py (none, host, allow, private); the namespace it made
+    is joined by *netns_path* (and *userns_path*: a user namespace that owns it), and
+    *net_env* (the proxy variables) goes into the environment before --env."""
     if not args:
         raise ContainError("sandbox: no command given (contain sandbox -- CMD ...)")
-    if net not in ("none", "host"):
-        raise ContainError(f"invalid --net {net!r}: none or host")
+    if net not in ("none", "host", "allow", "private"):
+        raise ContainError(f"invalid --net {net!r}: none, host, private or allow=...")
     capset = [c if c.upper().startswith("CAP_") else f"CAP_{c}" for c in caps]
     capset = [c.upper() for c in capset]
-    mapped = os.geteuid() == 0 and not as_root and not userns
+    mapped = os.geteuid() == 0 and not as_root and not userns and not userns_path
     environment = [DEFAULT_PATH, f"TERM={os.environ.get('TERM', 'xterm')}",
                    "HOME=/tmp" if mapped else "HOME=/root"]
+    environment += net_env
     for e in env:
         if "=" not in e:
             raise ContainError(f"invalid --env {e!r}: NAME=VALUE")
         key = e.split("=", 1)[0]
         environment = [x for x in environment if not x.startswith(key + "=")] + [e]
     namespaces = [{"type": t} for t in ("pid", "mount", "ipc", "uts", "cgroup")]
-    if net == "none":
-        namespaces.append({"type": "network"})
+    if net != "host":
+        namespaces.append({"type": "network", "path": netns_path} if netns_path
+                          else {"type": "network"})
     memory_limit = None if _unlimited(memory) else \
         parse_size(memory, "--memory") if memory is not None else default_memory()
     user_binds = [parse_bind(b) for b in binds]
@@ -293,7 +300,9 @@ def sandbox_spec(args: list[str], *, memory: str | int | None = None,
     }
     if not host_sockets:
         linux["maskedPaths"] += host_unix_sockets(tuple(m["destination"] for m in user_binds))
-    if userns:
+    if userns_path:
+        namespaces.append({"type": "user", "path": userns_path})
+    elif userns:
         namespaces.append({"type": "user"})
         linux["uidMappings"] = [{"containerID": uid, "hostID": os.geteuid(), "size": 1}]
         linux["gidMappings"] = [{"containerID": gid, "hostID": os.getegid(), "size": 1}]
@@ -358,7 +367,7 @@ def _mounts(binds: list[str] | tuple[str, ...], user_binds: list[dict[str, Any]]
         {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
          "options": ["nosuid", "nodev", "mode=755", f"size={RUN_SIZE}"]},
     ]
-    if net == "none":
+    if net != "host":
         mounts.append({"destination": "/sys", "type": "sysfs", "source": "sysfs",
                        "options": ["nosuid", "noexec", "nodev", "ro"]})
     mounts.extend(user_binds)

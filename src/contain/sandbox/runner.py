@@ -463,14 +463,14 @@ class _Run:
 
     def __init__(self, built: Built, root: str, reporter: Reporter, io: _Stdio) -> None:
         from contain.container.lifecycle import CreateOptions
-        from contain.sandbox.run import _bundle_dir, _new_id
+        from contain.sandbox.bundle import bundle_dir, new_id
 
         self.built = built
         self.root = root
         self.reporter = reporter
         self.io = io
-        self.cid = _new_id()
-        self.bundle = _bundle_dir(root, self.cid, built.binds)
+        self.cid = new_id()
+        self.bundle = bundle_dir(root, self.cid, built.binds)
         self.opts = CreateOptions()
         self.opts.stdio = io.fds
         self.network: Any = None
@@ -544,7 +544,7 @@ class _Run:
         """Undo everything, whatever happened; the supervisor's and the proxy's last
         decisions reach the reporter here."""
         from contain.container.control import delete
-        from contain.sandbox.run import _remove_bundle
+        from contain.sandbox.bundle import remove_bundle
 
         self.io.close()
         try:
@@ -552,7 +552,7 @@ class _Run:
                 delete(self.root, self.cid, force=True)
         finally:
             _disarm_init()
-            _remove_bundle(self.bundle)
+            remove_bundle(self.bundle)
             for ctx in (self.forward, self.warming):
                 if ctx is not None:
                     ctx.__exit__(None, None, None)
@@ -623,11 +623,11 @@ def run_foreground(built: Built, root: str, reporter: Reporter) -> int:
     forwarded (the CLI's main thread), a pty relayed with -t; the exit code."""
     from contain.container.lifecycle import CreateOptions
     from contain.container.run import run_container
-    from contain.sandbox.run import _bundle_dir, _new_id, _remove_bundle
+    from contain.sandbox.bundle import bundle_dir, new_id, remove_bundle
 
     spec = built.spec
-    cid = _new_id()
-    bundle = _bundle_dir(root, cid, built.binds)
+    cid = new_id()
+    bundle = bundle_dir(root, cid, built.binds)
     opts = CreateOptions()
     opts.no_cgroup = spec.linux is None or spec.linux.resources is None
     if built.landlock is not None:
@@ -656,7 +656,7 @@ def run_foreground(built: Built, root: str, reporter: Reporter) -> int:
         raise
     finally:
         _disarm_init()
-        _remove_bundle(bundle)
+        remove_bundle(bundle)
         if sup is not None:
             _finish_supervisor(sup, sup_fd, reporter, failed)
         if network is not None:
