@@ -184,15 +184,26 @@ def run(args: list[str], *, capture_output: bool = False, input: bytes | None = 
         binds: list[str] | tuple[str, ...] = (), net: str = "none",
         env: list[str] | tuple[str, ...] = (), cwd: str = "/", hostname: str | None = None,
         userns: bool = False, caps: list[str] | tuple[str, ...] = (), seccomp: bool = True,
-        timeout: float | None = None, root: str | None = None) -> RunResult:
+        timeout: float | None = None, root: str | None = None, supervise: Any = None,
+        supervisor: str | None = None, supervise_report: str | int | None = None,
+        record: str | None = None, enforce: str | None = None) -> RunResult:
     """Run *args* in a host-root sandbox (as ``contain sandbox``) and wait for it.
 
     With *capture_output*, stdout and stderr are returned as bytes; *input* is fed to
-    stdin. *timeout* kills the sandbox and raises TimeoutError."""
+    stdin. *timeout* kills the sandbox and raises TimeoutError.
+
+    *supervise* (a policy: a dict, a SyscallPolicy, a file path or inline JSON; rules may
+    be ``{"action": "ask", "callback": f}`` or just a callable) runs it under a syscall
+    supervisor, *supervisor* = "notify" (default) or "ptrace"; decisions are reported as
+    JSON lines to *supervise_report* (a path or an fd). *record* writes the OCI seccomp
+    profile of every call made; *enforce* runs under such a profile, reporting what it
+    denies. See docs/supervise.md."""
     from contain.sandbox.run import run_sandbox
 
     code, out, err = run_sandbox(
         list(args), root=root or _default_root(), capture=capture_output, input=input,
         timeout=timeout, memory=memory, pids=pids, cpus=cpus, binds=binds, net=net,
-        env=env, cwd=cwd, hostname=hostname, userns=userns, caps=caps, seccomp=seccomp)
+        env=env, cwd=cwd, hostname=hostname, userns=userns, caps=caps, seccomp=seccomp,
+        supervise=supervise, supervisor=supervisor, supervise_report=supervise_report,
+        record=record, enforce=enforce)
     return RunResult(list(args), code, out, err)

@@ -16,6 +16,7 @@ from contain.process.init import FORWARDED, SIGWINCH
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from contain.container.store import ContainerRecord
@@ -31,8 +32,12 @@ def become_subreaper() -> None:
 
 
 def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOptions,
-                  detach: bool = False, keep: bool = False) -> int:
-    """create + start (+ wait + delete unless detached); return the exit code."""
+                  detach: bool = False, keep: bool = False,
+                  after_create: Callable[[ContainerRecord], None] | None = None) -> int:
+    """create + start (+ wait + delete unless detached); return the exit code.
+
+    With *after_create* (a syscall supervisor attaching), the container is created
+    waiting on exec.fifo, *after_create* is called, and only then started."""
     import _socket
 
     if spec.process is None:  # (create() says so too, but we look at it first)
@@ -47,7 +52,7 @@ def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOpti
         size_from_caller(spec.process)
     if not detach:
         become_subreaper()
-    opts.start_now = True
+    opts.start_now = after_create is None
     # with start_now the container runs as soon as create returns: handlers go in first,
     # and a signal that comes before the container exists waits for it
     forward = ForwardSignals() if not detach else None
@@ -69,7 +74,13 @@ def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOpti
                 master, _ = recv_fd(pair[0])
                 pair[0].close()
                 pair = None
-            run_poststart(record)
+            if after_create is not None:
+                from contain.container.control import start
+
+                after_create(record)
+                start(root, cid)
+            else:
+                run_poststart(record)
             if detach:
                 return 0
             if master >= 0 and forward is not None:

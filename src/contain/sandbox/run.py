@@ -48,36 +48,61 @@ def _remove_bundle(bundle: str) -> None:
 
 def run_sandbox(args: list[str], *, root: str, capture: bool = False,
                 input: bytes | None = None, timeout: float | None = None,
-                terminal: bool = False, **options: Any) -> tuple[int, bytes | None, bytes | None]:
+                terminal: bool = False, supervise: Any = None, supervisor: str | None = None,
+                supervise_report: str | int | None = None, record: str | None = None,
+                enforce: str | None = None,
+                **options: Any) -> tuple[int, bytes | None, bytes | None]:
     """Run *args* in a sandbox; return (exit code, stdout, stderr) (output only when
-    *capture*)."""
+    *capture*). *supervise* (a policy), *record* or *enforce* (an OCI seccomp profile
+    file) put it in the sandbox class: see contain.sandbox.supervise."""
     from contain.process.foreground import become_subreaper, run_container
     from contain.sandbox.host import sandbox_spec
     from contain.spec.config import Spec
 
-    spec = Spec.decode(sandbox_spec(args, terminal=terminal, **options))
+    config = sandbox_spec(args, terminal=terminal, **options)
+    sup = None
+    if supervise is not None or record or enforce:
+        from contain.sandbox.supervise import supervisor_for
+
+        sup = supervisor_for(supervise, supervisor, root=root, report=supervise_report,
+                             record=record, enforce=enforce,
+                             hostname=config.get("hostname") or "sandbox")
+        config = sup.prepare(config)
+    spec = Spec.decode(config)
     cid = _new_id()
     bundle = _bundle_dir(root, cid, options.get("binds", ()))
     opts = CreateOptions()
     # no limit asked, no cgroup made: the PID namespace already ends every process of
     # the sandbox with its first one (a cgroup costs ~6 ms to make, join and remove)
     opts.no_cgroup = spec.linux is None or spec.linux.resources is None
+    after = None
     try:
+        if sup is not None:
+            sup.start()
+
+            def after(record: Any) -> None:
+                sup.attach(record.pid)
         if not capture and input is None and timeout is None:
-            return run_container(root, cid, bundle, spec, opts), None, None
+            return run_container(root, cid, bundle, spec, opts, after_create=after), None, None
         become_subreaper()
-        return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout)
+        return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout, after)
+    except BaseException:
+        if sup is not None:
+            sup.kill()
+        raise
     finally:
+        if sup is not None:
+            sup.finish()
         _remove_bundle(bundle)
 
 
 def _run_captured(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptions,
-                  capture: bool, input: bytes | None,
-                  timeout: float | None) -> tuple[int, bytes | None, bytes | None]:
+                  capture: bool, input: bytes | None, timeout: float | None,
+                  after_create: Any = None) -> tuple[int, bytes | None, bytes | None]:
     import select
     import time
 
-    opts.start_now = True
+    opts.start_now = after_create is None
     ours: list[int] = []
     theirs: list[int] = []
     stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC) if input is not None else (0, -1)
@@ -102,7 +127,13 @@ def _run_captured(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptio
     pending = memoryview(input or b"")
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        run_poststart(record)
+        if after_create is not None:
+            from contain.container.control import start
+
+            after_create(record)
+            start(root, cid)
+        else:
+            run_poststart(record)
         pidfd = os.pidfd_open(record.pid)
         readers = [fd for fd in (out_r, err_r) if fd >= 0]
         writers = [stdin_w] if stdin_w >= 0 else []

@@ -1,0 +1,481 @@
+"""The supervisor process, and the runtime's handle on it.
+
+The runtime forks the supervisor before it creates the container. For the notify
+supervisor the container's profile names a unix socket of the supervisor as its
+``listenerPath``: the runtime's ordinary OCI seccomp-agent hand-over (at create, and at
+every ``exec``) brings each listener to it; nothing in the core knows about
+supervision. For the ptrace supervisor the runtime tells it the init's pid after
+create, while the init still waits for ``start`` (before its filter is loaded and
+before it execs), and starts the container only once it is seized.
+
+Lifetimes. In the foreground (``contain sandbox``, ``contain.run``) the supervisor is
+the runtime's child and dies with it (PR_SET_PDEATHSIG); the runtime waits for it at
+the end, and it prints the summary. Detached (an annotated ``contain create``), it is a
+daemon whose pid and start time are kept in state.json; it ends by itself when the
+container's last process is gone, and ``delete`` kills it. Either way, if it dies
+first, PTRACE_O_EXITKILL has the kernel kill the processes it supervised.
+"""
+
+from __future__ import annotations
+
+import os
+
+from contain.errors import ContainError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from contain.sandbox.supervise.policy import SyscallPolicy
+
+ANNOTATION_POLICY = "org.contain.supervise"
+ANNOTATION_SUPERVISOR = "org.contain.supervisor"
+ANNOTATION_REPORT = "org.contain.supervise.report"
+ANNOTATION_RECORD = "org.contain.record"
+STATE_KEY = "supervisor"
+
+
+def _send(sock: Any, msg: dict[str, Any]) -> None:
+    from contain.jsonio import dumps
+
+    sock.send(dumps(msg).encode())
+
+
+def _recv(sock: Any, timeout: float | None = None) -> dict[str, Any] | None:
+    from contain.jsonio import loads
+
+    sock.settimeout(timeout)
+    try:
+        data = sock.recv(65536)
+    except (TimeoutError, OSError):
+        return None
+    finally:
+        sock.settimeout(None)
+    if not data:
+        return None
+    out = loads(data.decode())
+    return out if isinstance(out, dict) else None
+
+
+class Supervisor:
+    """The runtime's handle: prepare the spec, start the supervisor, attach, finish."""
+
+    def __init__(self, policy: SyscallPolicy, mode: str = "notify", *, root: str,
+                 report: str | int | None = None, record: str | None = None,
+                 enforce: dict[str, Any] | None = None, hostname: str = "sandbox",
+                 detach: bool = False, name: str | None = None) -> None:
+        from contain.sandbox.supervise.filter import check_policy
+
+        check_policy(policy, mode)
+        self.policy = policy
+        self.mode = mode
+        self.root = root
+        self.report = report
+        self.record = record
+        self.enforce = enforce
+        self.hostname = hostname
+        self.detach = detach
+        self.pid = 0
+        self.start_time = 0
+        self.control: Any = None
+        self.server: Any = None
+        self.ask_sock: Any = None
+        self.socket_path: str | None = None
+        self.name = name or f"{os.getpid()}-{os.urandom(4).hex()}"
+        self.sync_wakeup = False
+
+    # -- the spec ---------------------------------------------------------------------
+
+    def prepare(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The config dict with the supervised seccomp profile."""
+        from contain.sandbox.supervise import filter as F
+
+        if self.mode == "notify":
+            d = os.path.join(self.root, ".supervise")
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            self.socket_path = os.path.join(d, f"{self.name}.sock")
+        if self.enforce is not None:
+            from contain.sandbox.supervise.record import enforcing_profile
+
+            out = dict(config)
+            linux = dict(out.get("linux") or {})
+            linux["seccomp"] = enforcing_profile(self.enforce, self.mode, self.socket_path)
+            out["linux"] = linux
+            return out
+        return F.apply(config, self.policy, self.mode, self.socket_path)
+
+    # -- the process ------------------------------------------------------------------
+
+    def start(self) -> None:
+        import socket
+
+        from contain.container.store import process_start_time
+
+        if self.mode == "notify":
+            assert self.socket_path is not None
+            try:
+                os.unlink(self.socket_path)
+            except FileNotFoundError:
+                pass
+            self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            self.server.bind(self.socket_path)
+            os.chmod(self.socket_path, 0o600)
+            self.server.listen(64)
+        ours, theirs = socket.socketpair(socket.AF_UNIX,
+                                         socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        ask_theirs = None
+        if self.policy.needs_callbacks():
+            self.ask_sock, ask_theirs = socket.socketpair(
+                socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        report_fd = self.report if isinstance(self.report, int) else -1
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the supervisor process
+            code = 1
+            try:
+                ours.close()
+                if self.ask_sock is not None:
+                    self.ask_sock.close()
+                code = _supervisor_main(self, theirs, ask_theirs, report_fd)
+            except BaseException as e:
+                try:
+                    os.write(2, f"contain: supervisor: {e}\n".encode())
+                except OSError:
+                    pass
+            finally:
+                os._exit(code)
+        theirs.close()
+        if ask_theirs is not None:
+            ask_theirs.close()
+        self.control = ours
+        if self.server is not None:
+            self.server.close()  # the supervisor has it
+            self.server = None
+        msg = _recv(ours, 30)
+        if self.detach and msg is not None and "daemon" in msg:
+            os.waitpid(pid, 0)  # the first fork: the daemon is its child
+            pid = int(msg["daemon"])
+            msg = _recv(ours, 30)
+        elif not self.detach:
+            pass
+        if msg is None or msg.get("t") != "ready":
+            self.kill()
+            raise ContainError(f"the supervisor did not start: {(msg or {}).get('msg', 'died')}")
+        self.pid = pid
+        self.start_time = process_start_time(pid) or 0
+        if self.ask_sock is not None:
+            import threading
+
+            threading.Thread(target=self._serve_ask, daemon=True,
+                             name="contain-supervise-ask").start()
+
+    def attach(self, pid: int) -> None:
+        """Bind the container whose init is *pid* to the supervisor: it is seized with
+        EXITKILL (and, for ptrace, with the tracing options) before it may start."""
+        if self.mode == "ptrace":
+            _send(self.control, {"t": "seize", "pid": pid})
+        msg = _recv(self.control, 60)
+        if msg is None or msg.get("t") != "attached":
+            raise ContainError("the supervisor could not attach to the container: "
+                               f"{(msg or {}).get('msg', 'it died')}")
+        self.sync_wakeup = bool(msg.get("sync"))
+
+    def state(self) -> dict[str, Any]:
+        """What state.json keeps about the supervisor (so that delete can end it)."""
+        return {"pid": self.pid, "start": self.start_time, "mode": self.mode,
+                "socket": self.socket_path}
+
+    def release(self) -> None:
+        """Detached: let the supervisor live on its own."""
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+
+    def finish(self, timeout: float = 10.0) -> int | None:
+        """Foreground: the container has ended; let the supervisor write its report
+        and summary, and reap it. Returns its exit status."""
+        import time
+
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        status = None
+        if self.pid:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    done, st = os.waitpid(self.pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if done:
+                    status = st
+                    break
+                if time.monotonic() > deadline:
+                    self.kill()
+                    break
+                time.sleep(0.005)
+            self.pid = 0
+        self._cleanup()
+        return status
+
+    def kill(self) -> None:
+        if self.pid:
+            try:
+                os.kill(self.pid, 9)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+            self.pid = 0
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self.socket_path:
+            try:
+                os.unlink(self.socket_path)
+            except OSError:
+                pass
+        if self.ask_sock is not None:
+            try:
+                self.ask_sock.close()
+            except OSError:
+                pass
+
+    def _serve_ask(self) -> None:
+        """Answer the supervisor's ``ask`` questions with the callbacks (which live in
+        this process, with the caller's state)."""
+        from contain.sandbox.supervise.notify import _decision
+        from contain.sandbox.supervise.policy import Call
+
+        rules = {r.where: r for rs in self.policy.rules.values() for r in rs}
+        rules[self.policy.default.where] = self.policy.default
+        sock = self.ask_sock
+        while True:
+            msg = _recv(sock)
+            if msg is None:
+                return
+            rule = rules.get(msg.get("rule", ""))
+            c = msg["call"]
+            call = Call(c["pid"], c["syscall"], c["nr"], tuple(c["args"]))
+            try:
+                answer = _decision(rule.callback(call) if rule and rule.callback else None)
+            except Exception as e:
+                answer = ("deny", 1, 0, f"callback failed: {e}")
+            try:
+                _send(sock, {"d": list(answer)})
+            except OSError:
+                return
+
+
+def _supervisor_main(sup: Supervisor, control: Any, ask_sock: Any, report_fd: int) -> int:
+    """The supervisor process."""
+    import signal
+
+    from contain.linux import consts as c
+    from contain.linux.syscalls import prctl
+
+    keep = {control.fileno(), 2}
+    if sup.server is not None:
+        keep.add(sup.server.fileno())
+    if ask_sock is not None:
+        keep.add(ask_sock.fileno())
+    if report_fd >= 0:
+        keep.add(report_fd)
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU,
+                signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sup.detach:
+        os.setsid()
+        pid = os.fork()
+        if pid:
+            _send(control, {"daemon": pid})
+            return 0
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+    else:
+        parent = os.getppid()
+        prctl(c.PR_SET_PDEATHSIG, 9)
+        if os.getppid() != parent:
+            return 1
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        for fd in (0, 1):
+            os.dup2(null, fd)
+        os.close(null)
+    _close_others(keep)
+    from contain.sandbox.supervise.record import Recorder, Report
+
+    report = Report(sup.report if isinstance(sup.report, str) else
+                    (report_fd if report_fd >= 0 else None), sup.mode)
+    recorder = Recorder() if sup.record else None
+    ask = None
+    if ask_sock is not None:
+        def ask(rule: Any, call: Any) -> Any:
+            _send(ask_sock, {"rule": rule.where, "call": call.to_json()})
+            msg = _recv(ask_sock)
+            if msg is None:
+                return ("deny", 1, 0, "the asking process is gone")
+            return tuple(msg["d"])
+    try:
+        if sup.mode == "notify":
+            code = _serve_notify(sup, control, report, recorder, ask)
+        else:
+            from contain.sandbox.supervise.ptrace import serve_ptrace
+
+            code = serve_ptrace(sup, control, report, recorder, ask)
+    finally:
+        if recorder is not None and sup.record:
+            always = ("write",) if sup.mode == "notify" else ()
+            recorder.write(sup.record, always)
+        text = report.summary()
+        if text and not sup.detach:
+            try:
+                os.write(2, (text + "\n").encode())
+            except OSError:
+                pass
+        report.close()
+    return code
+
+
+def _close_others(keep: set[int]) -> None:
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def reap_traced(traced: set[int]) -> None:
+    """Restart seized processes stopped by a signal delivery or a group stop; forget
+    the ones that exited (notify mode: they are seized only for EXITKILL)."""
+    from contain.linux import ptrace as P
+
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG | P.WALL)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            traced.discard(pid)
+            continue
+        if not os.WIFSTOPPED(status):
+            continue
+        sig = os.WSTOPSIG(status)
+        event = status >> 16
+        try:
+            if event == P.PTRACE_EVENT_STOP:
+                if sig in (19, 20, 21, 22):  # a group stop: stay stopped, as asked
+                    P.listen(pid)
+                else:
+                    P.cont(pid, 0)
+            elif event:
+                P.cont(pid, 0)
+            else:
+                P.cont(pid, sig)
+        except OSError:
+            traced.discard(pid)
+
+
+def _serve_notify(sup: Supervisor, control: Any, report: Any, recorder: Any, ask: Any) -> int:
+    import select
+    import signal
+    import socket
+    import time
+
+    from contain.jsonio import loads
+    from contain.linux import ptrace as P
+    from contain.linux.unotify import set_sync_wakeup
+    from contain.sandbox.supervise.notify import NotifySupervisor
+
+    server = sup.server
+    assert server is not None
+    wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    ns = NotifySupervisor(sup.policy, report, recorder, ask, sup.hostname)
+    poller = select.poll()
+    IN = select.POLLIN
+    poller.register(server.fileno(), IN)
+    poller.register(control.fileno(), IN)
+    poller.register(wake_r, IN)
+    listeners: dict[int, int] = {}
+    traced: set[int] = set()
+    had = False
+    control_open = True
+    _send(control, {"t": "ready"})
+    started = time.monotonic()
+    handle = ns.handle
+    while True:
+        if had and not listeners and not traced:
+            return 0
+        if not had and not control_open:
+            return 0
+        if not had and time.monotonic() - started > 300:
+            return 1
+        for fd, ev in poller.poll(1000 if not had else None):
+            if fd in listeners:
+                if ev & IN:
+                    handle(fd)
+                elif ev:
+                    poller.unregister(fd)
+                    os.close(fd)
+                    del listeners[fd]
+            elif fd == server.fileno():
+                conn, _ = server.accept()
+                with conn:
+                    conn.settimeout(10)
+                    try:
+                        data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 4)
+                    except OSError:
+                        continue
+                if not fds:
+                    continue
+                for extra in fds[1:]:
+                    os.close(extra)
+                lfd = fds[0]
+                try:
+                    pid = int(loads(data.decode()).get("pid", 0))
+                except (ValueError, AttributeError):
+                    pid = 0
+                sync = set_sync_wakeup(lfd)
+                if pid:
+                    try:
+                        P.seize(pid, P.PTRACE_O_EXITKILL)
+                        traced.add(pid)
+                    except OSError as e:
+                        report.event(pid, "-", -1, (), "error",
+                                     detail=f"cannot seize for fail-closed: {e.strerror}")
+                listeners[lfd] = pid
+                poller.register(lfd, IN)
+                had = True
+                if control_open:
+                    try:
+                        _send(control, {"t": "attached", "pid": pid, "sync": sync})
+                    except OSError:
+                        pass
+            elif fd == control.fileno():
+                try:
+                    data = control.recv(4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    control_open = False
+                    poller.unregister(fd)
+                    if not sup.detach and had:
+                        return 0  # the runtime saw the container end
+            elif fd == wake_r:
+                try:
+                    os.read(wake_r, 512)
+                except OSError:
+                    pass
+                reap_traced(traced)

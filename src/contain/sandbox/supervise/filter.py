@@ -1,0 +1,127 @@
+"""The kernel half of a supervised sandbox: an OCI ``linux.seccomp`` profile in which
+the supervised calls return SCMP_ACT_NOTIFY (or SCMP_ACT_TRACE for the ptrace
+supervisor) and everything else is decided in the kernel, as before.
+
+How the policy merges with the container's own profile (the default profile of a
+sandbox, or ``linux.seccomp`` of a config.json):
+
+* a syscall the policy names is the policy's alone: the profile's rules for it are
+  dropped, and it is allowed in the kernel when all its rules say ``allow``, otherwise
+  it goes to the supervisor (which also answers per-argument ``allow`` rules, on
+  register values);
+* with ``default = "allow"`` the profile decides every other call, unchanged;
+* with another default, the profile's ``SCMP_ACT_ALLOW`` rules become supervised rules
+  (same argument conditions): what the profile allowed now reaches the supervisor,
+  what it denied stays denied in the kernel. With no profile, or one whose default
+  allows, every syscall the kernel knows is supervised.
+
+``write`` cannot be supervised by the notify supervisor: the runtime hands the listener
+over with a write(2) made after the filter is loaded (a notify filter is loaded before
+the runtime knows the listener). It is refused when the policy names it, and otherwise
+decided by the profile.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from contain.errors import SpecError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from contain.sandbox.supervise.policy import SyscallPolicy
+
+NOT_NOTIFIABLE = ("write",)
+_ALLOWING = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
+
+
+def check_policy(policy: SyscallPolicy, mode: str, path: str = "$.syscalls") -> None:
+    """Refuse what the chosen supervisor cannot do, naming the field."""
+    from contain.sandbox.supervise.handlers import HANDLERS
+
+    if mode not in ("notify", "ptrace"):
+        raise SpecError("supervisor", f"unknown supervisor {mode!r}: notify or ptrace",
+                        document="options")
+    for name, rules in policy.rules.items():
+        for i, rule in enumerate(rules):
+            where = f"{path}.{name}" + (f"[{i}]" if len(rules) > 1 else "")
+            if mode == "notify" and name in NOT_NOTIFIABLE and rule.action != "allow":
+                raise SpecError(f"{where}.action", f"{name} cannot be supervised by the "
+                                "notify supervisor (the runtime hands the listener over "
+                                "with it); use --supervisor ptrace")
+            if mode == "ptrace" and rule.handler and not HANDLERS[rule.handler].ptrace:
+                raise SpecError(f"{where}.handler", f"handler {rule.handler!r} needs the "
+                                "notify supervisor (ptrace cannot install a file descriptor)")
+
+
+def supervised_profile(seccomp: dict[str, Any] | None, policy: SyscallPolicy, mode: str,
+                       listener_path: str | None) -> dict[str, Any]:
+    """The OCI seccomp profile for a supervised container."""
+    from contain.sandbox.supervise.policy import all_syscalls
+
+    action = "SCMP_ACT_NOTIFY" if mode == "notify" else "SCMP_ACT_TRACE"
+    base: dict[str, Any] = (copy.deepcopy(seccomp) if seccomp
+                            else {"defaultAction": "SCMP_ACT_ALLOW"})
+    named = set(policy.rules)
+    skip = named | (set(NOT_NOTIFIABLE) if mode == "notify" else set())
+    rules: list[dict[str, Any]] = []
+    default_allows = base.get("defaultAction") in _ALLOWING
+    supervise_rest = policy.default.action != "allow" or policy.route_all
+    covered: set[str] = set()
+    for rule in base.get("syscalls") or []:
+        names = [n for n in rule.get("names") or [] if n not in named]
+        if not names:
+            continue
+        r = dict(rule, names=names)
+        if supervise_rest:
+            if default_allows:
+                # everything is enumerated below; keep only unconditional denials
+                if r.get("action") in _ALLOWING or r.get("args"):
+                    continue
+                covered.update(names)
+            elif r.get("action") in _ALLOWING:
+                notify_names = [n for n in names if n not in NOT_NOTIFIABLE or mode != "notify"]
+                keep = [n for n in names if n not in notify_names]
+                if keep:
+                    rules.append(dict(r, names=keep))
+                if notify_names:
+                    r = {"names": notify_names, "action": action}
+                    if rule.get("args"):
+                        r["args"] = rule["args"]
+                else:
+                    continue
+        rules.append(r)
+    if supervise_rest and default_allows:
+        rest = sorted(n for n in all_syscalls() if n not in skip and n not in covered)
+        rules.append({"names": rest, "action": action})
+    kernel_allowed = []
+    to_supervisor = []
+    for name in sorted(named):
+        if policy.supervised(name):
+            to_supervisor.append(name)
+        else:
+            kernel_allowed.append(name)
+    if kernel_allowed:
+        rules.append({"names": kernel_allowed, "action": "SCMP_ACT_ALLOW"})
+    if to_supervisor:
+        rules.append({"names": to_supervisor, "action": action})
+    base["syscalls"] = rules
+    if mode == "notify":
+        base["listenerPath"] = listener_path
+        base.pop("listenerMetadata", None)
+        # a dying workload must not hang in the kernel waiting for a supervisor's answer
+        flags = [f for f in base.get("flags") or [] if f != "SECCOMP_FILTER_FLAG_TSYNC"]
+        base["flags"] = flags
+    return base
+
+
+def apply(spec: dict[str, Any], policy: SyscallPolicy, mode: str,
+          listener_path: str | None) -> dict[str, Any]:
+    """A copy of the config dict *spec* whose linux.seccomp is the supervised profile."""
+    out = dict(spec)
+    linux = dict(out.get("linux") or {})
+    linux["seccomp"] = supervised_profile(linux.get("seccomp"), policy, mode, listener_path)
+    out["linux"] = linux
+    return out
