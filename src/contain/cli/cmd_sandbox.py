@@ -25,6 +25,15 @@ COMMANDS = {
         Flag("--cap", "list", help="keep this capability (repeatable; default: none)"),
         Flag("--no-seccomp", "bool", help="do not apply the default seccomp profile"),
         Flag("--tty,-t", "bool", help="allocate a terminal"),
+        Flag("--supervise", default=None,
+             help="supervise system calls with this policy (TOML/JSON file or inline JSON)"),
+        Flag("--supervisor", default=None, help="notify (default) or ptrace"),
+        Flag("--supervise-report", default=None,
+             help="write the supervisor's decisions as JSON lines to FILE or FD"),
+        Flag("--record", default=None,
+             help="record every system call; write an OCI seccomp profile to PROFILE"),
+        Flag("--enforce", default=None,
+             help="run under an OCI seccomp profile; report (and deny) what it does not allow"),
     ), "[options] -- CMD [ARG...]",
         "run a command in fresh namespaces over the read-only host root",
         interspersed=False, min_args=1),
@@ -44,5 +53,7 @@ def cmd_sandbox(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         args, root=ctx.root, terminal=opts["tty"], memory=opts["memory"], pids=opts["pids"],
         cpus=cpus, binds=opts["bind"], net=opts["net"], env=opts["env"], cwd=opts["cwd"],
         hostname=opts["hostname"], userns=opts["userns"], caps=opts["cap"],
-        seccomp=not opts["no_seccomp"])
+        seccomp=not opts["no_seccomp"], supervise=opts["supervise"],
+        supervisor=opts["supervisor"], supervise_report=opts["supervise_report"],
+        record=opts["record"], enforce=opts["enforce"])
     return code

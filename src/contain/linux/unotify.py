@@ -189,7 +189,10 @@ def restore() -> None:
     from contain.linux.syscalls import capget, capset
 
     _, permitted, inheritable = capget()
+    capset(permitted, permitted, inheritable)  # first: the rest needs CAP_SETUID/SETGID
     thread_setfsuid(0)
     thread_setfsgid(0)
     thread_setgroups([])
-    capset(permitted, permitted, inheritable)
+    # setfsuid(0) raised the fs capabilities again, capset the rest: check it all came back
+    if capget()[0] != permitted:
+        capset(permitted, permitted, inheritable)

@@ -61,10 +61,12 @@ def load_policy(source: Any) -> SyscallPolicy:
     if isinstance(source, (str, os.PathLike)):
         source, name = load_document(os.fspath(source))
     path = "$"
-    if isinstance(source, dict) and isinstance(source.get("syscalls"), dict):
+    if isinstance(source, dict) and "syscalls" in source:
         source, path = source["syscalls"], "$.syscalls"
     try:
-        return SyscallPolicy.decode(source, path)
+        pol = SyscallPolicy.decode(source, path)
+        pol.document = name
+        return pol
     except SpecError as e:
         if e.document == "config.json":
             raise SpecError(e.path, e.message, document=name) from None

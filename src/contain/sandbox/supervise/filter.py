@@ -37,10 +37,11 @@ NOT_NOTIFIABLE = ("write",)
 _ALLOWING = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
 
 
-def check_policy(policy: SyscallPolicy, mode: str, path: str = "$.syscalls") -> None:
+def check_policy(policy: SyscallPolicy, mode: str) -> None:
     """Refuse what the chosen supervisor cannot do, naming the field."""
     from contain.sandbox.supervise.handlers import HANDLERS
 
+    path, doc = policy.path, policy.document
     if mode not in ("notify", "ptrace"):
         raise SpecError("supervisor", f"unknown supervisor {mode!r}: notify or ptrace",
                         document="options")
@@ -50,10 +51,11 @@ def check_policy(policy: SyscallPolicy, mode: str, path: str = "$.syscalls") -> 
             if mode == "notify" and name in NOT_NOTIFIABLE and rule.action != "allow":
                 raise SpecError(f"{where}.action", f"{name} cannot be supervised by the "
                                 "notify supervisor (the runtime hands the listener over "
-                                "with it); use --supervisor ptrace")
+                                "with it); use --supervisor ptrace", document=doc)
             if mode == "ptrace" and rule.handler and not HANDLERS[rule.handler].ptrace:
                 raise SpecError(f"{where}.handler", f"handler {rule.handler!r} needs the "
-                                "notify supervisor (ptrace cannot install a file descriptor)")
+                                "notify supervisor (ptrace cannot install a file descriptor)",
+                                document=doc)
 
 
 def supervised_profile(seccomp: dict[str, Any] | None, policy: SyscallPolicy, mode: str,

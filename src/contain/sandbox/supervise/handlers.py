@@ -203,6 +203,7 @@ class InRoot:
         from contain.linux.unotify import Credentials, become
 
         creds = Credentials.of(self.pid)
+        _host_proc()  # opened now, outside: inside, /proc is the workload's
         self.host_root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.host_cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         root = os.open(f"/proc/{self.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -219,7 +220,11 @@ class InRoot:
         finally:
             os.close(root)
             os.close(cwd)
-        become(creds, self.extra_caps)
+        try:
+            become(creds, self.extra_caps)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -287,6 +292,13 @@ def _workload_path(t: Target, raw: bytes) -> str:
     return path
 
 
+def _own_fd(raw: bytes) -> int | None:
+    for prefix in (b"/proc/self/fd/", b"/proc/thread-self/fd/", b"/dev/fd/"):
+        if raw.startswith(prefix) and raw[len(prefix):].isdigit():
+            return int(raw[len(prefix):])
+    return None
+
+
 def path_mode(paths: dict[str, str], path: str, default: str) -> str:
     """The mode of the longest configured prefix of *path*."""
     best, mode = -1, default
@@ -347,7 +359,16 @@ def _open(t: Target, opts: dict[str, Any]) -> Result:
     default = opts.get("default", "deny")
     paths = opts["paths"]
     base = -1
-    if dirfd != AT_FDCWD and not path.startswith("/"):
+    own = _own_fd(raw)
+    if own is not None:
+        # its own fd, reopened through /proc/self/fd: taken from the host's /proc (a
+        # not-yet-exec'd init is non-dumpable: only the process itself could go there)
+        try:
+            base = os.open(f"/proc/{t.pid}/fd/{own}", os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return Result(error=ENOENT)
+        path = ""
+    elif dirfd != AT_FDCWD and not path.startswith("/"):
         try:
             base = os.open(f"/proc/{t.pid}/fd/{dirfd}", os.O_PATH | os.O_CLOEXEC)
         except OSError:
@@ -356,7 +377,7 @@ def _open(t: Target, opts: dict[str, Any]) -> Result:
         with InRoot(t.pid):
             return _open_in_root(base, path, flags, mode, paths, default, deny_errno)
     except OSError as e:
-        return Result(error=e.errno or EACCES)
+        return Result(error=e.errno or EACCES, detail=str(e))
     finally:
         if base >= 0:
             os.close(base)
@@ -372,7 +393,7 @@ def _open_in_root(base: int, path: str, flags: int, mode: int, paths: dict[str, 
     cloexec = bool(flags & os.O_CLOEXEC)
     probe = os.O_PATH | os.O_CLOEXEC | (flags & (os.O_NOFOLLOW | os.O_DIRECTORY))
     try:
-        pfd = os.open(path, probe, dir_fd=dfd)
+        pfd = os.open(path, probe, dir_fd=dfd) if path else os.dup(base)
     except FileNotFoundError:
         if not flags & os.O_CREAT:
             raise
@@ -391,7 +412,10 @@ def _open_in_root(base: int, path: str, flags: int, mode: int, paths: dict[str, 
     try:
         where = _fd_path(pfd)
         need = "rw" if want_write else "ro"
-        got = path_mode(paths, where, default)
+        # an object with no name inside the root (a pipe, a socket, the runtime's
+        # exec.fifo: reached through the workload's own /proc/<pid>/fd) is one it
+        # already holds; a path policy is about names in the root
+        got = path_mode(paths, where, default) if _named_in_root(where, pfd) else "rw"
         if got == "deny" or (need == "rw" and got != "rw"):
             return Result(error=deny_errno, detail=where)
         if flags & os.O_CREAT and flags & os.O_EXCL:
@@ -411,6 +435,17 @@ def _open_in_root(base: int, path: str, flags: int, mode: int, paths: dict[str, 
         return Result(fd=fd, cloexec=cloexec, detail=where)
     finally:
         os.close(pfd)
+
+
+def _named_in_root(where: str, fd: int) -> bool:
+    if not where.startswith("/"):
+        return False
+    try:
+        st = os.stat(where, follow_symlinks=False)
+    except OSError:
+        return False
+    ref = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (ref.st_dev, ref.st_ino)
 
 
 # -- mknod -------------------------------------------------------------------------------

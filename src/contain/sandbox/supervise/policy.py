@@ -284,7 +284,7 @@ def decode_rule(obj: Any, path: str, name: str | None = None) -> Rule:
 class SyscallPolicy:
     """The decoded policy: a default rule and, per syscall name, its rules in order."""
 
-    __slots__ = ("default", "numbers", "route_all", "rules")
+    __slots__ = ("default", "document", "numbers", "path", "route_all", "rules")
 
     def __init__(self, default: Rule | None = None,
                  rules: dict[str, list[Rule]] | None = None) -> None:
@@ -292,6 +292,8 @@ class SyscallPolicy:
         self.rules: dict[str, list[Rule]] = rules or {}
         self.numbers: dict[int, str] = {}
         self.route_all = False  # recording: every call reaches the supervisor
+        self.path = "$"  # where it came from, for errors found later
+        self.document = "policy"
         for name in self.rules:
             nr = syscall_number(name)
             if nr is not None:
@@ -326,7 +328,9 @@ class SyscallPolicy:
                 rules[name] = [decode_rule(v, f"{rp}[{i}]", name) for i, v in enumerate(value)]
             else:
                 rules[name] = [decode_rule(value, rp, name)]
-        return cls(default, rules)
+        out = cls(default, rules)
+        out.path = path
+        return out
 
     def rules_for(self, name: str) -> list[Rule]:
         return self.rules.get(name, [])
