@@ -9,7 +9,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -394,3 +396,72 @@ print(any(' /tmp/m ' in l and 'tmpfs' in l for l in open('/proc/self/mounts')))
     out = ok(supervised(state_root, pol, script)).splitlines()
     assert out == ["ok", "1 1", "True"]
     assert not os.path.exists("/tmp/m/f")
+
+
+# -- OCI containers, turned on by annotations ---------------------------------------------
+
+def detached(root: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`contain` with stdio in files: a created container keeps the runtime's stdio (a
+    pipe would never reach EOF)."""
+    out, err = tmp / "out.txt", tmp / "err.txt"
+    with open(out, "w") as o, open(err, "w") as e:
+        code = subprocess.run([*contain_cmd(), "--root", str(root), *args], stdout=o,
+                              stderr=e, stdin=subprocess.DEVNULL, timeout=60).returncode
+    return subprocess.CompletedProcess(args, code, out.read_text(), err.read_text())
+
+
+@BOTH
+def test_annotated_container_lifecycle(state_root: Path, tmp_path: Path, make_bundle: Any,
+                                       supervisor: str) -> None:
+    """create starts a supervisor that outlives it, state.json knows it, the workload
+    is supervised once started, delete leaves no supervisor behind."""
+    from conftest import unique_id
+
+    report = tmp_path / "r.jsonl"
+    bundle = make_bundle(
+        ["/bin/sh", "-c", "mkdir /tmp/x 2>/dev/null || echo denied > /tmp/out; sleep 1000"],
+        annotations={"org.contain.supervise": '{"mkdir": {"action": "deny", "errno": 30}}',
+                     "org.contain.supervisor": supervisor,
+                     "org.contain.supervise.report": str(report)},
+        root={"path": "rootfs", "readonly": False})
+    cid = unique_id("sup")
+    proc = detached(state_root, tmp_path, "create", "--bundle", str(bundle.path), cid)
+    assert proc.returncode == 0, proc.stderr
+    try:
+        state = json.loads((state_root / cid / "state.json").read_text())
+        sup = state["extra"]["supervisor"]["pid"]
+        assert os.path.exists(f"/proc/{sup}")
+        init = state["pid"]
+        assert _tracer(init) == sup  # seized before it runs anything of the workload
+        run_contain(state_root, "start", cid, check=True)
+        out = bundle.rootfs / "tmp" / "out"
+        for _ in range(200):
+            if events(report) and out.exists() and out.read_text():
+                break
+            time.sleep(0.05)
+        assert [e["action"] for e in events(report)] == ["deny"]
+        assert out.read_text().strip() == "denied"
+        assert json.loads(run_contain(state_root, "state", cid, check=True).stdout)[
+            "status"] == "running"
+    finally:
+        run_contain(state_root, "delete", "--force", cid, check=True)
+    for _ in range(100):
+        if not os.path.exists(f"/proc/{sup}") or \
+                Path(f"/proc/{sup}/stat").read_text().split()[2] == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the supervisor outlived delete")
+    assert not list((state_root / ".supervise").glob("*"))
+
+
+def test_annotated_bad_policy_leaves_nothing(state_root: Path, tmp_path: Path,
+                                             make_bundle: Any) -> None:
+    from conftest import unique_id
+
+    bundle = make_bundle(["/bin/true"],
+                         annotations={"org.contain.supervise": '{"mkdri": "deny"}'})
+    cid = unique_id("sup")
+    proc = detached(state_root, tmp_path, "create", "--bundle", str(bundle.path), cid)
+    assert proc.returncode == 1 and "unknown system call 'mkdri'" in proc.stderr
+    assert not (state_root / cid).exists()
