@@ -465,3 +465,59 @@ def test_annotated_bad_policy_leaves_nothing(state_root: Path, tmp_path: Path,
     proc = detached(state_root, tmp_path, "create", "--bundle", str(bundle.path), cid)
     assert proc.returncode == 1 and "unknown system call 'mkdri'" in proc.stderr
     assert not (state_root / cid).exists()
+
+
+@BOTH
+def test_inspect_classifies_a_supervised_process(state_root: Path, tmp_path: Path,
+                                                 supervisor: str) -> None:
+    pol = write_policy(tmp_path, {"mkdir": "log"})
+    proc = subprocess.Popen(
+        [*contain_cmd(), "--root", str(state_root), "sandbox", "--supervise", pol,
+         "--supervisor", supervisor, "--", PY, "-c",
+         "import sys, time\nprint('up', flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "up"
+        init = next(c for c in _children(proc.pid) if _tracer(c))
+        sup = _tracer(init)
+        facts = json.loads(run_contain(state_root, "inspect", "--json", str(init),
+                                       check=True).stdout)
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(timeout=60)
+    cls = facts["class"]
+    assert cls["name"] == "sandbox"
+    evidence = " ".join(cls["evidence"])
+    assert f"pid {sup} (contain-{supervisor})" in evidence
+    if supervisor == "notify":
+        assert "user-notification" in evidence and cls["marks"]["Sandbox/BPF"]
+    else:
+        assert "TRACE returns" in evidence and cls["marks"]["Sandbox/ptrace"]
+
+
+def test_syscall_user_dispatch_is_read() -> None:
+    """linux.ptrace.syscall_user_dispatch: off for a plain process; on, with the
+    selector's address, for one that turned SUD on (PR_SET_SYSCALL_USER_DISPATCH)."""
+    from contain.linux.ptrace import syscall_user_dispatch
+
+    script = ("import ctypes, sys\nlibc = ctypes.CDLL(None)\nsel = ctypes.c_char(b'\\0')\n"
+              "on = sys.argv[1] == 'on'\n"
+              "r = libc.prctl(59, 1, 0, 0, ctypes.c_void_p(ctypes.addressof(sel))) if on else 0\n"
+              "print(r, ctypes.addressof(sel), flush=True)\nsys.stdin.read()")
+    for mode in ("off", "on"):
+        p = subprocess.Popen([PY, "-c", script, mode], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+        try:
+            assert p.stdout is not None
+            ret, addr = p.stdout.readline().split()
+            assert ret == "0"
+            got = syscall_user_dispatch(p.pid)
+        finally:
+            assert p.stdin is not None
+            p.stdin.close()
+            p.wait(timeout=30)
+        assert got["mode"] == mode
+        if mode == "on":
+            assert got["selector"] == int(addr)

@@ -144,15 +144,26 @@ def table_marks(facts: dict[str, Any] | None, probe: dict[str, Any] | None = Non
 
         # -- sandbox ----------------------------------------------------------------------
         tr = facts.get("tracer")
-        if tr:
-            out["Sandbox/ptrace"] = _mark(True, f"traced by pid {tr['pid']} ({tr['comm']})")
+        if tr and tr.get("notify_listeners"):
+            # a seccomp-notify supervisor: it traces only to take the workload down with it
+            out["Sandbox/ptrace"] = _mark(False, f"traced by pid {tr['pid']} ({tr['comm']}) "
+                                                 "only to be killed with it (EXITKILL)")
+        elif tr:
+            out["Sandbox/ptrace"] = _mark(True, f"traced by pid {tr['pid']} ({tr['comm']})"
+                                                + (": syscalls stop at its seccomp TRACE "
+                                                   "returns" if tr["comm"] == "contain-ptrace"
+                                                   else ""))
         elif desc.get("traced"):
             out["Sandbox/ptrace"] = _mark(True, f"{len(desc['traced'])} helper process(es) "
                                                 "traced by the runtime (ptrace interception)")
         else:
             out["Sandbox/ptrace"] = _mark(False, "TracerPid 0")
         filters = facts["seccomp"]["filters"] - base["filters"]
-        if facts["seccomp"]["mode"] == 2 and filters > 0:
+        if tr and tr.get("notify_listeners") and facts["seccomp"]["mode"] == 2:
+            out["Sandbox/BPF"] = _mark(True, "seccomp filter with user-notification returns: "
+                                             f"supervisor pid {tr['pid']} ({tr['comm']}) "
+                                             f"holds {tr['notify_listeners']} listener(s)")
+        elif facts["seccomp"]["mode"] == 2 and filters > 0:
             out["Sandbox/BPF"] = _mark(True, f"seccomp filter mode, {filters} filter(s) "
                                              "beyond the baseline's")
         elif desc.get("seccomp_filtered") and facts["seccomp"]["mode"] != 2:

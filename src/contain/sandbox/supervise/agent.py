@@ -309,6 +309,8 @@ def _supervisor_main(sup: Supervisor, control: Any, ask_sock: Any, report_fd: in
             os.dup2(null, fd)
         os.close(null)
     _close_others(keep)
+    # the name `contain inspect` shows for the tracer of a supervised process
+    prctl(c.PR_SET_NAME, _comm_buffer(COMM[sup.mode]))
     from contain.sandbox.supervise.record import Recorder, Report
 
     report = Report(sup.report if isinstance(sup.report, str) else
@@ -341,6 +343,20 @@ def _supervisor_main(sup: Supervisor, control: Any, ask_sock: Any, report_fd: in
                 pass
         report.close()
     return code
+
+
+COMM = {"notify": "contain-notify", "ptrace": "contain-ptrace"}
+
+
+def _comm_buffer(name: str) -> int:
+    from contain.linux import native
+
+    global _COMM_BUF
+    _COMM_BUF = native.create_string_buffer(name.encode()[:15] + b"\0")
+    return int(native.addressof(_COMM_BUF))
+
+
+_COMM_BUF: Any = None
 
 
 def _close_others(keep: set[int]) -> None:
