@@ -10,7 +10,6 @@ what a supervisor that acts for many workloads at once wants.
 from __future__ import annotations
 
 import os
-import struct
 
 from contain.linux import native as ctypes
 from contain.linux.seccomp import (  # noqa: F401  (re-exported for the supervisors)
@@ -45,9 +44,8 @@ def set_sync_wakeup(listener_fd: int) -> bool:
     context switch instead of a cross-CPU wake-up. False when the kernel lacks it."""
     import fcntl
 
-    buf = bytearray(struct.pack("=Q", SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP))
-    try:
-        fcntl.ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, buf, False)
+    try:  # the flags are the ioctl's argument itself, not a pointer to them
+        fcntl.ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
     except OSError:
         return False
     return True
