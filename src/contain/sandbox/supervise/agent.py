@@ -35,6 +35,35 @@ ANNOTATION_RECORD = "org.contain.record"
 STATE_KEY = "supervisor"
 
 
+def _with_no_new_privs(config: dict[str, Any]) -> dict[str, Any]:
+    """A supervised process runs with no_new_privs: its filter is then loaded as the
+    last step before execve (ptrace: after the supervisor has seized it; notify: once the
+    capabilities are dropped, which without no_new_privs the kernel refuses), and no
+    setuid program gains privileges the policy did not plan for."""
+    proc = config.get("process")
+    if not isinstance(proc, dict) or proc.get("noNewPrivileges"):
+        return config
+    return dict(config, process=dict(proc, noNewPrivileges=True))
+
+
+def _socket_path(root: str, name: str) -> str:
+    """The supervisor's listener socket: in the state root (0700, root's), or -- when that
+    path is too long for a unix socket (108 bytes; engines' roots are long) -- in a
+    private directory under /run (or $XDG_RUNTIME_DIR)."""
+    from _blake2 import blake2b
+
+    short = blake2b(name.encode(), digest_size=8).hexdigest()
+    d = os.path.join(root, ".supervise")
+    if len(os.path.join(d, f"{short}.sock").encode()) > 100:
+        base = "/run" if os.geteuid() == 0 else os.environ.get("XDG_RUNTIME_DIR", "/tmp")
+        d = os.path.join(base, f"contain-supervise-{os.geteuid()}")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    st = os.lstat(d)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise ContainError(f"{d}: not a private directory of ours (mode {st.st_mode:o})")
+    return os.path.join(d, f"{short}.sock")
+
+
 def _send(sock: Any, msg: dict[str, Any]) -> None:
     from contain.jsonio import dumps
 
@@ -90,10 +119,9 @@ class Supervisor:
         """The config dict with the supervised seccomp profile."""
         from contain.sandbox.supervise import filter as F
 
+        config = _with_no_new_privs(config)
         if self.mode == "notify":
-            d = os.path.join(self.root, ".supervise")
-            os.makedirs(d, mode=0o700, exist_ok=True)
-            self.socket_path = os.path.join(d, f"{self.name}.sock")
+            self.socket_path = _socket_path(self.root, self.name)
         if self.enforce is not None:
             from contain.sandbox.supervise.record import enforcing_profile
 
