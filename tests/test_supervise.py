@@ -521,3 +521,34 @@ def test_syscall_user_dispatch_is_read() -> None:
         assert got["mode"] == mode
         if mode == "on":
             assert got["selector"] == int(addr)
+
+
+@BOTH
+def test_exec_into_an_annotated_container(state_root: Path, tmp_path: Path, make_bundle: Any,
+                                          supervisor: str) -> None:
+    """`contain exec` reaches the same supervisor through the listener hand-over
+    (notify); under ptrace an exec'd process is not traced, and its supervised calls
+    fail closed (ENOSYS), never open."""
+    from conftest import unique_id
+
+    report = tmp_path / "r.jsonl"
+    bundle = make_bundle(
+        ["/bin/sleep", "1000"],
+        annotations={"org.contain.supervise": '{"mkdir": {"action": "deny", "errno": 30}}',
+                     "org.contain.supervisor": supervisor,
+                     "org.contain.supervise.report": str(report)},
+        root={"path": "rootfs", "readonly": False})
+    cid = unique_id("sup")
+    proc = detached(state_root, tmp_path, "run", "--detach", "--bundle", str(bundle.path), cid)
+    assert proc.returncode == 0, proc.stderr
+    try:
+        ex = run_contain(state_root, "exec", cid, "/bin/sh", "-c", "mkdir /tmp/y 2>&1; true")
+        assert ex.returncode == 0, ex.stderr
+    finally:
+        run_contain(state_root, "delete", "--force", cid, check=True)
+    if supervisor == "notify":
+        assert "Read-only file system" in ex.stdout
+        assert [e["action"] for e in events(report)] == ["deny"]
+    else:
+        assert "Function not implemented" in ex.stdout
+    assert not (bundle.rootfs / "tmp" / "y").exists()
