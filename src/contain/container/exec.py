@@ -289,6 +289,9 @@ def _spawn(record: store.ContainerRecord, proc: Process, seccomp: Any, console_f
                 log_warnings(msg)
                 if "listener_fd" in msg:
                     _hand_listener(record, take_fd(pid, msg["listener_fd"]), pid)
+                    # the process waits for this before it execs: its listener fd is
+                    # close-on-exec, and must still be there when we take it
+                    parent.send({"t": "committed"})
                 return pid
             elif kind == "error":
                 raise ContainError(str(msg.get("msg")))
@@ -389,5 +392,7 @@ def _final(ch: Channel, record: store.ContainerRecord, proc: Process, seccomp: A
                           warnings=warnings)
     path = lookup_executable(proc.args[0], env)
     send_ready(ch, seccomp, warnings)
+    if seccomp is not None and seccomp.notify:
+        ch.expect("committed")  # the runtime has taken the listener (pidfd_getfd)
     ch.close()
     do_exec(path, proc, env, seccomp)
