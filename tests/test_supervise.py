@@ -552,3 +552,21 @@ def test_exec_into_an_annotated_container(state_root: Path, tmp_path: Path, make
     else:
         assert "Function not implemented" in ex.stdout
     assert not (bundle.rootfs / "tmp" / "y").exists()
+
+
+@pytest.mark.slow
+def test_benchmark_runs(tmp_path: Path) -> None:
+    """benchmarks/supervise.py, quick: every case measured, runsc-ptrace next to it."""
+    out = tmp_path / "out"
+    proc = subprocess.run([*contain_cmd(), "bench", "--out", str(out), "--no-progress",
+                           "--quick", "--runtimes", "contain", "--only", "supervise"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((out / "results.json").read_text())
+    res = doc["benchmarks"]["supervise"]
+    med = res["data"]["median_ns"]
+    for label in ("native", "notify, getppid emulated (return)",
+                  "ptrace, getppid emulated (return)", "notify, getppid unsupervised"):
+        assert med.get(label, 0) > 0, (label, res.get("errors"))
+    # an answered call is a round trip through the supervisor: far dearer than a filter
+    assert med["notify, getppid emulated (return)"] > 10 * med["notify, getppid unsupervised"]
