@@ -88,6 +88,7 @@ class Tracer:
 
         waitpid = os.waitpid
         cont = P.cont
+        seen: set[int] = set()
         while True:
             try:
                 pid, status = waitpid(-1, P.WALL)
@@ -96,18 +97,27 @@ class Tracer:
             except InterruptedError:
                 continue
             if not os.WIFSTOPPED(status):
+                seen.discard(pid)
                 continue  # exited or killed
             sig = os.WSTOPSIG(status)
             event = status >> 16
+            first = pid not in seen
+            if first:
+                seen.add(pid)
             try:
                 if event == P.PTRACE_EVENT_SECCOMP:
                     self.syscall(pid)
                     cont(pid, 0)
                 elif event == P.PTRACE_EVENT_STOP:
-                    if sig in STOP_SIGNALS:
-                        P.listen(pid)
-                    else:
+                    # a new child's or thread's first stop (auto-attached: it starts
+                    # stopped), or a group stop, which it keeps until SIGCONT
+                    if first or sig not in STOP_SIGNALS:
                         cont(pid, 0)
+                    else:
+                        try:
+                            P.listen(pid)
+                        except OSError:
+                            cont(pid, 0)
                 elif event:
                     cont(pid, 0)  # fork/clone/exec: the new task is traced already
                 else:
