@@ -73,13 +73,12 @@ def _send(sock: Any, msg: dict[str, Any]) -> None:
 def _recv(sock: Any, timeout: float | None = None) -> dict[str, Any] | None:
     from contain.jsonio import loads
 
-    sock.settimeout(timeout)
     try:
+        sock.settimeout(timeout)
         data = sock.recv(65536)
-    except (TimeoutError, OSError):
-        return None
-    finally:
         sock.settimeout(None)
+    except (TimeoutError, OSError):  # also: closed under us (the ask thread at the end)
+        return None
     if not data:
         return None
     out = loads(data.decode())
@@ -99,8 +98,9 @@ class Supervisor:
         self.policy = policy
         self.mode = mode
         self.root = root
-        self.report = report
-        self.record = record
+        # absolute: the supervisor changes directory while it emulates calls
+        self.report = os.path.abspath(report) if isinstance(report, str) else report
+        self.record = os.path.abspath(record) if record else None
         self.enforce = enforce
         self.hostname = hostname
         self.detach = detach

@@ -81,7 +81,7 @@ class Target:
     def write(self, addr: int, data: bytes) -> bool:
         """Write the call's output into the target's memory (as the kernel would)."""
         try:
-            fd = os.open(f"/proc/{self.pid}/mem", os.O_WRONLY | os.O_CLOEXEC)
+            fd = _proc_open(self.pid, "mem", os.O_WRONLY)
         except OSError:
             return False
         try:
@@ -195,20 +195,18 @@ class InRoot:
     def __init__(self, pid: int, extra_caps: int = 0) -> None:
         self.pid = pid
         self.extra_caps = extra_caps
-        self.host_root = -1
-        self.host_cwd = -1
         self.entered = False
+        self.creds: Any = None
 
     def __enter__(self) -> InRoot:
-        from contain.linux.unotify import Credentials, become
+        from contain.linux.unotify import Credentials, become, proc_open
 
-        creds = Credentials.of(self.pid)
+        self.creds = creds = Credentials.of(self.pid)
         _host_proc()  # opened now, outside: inside, /proc is the workload's
-        self.host_root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.host_cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        root = os.open(f"/proc/{self.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        _host_root()  # and the way back
+        root = proc_open(self.pid, "root", os.O_PATH | os.O_DIRECTORY)
         try:
-            cwd = os.open(f"/proc/{self.pid}/cwd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            cwd = proc_open(self.pid, "cwd", os.O_PATH | os.O_DIRECTORY)
         except OSError:
             os.close(root)
             raise
@@ -217,6 +215,9 @@ class InRoot:
             os.chroot(".")
             self.entered = True
             os.fchdir(cwd)
+        except BaseException:
+            self.__exit__()
+            raise
         finally:
             os.close(root)
             os.close(cwd)
@@ -232,13 +233,21 @@ class InRoot:
 
         restore()
         if self.entered:
-            os.fchdir(self.host_root)
+            # back to the host's root; the supervisor's cwd is left there (it uses no
+            # relative paths)
+            os.fchdir(_host_root())
             os.chroot(".")
-        if self.host_cwd >= 0:
-            os.fchdir(self.host_cwd)
-            os.close(self.host_cwd)
-        if self.host_root >= 0:
-            os.close(self.host_root)
+            self.entered = False
+
+
+_ROOT_FD: int = -1
+
+
+def _host_root() -> int:
+    global _ROOT_FD
+    if _ROOT_FD < 0:
+        _ROOT_FD = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return _ROOT_FD
 
 
 _PROC_FD: int = -1
@@ -259,21 +268,14 @@ def _fd_path(fd: int) -> str:
 
 def _ns_ids(pid: int) -> tuple[int, int]:
     """(pid, tid) of host thread *pid* in its own PID namespace."""
-    tgid = nstid = nspid = pid
-    with open(f"/proc/{pid}/status", "rb") as f:
-        for line in f:
-            if line.startswith(b"Tgid:"):
-                tgid = int(line.split()[1])
-            elif line.startswith(b"NSpid:"):
-                nstid = int(line.split()[-1])
-    if tgid != pid:
-        with open(f"/proc/{tgid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"NSpid:"):
-                    nspid = int(line.split()[-1])
-    else:
-        nspid = nstid
-    return nspid, nstid
+    from contain.linux.unotify import proc_status, status_field
+
+    data = proc_status(pid)
+    nstid = int(status_field(data, b"NSpid")[-1])
+    tgid = int(status_field(data, b"Tgid")[0])
+    if tgid == pid:
+        return nstid, nstid
+    return int(status_field(proc_status(tgid), b"NSpid")[-1]), nstid
 
 
 def _workload_path(t: Target, raw: bytes) -> str:
@@ -364,13 +366,13 @@ def _open(t: Target, opts: dict[str, Any]) -> Result:
         # its own fd, reopened through /proc/self/fd: taken from the host's /proc (a
         # not-yet-exec'd init is non-dumpable: only the process itself could go there)
         try:
-            base = os.open(f"/proc/{t.pid}/fd/{own}", os.O_PATH | os.O_CLOEXEC)
+            base = _proc_open(t.pid, f"fd/{own}", os.O_PATH)
         except OSError:
             return Result(error=ENOENT)
         path = ""
     elif dirfd != AT_FDCWD and not path.startswith("/"):
         try:
-            base = os.open(f"/proc/{t.pid}/fd/{dirfd}", os.O_PATH | os.O_CLOEXEC)
+            base = _proc_open(t.pid, f"fd/{dirfd}", os.O_PATH)
         except OSError:
             return Result(error=9)  # EBADF
     try:
@@ -479,7 +481,7 @@ def _mknod(t: Target, opts: dict[str, Any]) -> Result:
     base = -1
     if dirfd != AT_FDCWD and not path.startswith("/"):
         try:
-            base = os.open(f"/proc/{t.pid}/fd/{dirfd}", os.O_PATH | os.O_CLOEXEC)
+            base = _proc_open(t.pid, f"fd/{dirfd}", os.O_PATH)
         except OSError:
             return Result(error=9)
     umask = _umask_of(t.pid)
@@ -505,14 +507,19 @@ def _mknod(t: Target, opts: dict[str, Any]) -> Result:
 
 
 def _umask_of(pid: int) -> int:
+    from contain.linux.unotify import proc_status, status_field
+
     try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
+        words = status_field(proc_status(pid), b"Umask")
     except OSError:
-        pass
-    return 0o022
+        return 0o022
+    return int(words[0], 8) if words else 0o022
+
+
+def _proc_open(pid: int, name: str, flags: int) -> int:
+    from contain.linux.unotify import proc_open
+
+    return proc_open(pid, name, flags)
 
 
 # -- mount -------------------------------------------------------------------------------
