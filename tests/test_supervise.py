@@ -570,3 +570,16 @@ def test_benchmark_runs(tmp_path: Path) -> None:
         assert med.get(label, 0) > 0, (label, res.get("errors"))
     # an answered call is a round trip through the supervisor: far dearer than a filter
     assert med["notify, getppid emulated (return)"] > 10 * med["notify, getppid unsupervised"]
+
+
+@BOTH
+def test_default_deny_fails_cleanly(state_root: Path, tmp_path: Path, supervisor: str) -> None:
+    """A policy that denies everything: exit, exit_group and rt_sigreturn stay allowed
+    (decided in the kernel), so the workload fails and ends instead of faulting in a
+    loop; nothing is left behind."""
+    report = tmp_path / "r.jsonl"
+    proc = supervised(state_root, write_policy(tmp_path, {"default": "deny"}), "pass",
+                      supervisor, report, timeout=60)
+    assert proc.returncode != 0
+    denied = {e["syscall"] for e in events(report)}
+    assert denied and not denied & {"exit", "exit_group", "rt_sigreturn"}

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from contain.sandbox.supervise.policy import SyscallPolicy
 
 NOT_NOTIFIABLE = ("write",)
+#: never sent to the supervisor unless the policy names them: a process that cannot exit
+#: or return from a signal handler cannot even die cleanly (it faults in a loop)
+ALWAYS_KERNEL = ("exit", "exit_group", "rt_sigreturn", "restart_syscall")
 _ALLOWING = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
 
 
@@ -67,7 +70,7 @@ def supervised_profile(seccomp: dict[str, Any] | None, policy: SyscallPolicy, mo
     base: dict[str, Any] = (copy.deepcopy(seccomp) if seccomp
                             else {"defaultAction": "SCMP_ACT_ALLOW"})
     named = set(policy.rules)
-    skip = named | (set(NOT_NOTIFIABLE) if mode == "notify" else set())
+    skip = named | set(ALWAYS_KERNEL) | (set(NOT_NOTIFIABLE) if mode == "notify" else set())
     rules: list[dict[str, Any]] = []
     default_allows = base.get("defaultAction") in _ALLOWING
     supervise_rest = policy.default.action != "allow" or policy.route_all
@@ -84,7 +87,8 @@ def supervised_profile(seccomp: dict[str, Any] | None, policy: SyscallPolicy, mo
                     continue
                 covered.update(names)
             elif r.get("action") in _ALLOWING:
-                notify_names = [n for n in names if n not in NOT_NOTIFIABLE or mode != "notify"]
+                notify_names = [n for n in names if n not in ALWAYS_KERNEL and
+                                (n not in NOT_NOTIFIABLE or mode != "notify")]
                 keep = [n for n in names if n not in notify_names]
                 if keep:
                     rules.append(dict(r, names=keep))
@@ -98,6 +102,9 @@ def supervised_profile(seccomp: dict[str, Any] | None, policy: SyscallPolicy, mo
     if supervise_rest and default_allows:
         rest = sorted(n for n in all_syscalls() if n not in skip and n not in covered)
         rules.append({"names": rest, "action": action})
+    if supervise_rest and not default_allows:
+        keep = [n for n in ALWAYS_KERNEL if n not in named]
+        rules.append({"names": keep, "action": "SCMP_ACT_ALLOW"})
     kernel_allowed = []
     to_supervisor = []
     for name in sorted(named):

@@ -124,7 +124,7 @@ def enforcing_profile(profile: dict[str, Any], mode: str,
     """A recorded (or any allow-list) profile whose denials go to the supervisor, to be
     reported: the ptrace supervisor takes the default action (SCMP_ACT_TRACE); the notify
     one every syscall the profile does not name (the kernel refuses a NOTIFY default)."""
-    from contain.sandbox.supervise.filter import NOT_NOTIFIABLE
+    from contain.sandbox.supervise.filter import ALWAYS_KERNEL, NOT_NOTIFIABLE
     from contain.sandbox.supervise.policy import all_syscalls
 
     out = dict(profile)
@@ -134,7 +134,8 @@ def enforcing_profile(profile: dict[str, Any], mode: str,
         out.pop("defaultErrnoRet", None)
     else:
         named = {n for r in rules for n in r.get("names") or []}
-        rest = sorted(n for n in all_syscalls() if n not in named and n not in NOT_NOTIFIABLE)
+        rest = sorted(n for n in all_syscalls() if n not in named and n not in NOT_NOTIFIABLE
+                      and n not in ALWAYS_KERNEL)
         rules.append({"names": rest, "action": "SCMP_ACT_NOTIFY"})
         out["listenerPath"] = listener_path
     out["syscalls"] = rules
