@@ -92,8 +92,11 @@ class Recorder:
     def profile(self, always: tuple[str, ...] = ()) -> dict[str, Any]:
         """The OCI linux.seccomp profile allowing exactly what was recorded (and the
         calls in *always*, which the recorder could not see)."""
+        from contain.sandbox.supervise.filter import ALWAYS_KERNEL
+
         rules: list[dict[str, Any]] = []
-        names = sorted(self.names | set(always))
+        # calls the recorder never sees: kept with the kernel while recording
+        names = sorted(self.names | set(always) | set(ALWAYS_KERNEL))
         if names:
             rules.append({"names": names, "action": "SCMP_ACT_ALLOW"})
         for name in sorted(self.values):
@@ -130,6 +133,10 @@ def enforcing_profile(profile: dict[str, Any], mode: str,
     out = dict(profile)
     rules = list(profile.get("syscalls") or [])
     if mode == "ptrace":
+        named = {n for r in rules for n in r.get("names") or []}
+        keep = [n for n in ALWAYS_KERNEL if n not in named]
+        if keep:
+            rules.append({"names": keep, "action": "SCMP_ACT_ALLOW"})
         out["defaultAction"] = "SCMP_ACT_TRACE"
         out.pop("defaultErrnoRet", None)
     else:
@@ -137,6 +144,9 @@ def enforcing_profile(profile: dict[str, Any], mode: str,
         rest = sorted(n for n in all_syscalls() if n not in named and n not in NOT_NOTIFIABLE
                       and n not in ALWAYS_KERNEL)
         rules.append({"names": rest, "action": "SCMP_ACT_NOTIFY"})
+        keep = [n for n in ALWAYS_KERNEL if n not in named]
+        if keep:
+            rules.append({"names": keep, "action": "SCMP_ACT_ALLOW"})
         out["listenerPath"] = listener_path
     out["syscalls"] = rules
     return out
