@@ -435,7 +435,7 @@ def test_annotated_container_lifecycle(state_root: Path, tmp_path: Path, make_bu
         assert _tracer(init) == sup  # seized before it runs anything of the workload
         run_contain(state_root, "start", cid, check=True)
         out = bundle.rootfs / "tmp" / "out"
-        for _ in range(200):
+        for _ in range(600):
             if events(report) and out.exists() and out.read_text():
                 break
             time.sleep(0.05)
@@ -445,7 +445,7 @@ def test_annotated_container_lifecycle(state_root: Path, tmp_path: Path, make_bu
             "status"] == "running"
     finally:
         run_contain(state_root, "delete", "--force", cid, check=True)
-    for _ in range(100):
+    for _ in range(400):
         if not os.path.exists(f"/proc/{sup}") or \
                 Path(f"/proc/{sup}/stat").read_text().split()[2] == "Z":
             break
