@@ -36,7 +36,7 @@ from benchmarks.common import (
 #: our own benchmarks, in order
 OWN = ("lifecycle", "api_spawn", "throughput", "density", "pauseresume", "workload")
 #: benchmarks other modules of the project contribute, used when their file exists
-EXTERNAL = ("syscall_overhead", "cgroups", "engines", "supervise")
+EXTERNAL = ("syscall_overhead", "cgroups", "engines", "isolation", "supervise")
 ALL = (*OWN, *EXTERNAL)
 ALIASES = {"api": "api_spawn", "pause": "pauseresume", "syscall": "syscall_overhead",
            "syscalls": "syscall_overhead", "workloads": "workload",

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -154,6 +155,36 @@ def run_contain(root: Path, *args: str, input: str | None = None, timeout: float
     return proc
 
 
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    """A command that succeeded: its stdout."""
+    assert proc.returncode == 0, \
+        f"{proc.args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def fails(proc: subprocess.CompletedProcess[str], *words: str) -> str:
+    """A command that failed as contain fails: exit 1, one log line and no traceback,
+    naming each of *words*; the line."""
+    assert proc.returncode == 1, f"exit {proc.returncode}: {proc.stdout} {proc.stderr}"
+    err = proc.stderr.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    for w in words:
+        assert w in err, (w, err)
+    return err
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """Poll *pred* until it returns something true (returned); fail after *timeout* s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {pred}"
+        time.sleep(0.02)
+
+
 # -- leak checks ---------------------------------------------------------------------------
 
 def _mounts() -> set[str]:
@@ -207,7 +238,10 @@ def _leaked_processes(before: dict[int, int]) -> set[int]:
 
 ENGINES_TMP = "/tmp/ce-"  # tests/engines/conftest.py's session directories
 
-CGROUP_ROOTS = ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified")
+CGROUP_ROOTS = ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified",
+                # a pure cgroup v2 host (the user-mode Linux lane, tests/test_uml_lane.py)
+                *(("/sys/fs/cgroup",) if os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+                  else ()))
 
 
 def _cgroups() -> set[str]:
@@ -228,9 +262,6 @@ def _fds() -> set[int]:
 @pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test that leaves mounts, child processes, cgroups or fds behind."""
-    if request.node.get_closest_marker("allow_leaks"):
-        yield
-        return
     # Engine tests drive daemons (containerd, conmon, dockerd) that keep helper processes
     # and storage mounts of their own between tests; their session fixtures remove those.
     engines = request.node.get_closest_marker("engines") is not None

@@ -217,3 +217,101 @@ def test_modules_are_typed(module: str) -> None:
                            "doc": bool(Container.__doc__ and run.__doc__)}}))
     """)
     assert out["params"][0] == "args" and out["doc"]
+
+
+def _tasks_code() -> str:
+    # the threads of the process, as the kernel sees them (threading.active_count()
+    # knows only the threads that `threading` started)
+    return "len(os.listdir('/proc/self/task'))"
+
+
+def test_failing_exec_leaves_no_thread(make_bundle: Callable[..., Bundle],
+                                       state_root: Path) -> None:
+    """Container.exec warms the cgroup lock with a thread; an exec that fails early
+    (here: the container has stopped) leaves no thread behind in the caller."""
+    bundle = make_bundle(["/bin/true"])
+    cid = unique_id()
+    out = py(f"""
+        import json, os, threading
+        from contain import Container, ContainError
+        null = os.open("/dev/null", os.O_RDWR)
+        c = Container.create("{cid}", "{bundle.path}", root="{state_root}",
+                             stdio=(null, null, null))
+        c.start()
+        c.wait(timeout=30)
+        before = ({_tasks_code()}, threading.active_count())
+        try:
+            c.exec(["/bin/true"])
+            err = "no error"
+        except ContainError as e:
+            err = str(e)
+        after = ({_tasks_code()}, threading.active_count())
+        c.delete()
+        print(json.dumps({{"err": err, "before": before, "after": after}}))
+    """)
+    assert "stopped" in out["err"]
+    assert out["after"] == out["before"] == [1, 1]
+
+
+def test_run_and_exec_from_another_thread(make_bundle: Callable[..., Bundle],
+                                          state_root: Path) -> None:
+    """contain.run() and Container.exec() work off the main thread (signal handlers can
+    be set only on the main thread: the API leaves them alone unless asked), and asking
+    for signal forwarding there is a ContainError, not a ValueError."""
+    bundle = make_bundle(["/bin/sleep", "1000"])
+    cid = unique_id()
+    out = py(f"""
+        import json, os, threading, contain
+        from contain import Container
+        res = {{}}
+
+        def in_thread():
+            res["run"] = contain.run(["/bin/sh", "-c", "exit 3"],
+                                     root="{state_root}").returncode
+            try:
+                contain.run(["/bin/true"], root="{state_root}", forward_signals=True)
+                res["forward"] = "no error"
+            except contain.ContainError as e:
+                res["forward"] = str(e)
+            null = os.open("/dev/null", os.O_RDWR)
+            c = Container.create("{cid}", "{bundle.path}", root="{state_root}",
+                                 stdio=(null, null, null))
+            try:
+                c.start()
+                res["exec"] = c.exec(["/bin/sh", "-c", "exit 7"])
+            finally:
+                c.kill(9)
+                c.wait(timeout=30)
+                c.delete()
+
+        t = threading.Thread(target=in_thread)
+        t.start()
+        t.join(120)
+        print(json.dumps(res))
+    """, timeout=180)
+    assert out["run"] == 3
+    assert "main thread" in out["forward"]
+    assert out["exec"] == 7
+
+
+def test_run_forwards_signals_when_asked(state_root: Path, tmp_path: Path) -> None:
+    """forward_signals=True (main thread): a SIGTERM sent to the caller reaches the
+    sandbox, also with captured output, and the caller's handler is back afterwards."""
+    out = py(f"""
+        import json, os, signal, threading, time, contain
+
+        def term_when_ready():
+            deadline = time.monotonic() + 60
+            while not os.path.exists("{tmp_path}/ready") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=term_when_ready, daemon=True).start()
+        r = contain.run(["/bin/sh", "-c", "trap 'echo got TERM; exit 7' TERM; "
+                         "touch /w/ready; while :; do sleep 0.05; done"],
+                        binds=["{tmp_path}:/w"], capture_output=True, forward_signals=True,
+                        timeout=60, root="{state_root}")
+        print(json.dumps({{"rc": r.returncode, "out": r.stdout.decode(),
+                           "handler": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL}}))
+    """, timeout=120)
+    assert out == {"rc": 7, "out": "got TERM\n", "handler": True}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import unique_id
 from contain.cgroups import Manager, detect_layout, load_manager, new_manager
 from contain.cgroups.devices import fold, rules_from_spec, state_from_v1_list
 from contain.cgroups.events import OOMWatcher
@@ -37,9 +38,7 @@ def make_mgr() -> Iterator[Callable[..., Manager]]:
     procs: list[subprocess.Popen[bytes]] = []
 
     def make(path: str | None = None, create: bool = True) -> Manager:
-        import uuid
-
-        mgr = new_manager(path, f"ctest-{uuid.uuid4().hex[:8]}")
+        mgr = new_manager(path, unique_id("ctest-"))
         made.append(mgr)
         if create:
             mgr.create()
@@ -135,9 +134,7 @@ def test_create_join_destroy(make_mgr: Callable[..., Manager]) -> None:
 
 def test_nested_path_removes_created_parents(make_mgr: Callable[..., Manager]) -> None:
     """An absolute path with new parents: destroy removes what create made, no more."""
-    import uuid
-
-    top = f"/ctest-{uuid.uuid4().hex[:8]}"
+    top = f"/{unique_id('ctest-')}"
     mgr = make_mgr(f"{top}/inner/leaf")
     assert os.path.isdir(f"/sys/fs/cgroup/pids{top}/inner/leaf")
     saved = load_manager(mgr.to_json())
@@ -148,9 +145,7 @@ def test_nested_path_removes_created_parents(make_mgr: Callable[..., Manager]) -
 
 def test_join_existing_cgroup(make_mgr: Callable[..., Manager]) -> None:
     """Two managers on the same path share it (joining an existing cgroup)."""
-    import uuid
-
-    path = f"/ctest-{uuid.uuid4().hex[:8]}"
+    path = f"/{unique_id('ctest-')}"
     a = make_mgr(path)
     b = new_manager(path, "other")
     b.create()  # already there: nothing made

@@ -1,12 +1,16 @@
 """The cgroup v2 back end.
 
-Two kinds of tests, each saying which in its docstring:
-- REAL: against this machine's cgroup2 tree at /sys/fs/cgroup/unified (hybrid host: the
-  tree offers only hugetlb, but the core files, cgroup.freeze/cgroup.kill, cpu.stat and
-  the eBPF device hook are all real kernel);
-- FAKE: a temporary directory laid out like a v2 cgroup (the files the kernel makes,
-  with their initial contents), for the controllers this host has on v1 only. They check
-  which file gets which value, the v1->v2 conversions and the refusals.
+Three kinds of tests, each saying which in its docstring:
+- PURE: on a real pure cgroup v2 kernel (/sys/fs/cgroup is cgroup2 with cpu, io, memory
+  and pids). This host is hybrid, so they run in the user-mode Linux lane
+  (tests/test_uml_lane.py boots Linux 6.1 and runs this file there) and skip here;
+- REAL: against the cgroup2 tree this host has (the hybrid host's /sys/fs/cgroup/unified,
+  which offers only hugetlb, or the pure tree in the lane): the core files,
+  cgroup.freeze/cgroup.kill, cpu.stat and the eBPF device hook are all real kernel;
+- FAKE: a temporary directory laid out like a v2 cgroup, kept only for what neither
+  kernel offers: cpuset, hugetlb and rdma (not built into Debian's UML kernel, v1-only
+  here), io.weight (needs BFQ or iocost: neither in UML), and a knob file that vanishes
+  mid-update (the rollback path).
 """
 
 from __future__ import annotations
@@ -16,14 +20,15 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from contain.cgroups import Manager
+from conftest import unique_id
+from contain.cgroups import Manager, new_manager
 from contain.cgroups.devices import apply_v2, fold, rules_from_spec
+from contain.cgroups.fs import detect_layout
 from contain.cgroups.resources import blkio_to_io_weight, shares_to_weight, swap_to_v2
 from contain.errors import SpecError
 from contain.linux import bpf
@@ -94,107 +99,38 @@ def test_conversions() -> None:
         swap_to_v2(50, 0, "$")
 
 
-def test_fake_create_enables_controllers(fake: Manager) -> None:
-    """FAKE: create on v2 writes +controller for everything the parent offers (runc)."""
-    fake.create()
-    root = Path(fake.unified_mount or "")
-    assert (root / "cgroup.subtree_control").read_text().split() == \
-        ["+" + c for c in CONTROLLERS.split()]
-
-
-def test_fake_all_files(fake: Manager) -> None:
-    """FAKE: every resource lands in its v2 file with the v2 value."""
+def test_fake_v2_only_files(fake: Manager) -> None:
+    """FAKE: the controllers no kernel here offers on v2 (cpuset, hugetlb, rdma, io.weight)
+    land in their files with the v2 values; the rest is PURE below."""
+    hugetlb = os.path.exists("/sys/kernel/mm/hugepages/hugepages-2048kB")  # (validated)
     fake.set(res({
-        "memory": {"limit": 64 << 20, "reservation": 32 << 20, "swap": 128 << 20},
-        "cpu": {"shares": 1024, "quota": 50000, "period": 200000, "burst": 1000, "idle": 0,
-                "cpus": "0", "mems": "0"},
-        "pids": {"limit": 42},
-        "blockIO": {"weight": 500, "throttleReadBpsDevice": [
-            {"major": 8, "minor": 0, "rate": 1048576}]},
-        "hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 21}],
+        "cpu": {"cpus": "0", "mems": "0"},
+        "blockIO": {"weight": 500},
+        **({"hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 21}]} if hugetlb else {}),
         "rdma": {"mlx5_0": {"hcaHandles": 3, "hcaObjects": 100}},
-        "unified": {"memory.high": "50331648"},
     }), skip_devices=True)
-    assert _f(fake, "memory.max") == str(64 << 20)
-    assert _f(fake, "memory.swap.max") == str(64 << 20)  # 128M total - 64M memory
-    assert _f(fake, "memory.low") == str(32 << 20)
-    assert _f(fake, "memory.high") == "50331648"
-    assert _f(fake, "cpu.weight") == "100"
-    assert _f(fake, "cpu.max") == "50000 200000"
-    assert _f(fake, "cpu.max.burst") == "1000"
-    assert _f(fake, "cpu.idle") == "0"
     assert _f(fake, "cpuset.cpus") == "0" and _f(fake, "cpuset.mems") == "0"
-    assert _f(fake, "pids.max") == "42"
     assert _f(fake, "io.weight") == "4950"
-    assert _f(fake, "io.max") == "8:0 rbps=1048576"
-    assert _f(fake, "hugetlb.2MB.max") == str(4 << 21)
-    assert _f(fake, "hugetlb.2MB.rsvd.max") == str(4 << 21)
+    if hugetlb:
+        assert _f(fake, "hugetlb.2MB.max") == str(4 << 21)
+        assert _f(fake, "hugetlb.2MB.rsvd.max") == str(4 << 21)
     assert _f(fake, "rdma.max") == "mlx5_0 hca_handle=3 hca_object=100"
 
 
-def test_fake_unlimited_values(fake: Manager) -> None:
-    """FAKE: -1 is "max"; unlimited memory without swap means unlimited swap; a quota of
-    -1 keeps the period."""
-    Path(fake.paths()["unified"], "memory.swap.max").write_text("0")
-    fake.set(res({"memory": {"limit": -1}, "cpu": {"quota": -1, "period": 50000},
-                  "pids": {"limit": 0}}), skip_devices=True)
-    assert _f(fake, "memory.max") == "max"
-    assert _f(fake, "memory.swap.max") == "max"
-    assert _f(fake, "cpu.max") == "max 50000"
-    assert _f(fake, "pids.max") == "max"
-
-
-@pytest.mark.parametrize(("obj", "field"), [
-    ({"memory": {"swappiness": 10}}, "$.linux.resources.memory.swappiness"),
-    ({"memory": {"disableOOMKiller": True}}, "$.linux.resources.memory.disableOOMKiller"),
-    ({"memory": {"useHierarchy": False}}, "$.linux.resources.memory.useHierarchy"),
-    ({"cpu": {"realtimeRuntime": 1000}}, "$.linux.resources.cpu.realtimeRuntime"),
-    ({"network": {"classID": 7}}, "$.linux.resources.network"),
-    ({"blockIO": {"leafWeight": 100}}, "$.linux.resources.blockIO.leafWeight"),
-    ({"unified": {"cgroup.procs": "1"}}, "$.linux.resources.unified.cgroup.procs"),
-    ({"unified": {"../memory.max": "1"}}, "$.linux.resources.unified.../memory.max"),
-    ({"unified": {"nosuch.knob": "1"}}, "$.linux.resources.unified.nosuch.knob"),
-])
-def test_fake_refusals(fake: Manager, obj: dict, field: str) -> None:
-    """FAKE: what v2 has no file for is refused, naming the field, nothing written."""
-    before = {n: _f(fake, n) for n in LEAF_FILES}
-    with pytest.raises(SpecError) as info:
-        fake.set(res(obj), skip_devices=True)
-    assert info.value.path == field
-    assert {n: _f(fake, n) for n in LEAF_FILES} == before
-
-
-def test_fake_missing_controller(fake: Manager) -> None:
-    """FAKE: a controller the tree does not offer is refused before any write."""
-    Path(fake.paths()["unified"], "cgroup.controllers").write_text("memory pids")
-    Path(fake.unified_mount or "", "cgroup.controllers").write_text("memory pids")
-    with pytest.raises(SpecError, match="io controller") as info:
-        fake.set(res({"pids": {"limit": 5}, "blockIO": {"weight": 100}}), skip_devices=True)
-    assert info.value.path == "$.linux.resources.blockIO"
-    assert _f(fake, "pids.max") == "max"
-
-
 def test_fake_rollback(fake: Manager) -> None:
-    """FAKE: when a write fails (a knob file missing), the earlier writes are undone."""
-    os.unlink(Path(fake.paths()["unified"], "hugetlb.2MB.max"))
+    """FAKE: when a write fails (a knob file vanished), the earlier writes are undone."""
+    os.unlink(Path(fake.paths()["unified"], "rdma.max"))
     with pytest.raises(SpecError) as info:
         fake.set(res({"memory": {"limit": 1 << 20}, "pids": {"limit": 9},
-                      "hugepageLimits": [{"pageSize": "2MB", "limit": 0}]}),
-                 skip_devices=True)
-    assert info.value.path == "$.linux.resources.hugepageLimits[0]"
+                      "rdma": {"mlx5_0": {"hcaHandles": 3}}}), skip_devices=True)
+    assert info.value.path.startswith("$.linux.resources.rdma")
     assert _f(fake, "memory.max") == "max"
     assert _f(fake, "pids.max") == "max"
-
-
-def test_fake_check_before_update(fake: Manager) -> None:
-    """FAKE: checkBeforeUpdate compares with memory.current."""
-    with pytest.raises(SpecError, match="current usage"):
-        fake.set(res({"memory": {"limit": 1024, "checkBeforeUpdate": True}}),
-                 skip_devices=True)
 
 
 def test_fake_stats(fake: Manager) -> None:
-    """FAKE: v2 stat files -> runc's stats (usec -> ns, memory.events counters)."""
+    """FAKE: v2 stat files -> runc's stats (usec -> ns, memory.events counters), exact
+    values (the real files are read by the PURE and REAL tests)."""
     s = fake.stats()
     assert s.cpu.usage.total == 1_500_000 and s.cpu.usage.user == 1_000_000
     assert s.cpu.throttling.throttled_periods == 3
@@ -213,36 +149,214 @@ def test_fake_stats(fake: Manager) -> None:
     assert data["pids"] == {"current": 3}
 
 
-def test_fake_freezer_state(fake: Manager) -> None:
-    """FAKE: freeze writes cgroup.freeze and waits for cgroup.events to say frozen."""
-    Path(fake.paths()["unified"], "cgroup.events").write_text("populated 1\nfrozen 1\n")
-    fake.freeze()
-    assert _f(fake, "cgroup.freeze") == "1"
-    assert fake.is_frozen()
+# -- a real pure cgroup v2 kernel (the UML lane) -------------------------------------------
+
+PURE = detect_layout() == "v2"
+needs_pure = pytest.mark.skipif(not PURE, reason="needs a pure cgroup v2 kernel "
+                                "(runs in the user-mode Linux lane, tests/test_uml_lane.py)")
+V2ROOT = Path("/sys/fs/cgroup")
+
+
+@pytest.fixture
+def pure() -> Iterator[Manager]:
+    """PURE: a container cgroup made by new_manager (relative to ours) on the pure tree."""
+    mgr = new_manager(None, unique_id("ctest"))
+    assert mgr.layout == "v2"
+    mgr.create()
+    try:
+        yield mgr
+    finally:
+        mgr.destroy()
+
+
+def _wait_in(mgr: Manager, pid: int) -> None:
+    deadline = time.monotonic() + 20
+    while pid not in mgr.pids():
+        assert time.monotonic() < deadline, "process never showed up in cgroup.procs"
+        time.sleep(0.01)
+
+
+@needs_pure
+def test_pure_create_enables_controllers() -> None:
+    """PURE: a nested cgroupsPath: create makes the parent and enables in it every
+    controller the tree offers (runc), so the leaf has cpu, io, memory and pids; destroy
+    removes the leaf and the parent it made."""
+    top = unique_id("ctest")
+    mgr = new_manager(f"/{top}/ctr", "x")
+    mgr.create()
+    try:
+        offered = set((V2ROOT / "cgroup.controllers").read_text().split())
+        assert set((V2ROOT / top / "cgroup.subtree_control").read_text().split()) == offered
+        leaf = Path(mgr.paths()["unified"])
+        assert leaf == V2ROOT / top / "ctr"
+        assert {"cpu", "io", "memory", "pids"} <= set(
+            (leaf / "cgroup.controllers").read_text().split())
+    finally:
+        mgr.destroy()
+    assert not (V2ROOT / top).exists()
+
+
+@needs_pure
+def test_pure_all_files(pure: Manager) -> None:
+    """PURE: every resource the kernel has lands in its v2 file with the v2 value, and
+    the kernel takes it (a value it refuses would raise)."""
+    disk = _block_device()
+    pure.set(res({
+        "memory": {"limit": 64 << 20, "reservation": 32 << 20, "swap": 128 << 20},
+        "cpu": {"shares": 1024, "quota": 50000, "period": 200000, "burst": 1000, "idle": 0},
+        "pids": {"limit": 42},
+        **({"blockIO": {"throttleReadBpsDevice": [
+            {"major": disk[0], "minor": disk[1], "rate": 1048576}]}} if disk else {}),
+        "unified": {"memory.high": "50331648"},
+    }), skip_devices=True)
+    assert _f(pure, "memory.max") == str(64 << 20)
+    assert _f(pure, "memory.swap.max") == str(64 << 20)  # 128M total - 64M memory
+    assert _f(pure, "memory.low") == str(32 << 20)
+    assert _f(pure, "memory.high") == "50331648"
+    assert _f(pure, "cpu.weight") == "100"
+    assert _f(pure, "cpu.max") == "50000 200000"
+    assert _f(pure, "cpu.max.burst") == "1000"
+    assert _f(pure, "cpu.idle") == "0"
+    assert _f(pure, "pids.max") == "42"
+    if disk:
+        assert _f(pure, "io.max") == f"{disk[0]}:{disk[1]} rbps=1048576 wbps=max " \
+                                     "riops=max wiops=max"
+
+
+def _block_device() -> tuple[int, int] | None:
+    """A block device of this kernel (the lane gives UML one: ubd0, 98:0)."""
+    for entry in sorted(os.listdir("/sys/dev/block")) if os.path.isdir("/sys/dev/block") else []:
+        major, minor = (int(x) for x in entry.split(":"))
+        if minor == 0:
+            return major, minor
+    return None
+
+
+@needs_pure
+def test_pure_unlimited_values(pure: Manager) -> None:
+    """PURE: -1 is "max"; unlimited memory without swap means unlimited swap; a quota of
+    -1 keeps the period."""
+    pure.set(res({"memory": {"limit": 1 << 30, "swap": 1 << 30}, "pids": {"limit": 5}}),
+             skip_devices=True)
+    assert _f(pure, "memory.swap.max") == "0"
+    pure.set(res({"memory": {"limit": -1}, "cpu": {"quota": -1, "period": 50000},
+                  "pids": {"limit": 0}}), skip_devices=True)
+    assert _f(pure, "memory.max") == "max"
+    assert _f(pure, "memory.swap.max") == "max"
+    assert _f(pure, "cpu.max") == "max 50000"
+    assert _f(pure, "pids.max") == "max"
+
+
+KNOBS = ("memory.max", "memory.low", "memory.high", "memory.swap.max", "cpu.weight",
+         "cpu.max", "pids.max", "io.max")
+
+
+@needs_pure
+@pytest.mark.parametrize(("obj", "field"), [
+    ({"memory": {"swappiness": 10}}, "$.linux.resources.memory.swappiness"),
+    ({"memory": {"disableOOMKiller": True}}, "$.linux.resources.memory.disableOOMKiller"),
+    ({"memory": {"useHierarchy": False}}, "$.linux.resources.memory.useHierarchy"),
+    ({"cpu": {"realtimeRuntime": 1000}}, "$.linux.resources.cpu.realtimeRuntime"),
+    ({"network": {"classID": 7}}, "$.linux.resources.network"),
+    ({"blockIO": {"leafWeight": 100}}, "$.linux.resources.blockIO.leafWeight"),
+    ({"unified": {"cgroup.procs": "1"}}, "$.linux.resources.unified.cgroup.procs"),
+    ({"unified": {"../memory.max": "1"}}, "$.linux.resources.unified.../memory.max"),
+    ({"unified": {"nosuch.knob": "1"}}, "$.linux.resources.unified.nosuch.knob"),
+    ({"pids": {"limit": 5}, "hugepageLimits": [{"pageSize": "2MB", "limit": 0}]},
+     "$.linux.resources.hugepageLimits"),
+    ({"pids": {"limit": 5}, "cpu": {"cpus": "0"}}, "$.linux.resources.cpu"),
+])
+def test_pure_refusals(pure: Manager, obj: dict, field: str) -> None:
+    """PURE: what v2 (or this kernel: no hugetlb, no cpuset in UML) has no file for is
+    refused, naming the field, before anything is written."""
+    before = {n: _f(pure, n) for n in KNOBS}
+    with pytest.raises(SpecError) as info:
+        pure.validate(res(obj))
+        pure.set(res(obj), skip_devices=True)
+    assert info.value.path.startswith(field), info.value.path
+    assert {n: _f(pure, n) for n in KNOBS} == before
+
+
+@needs_pure
+def test_pure_rollback(pure: Manager) -> None:
+    """PURE: the kernel refuses a write half-way (io.max of a device that does not
+    exist: ENODEV): the earlier writes are undone."""
+    with pytest.raises(SpecError) as info:
+        pure.set(res({"memory": {"limit": 8 << 20}, "pids": {"limit": 9},
+                      "blockIO": {"throttleReadBpsDevice": [
+                          {"major": 250, "minor": 99, "rate": 1}]}}), skip_devices=True)
+    assert info.value.path.startswith("$.linux.resources.blockIO")
+    assert _f(pure, "memory.max") == "max"
+    assert _f(pure, "pids.max") == "max"
+
+
+@needs_pure
+def test_pure_limits_hold_and_stats(pure: Manager) -> None:
+    """PURE: a process in the cgroup: checkBeforeUpdate compares with the real
+    memory.current; pids.max stops a fork; stats come from the real files."""
+    p = _start(pure, [BUSYBOX, "sh", "-c", "exec sleep 100"])
+    try:
+        _wait_in(pure, p.pid)
+        with pytest.raises(SpecError, match="current usage"):
+            pure.set(res({"memory": {"limit": 4096, "checkBeforeUpdate": True}}),
+                     skip_devices=True)
+        pure.set(res({"memory": {"limit": 64 << 20}, "pids": {"limit": 1}}),
+                 skip_devices=True)
+        s = pure.stats()
+        assert s.memory.usage.limit == 64 << 20 and s.memory.usage.usage > 0
+        assert (s.pids.current, s.pids.limit) == (1, 1)
+        assert s.cpu.usage.total > 0
+        assert s.to_json()["pids"] == {"current": 1, "limit": 1}
+        # the one allowed task is taken: a fork from inside fails
+        code = "import os\ntry:\n    os.fork()\nexcept OSError as e:\n    print(e.errno)\n"
+        out = subprocess.run([sys.executable, "-c", code],
+                             preexec_fn=lambda: pure.join(0), capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode != 0 or out.stdout.strip() == "11", out
+    finally:
+        p.kill()
+        p.wait()
+
+
+@needs_pure
+def test_pure_memory_limit_oom_kills(pure: Manager) -> None:
+    """PURE: a 16M cgroup without swap: a process that wants 64M is OOM-killed; the
+    memory.events counters reach the stats."""
+    pure.set(res({"memory": {"limit": 16 << 20, "swap": 16 << 20}}), skip_devices=True)
+    code = "b = bytearray(64 << 20)\nprint('survived')\n"
+    out = subprocess.run([sys.executable, "-c", code], preexec_fn=lambda: pure.join(0),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == -signal.SIGKILL, out
+    s = pure.stats()
+    assert s.memory.oom_kill >= 1 and s.memory.usage.failcnt >= 1
 
 
 # -- the real cgroup2 tree -----------------------------------------------------------------
 
 needs_unified = pytest.mark.skipif(not (UNIFIED / "cgroup.controllers").exists(),
                                    reason="no cgroup2 tree at /sys/fs/cgroup/unified")
+# the REAL tests' tree: the hybrid host's unified tree, or the pure one in the UML lane
+TREE = V2ROOT if PURE else UNIFIED
+needs_tree = pytest.mark.skipif(not (TREE / "cgroup.controllers").exists(),
+                                reason="no cgroup2 tree")
 
 
 @pytest.fixture
 def real() -> Iterator[Manager]:
     """REAL: a cgroup in this host's cgroup2 tree, driven as a pure v2 Manager; the
     controllers create enables at the tree's root are switched off again afterwards."""
-    before = (UNIFIED / "cgroup.subtree_control").read_text().split()
-    mgr = Manager("v2", {"unified": str(UNIFIED / f"ctest-{uuid.uuid4().hex[:8]}")},
-                  unified_mount=str(UNIFIED))
+    before = (TREE / "cgroup.subtree_control").read_text().split()
+    mgr = Manager("v2", {"unified": str(TREE / unique_id("ctest"))},
+                  unified_mount=str(TREE))
     mgr.create()
     try:
         yield mgr
     finally:
         mgr.destroy()
-        for c in (UNIFIED / "cgroup.subtree_control").read_text().split():
+        for c in (TREE / "cgroup.subtree_control").read_text().split():
             if c not in before:
                 try:
-                    (UNIFIED / "cgroup.subtree_control").write_text("-" + c)
+                    (TREE / "cgroup.subtree_control").write_text("-" + c)
                 except OSError:
                     pass
 
@@ -252,10 +366,11 @@ def _start(mgr: Manager, argv: list[str]) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-@needs_unified
+@needs_tree
 def test_real_hugetlb_limit(real: Manager) -> None:
     """REAL: hugetlb, the one controller of this tree: limits written to hugetlb.*.max."""
-    sizes = [e.name for e in os.scandir("/sys/kernel/mm/hugepages")]
+    sizes = [e.name for e in os.scandir("/sys/kernel/mm/hugepages")] \
+        if os.path.isdir("/sys/kernel/mm/hugepages") else []
     if "hugepages-2048kB" not in sizes:
         pytest.skip("no 2MB huge pages")
     real.set(res({"hugepageLimits": [{"pageSize": "2MB", "limit": 8 << 20}]}),
@@ -266,7 +381,7 @@ def test_real_hugetlb_limit(real: Manager) -> None:
         real.validate(res({"memory": {"limit": 1 << 20}}))
 
 
-@needs_unified
+@needs_tree
 def test_real_freeze_kill_stats(real: Manager) -> None:
     """REAL: cgroup.freeze stops a busy loop (cpu.stat stops advancing), thaw resumes it,
     cgroup.kill ends it; pids() and cpu stats come from the real files."""
@@ -295,7 +410,7 @@ def test_real_freeze_kill_stats(real: Manager) -> None:
         p.wait()
 
 
-@needs_unified
+@needs_tree
 def test_real_ebpf_device_filter(real: Manager, tmp_path: Path) -> None:
     """REAL: the generated BPF_PROG_TYPE_CGROUP_DEVICE program, loaded with bpf() and
     attached to a real cgroup2 directory: deny-all + runc's defaults lets a 1:3 node
@@ -329,7 +444,7 @@ def test_real_ebpf_device_filter(real: Manager, tmp_path: Path) -> None:
         os.close(fd)
 
 
-@needs_unified
+@needs_tree
 def test_real_ebpf_blacklist(real: Manager, tmp_path: Path) -> None:
     """REAL: an allow-all list with one deny: only that device (and only the denied
     access: any requested bit in the rule denies) is refused."""
@@ -366,7 +481,7 @@ def test_real_hybrid_manager_hugetlb() -> None:
     if not os.path.exists("/sys/kernel/mm/hugepages/hugepages-2048kB"):
         pytest.skip("no 2MB huge pages")
     before = (UNIFIED / "cgroup.subtree_control").read_text().split()
-    mgr = new_manager(None, f"ctest-{uuid.uuid4().hex[:8]}")
+    mgr = new_manager(None, unique_id("ctest-"))
     assert mgr.layout == "hybrid"
     limits = res({"hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 21}],
                   "pids": {"limit": 10}})

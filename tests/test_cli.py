@@ -179,7 +179,7 @@ def test_debug_flag_keeps_errors_one_line_for_user_errors(state_root: Path) -> N
 
 
 def test_default_root_is_run_contain() -> None:
-    from contain.cli.main import default_root
+    from contain.container.store import default_root
 
     assert default_root() == "/run/contain"
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from conftest import Bundle, contain_cmd, unique_id
+from contain.errors import ContainError
 
 Mutate = Callable[[dict[str, Any]], None]
 
@@ -337,3 +338,88 @@ def test_log_file_receives_the_error(state_root: Path, tmp_path: Path) -> None:
     assert proc.returncode == 1
     entries = [json.loads(x) for x in log.read_text().splitlines()]
     assert any(e["level"] == "error" and "does not exist" in e["msg"] for e in entries)
+
+
+def test_syscall_numbers_of_an_unknown_machine_fail_loudly() -> None:
+    """No fallback to x86_64's numbers: on another machine they call other syscalls."""
+    from contain.linux.syscalls import NR, SyscallNumbers
+
+    assert NR["setns"] > 0  # this machine has a table
+    with pytest.raises(ContainError, match=r"setns.*riscv64"):
+        SyscallNumbers("riscv64")["setns"]
+
+
+def test_syscall_errors_carry_the_call_and_its_target() -> None:
+    """linux/ raises one OSError subclass: errno (and the errno's own OSError class, so
+    `except FileNotFoundError` still works), the syscall's name and its target."""
+    import errno
+    import pickle
+
+    from contain.errors import message
+    from contain.linux.syscalls import SyscallError, umount2
+
+    with pytest.raises(FileNotFoundError) as info:
+        umount2("/no/such/mount/point", 0)
+    exc = info.value
+    assert isinstance(exc, SyscallError)
+    assert (exc.errno, exc.syscall, exc.target) == (errno.ENOENT, "umount2",
+                                                   "/no/such/mount/point")
+    assert message(exc) == "umount2 /no/such/mount/point: No such file or directory"
+    again = pickle.loads(pickle.dumps(exc))
+    assert type(again) is type(exc) and again.target == exc.target
+
+
+def test_contain_errors_keep_their_cause_and_errno(tmp_path: Path) -> None:
+    """A ContainError raised from an OSError keeps it as __cause__ and reports its errno
+    (not `from None`, which drops both)."""
+    import errno
+
+    from contain.container import store
+    from contain.errors import NotFound
+
+    with pytest.raises(NotFound) as info:
+        store.load(str(tmp_path), "missing")
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+    assert info.value.errno == errno.ENOENT
+    assert ContainError("plain").errno is None
+    assert ContainError("given", errno=errno.EBUSY).errno == errno.EBUSY
+
+
+def test_one_message_for_any_exception() -> None:
+    from contain.errors import message
+
+    assert message(ContainError("config.json: $.x: bad")) == "config.json: $.x: bad"
+    assert message(FileNotFoundError(2, "No such file or directory", "/etc/x")) == \
+        "/etc/x: No such file or directory"
+    assert message(KeyError("k")) == "internal error: KeyError: 'k'"
+
+
+def _errno_literals(path: Path) -> list[int]:
+    """Lines comparing an `.errno` with a number (`exc.errno == 22`, `in (1, 13)`)."""
+    import ast
+
+    def numeric(node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant):
+            return isinstance(node.value, int)
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return any(numeric(e) for e in node.elts)
+        return False
+
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(isinstance(s, ast.Attribute) and s.attr == "errno" for s in sides) and \
+                    any(numeric(s) for s in sides):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_errno_values_come_from_the_errno_module(tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parent.parent / "src" / "contain"
+    found = {str(p.relative_to(src)): _errno_literals(p) for p in sorted(src.rglob("*.py"))}
+    assert {k: v for k, v in found.items() if v} == {}
+    sample = tmp_path / "m.py"
+    sample.write_text("try:\n    pass\nexcept OSError as e:\n    if e.errno in (1, 13):\n"
+                      "        raise\n")
+    assert _errno_literals(sample) == [4]  # the check sees one

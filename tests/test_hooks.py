@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Bundle, contain_cmd, unique_id
+from conftest import Bundle, contain_cmd, ok, unique_id
 
 KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
          "poststop")
@@ -38,11 +38,6 @@ def contain(root: Path, *args: str, timeout: float = 60) -> subprocess.Completed
         out.seek(0)
         err.seek(0)
         return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 0, f"{proc.args}: {proc.returncode} {proc.stderr}"
-    return proc.stdout
 
 
 class HookSetup:

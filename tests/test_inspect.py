@@ -18,21 +18,11 @@ from typing import Any
 
 import pytest
 
-from conftest import contain_cmd, default_config, run_contain, unique_id
+from conftest import contain_cmd, default_config, run_contain, unique_id, wait_for
 from contain.inspect import classes, probe, procfs, taxonomy
 
 RUNC = shutil.which("runc")
 UNSHARE = shutil.which("unshare")
-
-
-def wait_for(fn: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 def only_child(pid: int) -> int:
@@ -90,8 +80,11 @@ def test_self_is_a_host_process() -> None:
         assert ns["private"] is False, kind
         assert ns["inode"] == int(os.readlink(f"/proc/self/ns/{kind}").split("[")[1][:-1])
     assert facts["namespaces"]["user"]["uid_map"] == [[0, 0, 4294967295]]
-    assert facts["seccomp"] == {"mode": 0, "mode_name": "disabled", "filters": 0,
-                                "no_new_privs": False, "profile": None}
+    sc = facts["seccomp"]
+    assert {k: sc[k] for k in ("mode", "mode_name", "filters", "no_new_privs", "profile")} == {
+        "mode": 0, "mode_name": "disabled", "filters": 0, "no_new_privs": False,
+        "profile": None}
+    assert sc["kind"] == "none" and sc["interception"]["returns"] == []
     assert facts["tracer"] is None
     root = facts["filesystem"]["root"]
     assert root["same_as_host"] is True and root["method"] == "host"
@@ -120,7 +113,7 @@ def test_cli_inspect_self_json_and_tree() -> None:
     assert doc["marks"]["Container/Namespaces"]["mark"] is False
     text = subprocess.run([*contain_cmd(), "inspect", "--tree", str(os.getpid())],
                           capture_output=True, text=True, timeout=60).stdout
-    assert "Virtualization" in text and "[ ] PID" in text and "[?] Syscall User Dispatch" in text
+    assert "Virtualization" in text and "[ ] PID" in text and "[ ] Syscall User Dispatch" in text
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -346,14 +339,17 @@ def test_runc_container_every_field(make_bundle: Any, runc_root: Path) -> None:
         assert marks["Container/Namespaces"]["mark"] is True
         assert marks["Container/Cgroups"]["mark"] is True
         assert marks["Container/Capabilities"]["mark"] is True
-        assert marks["Sandbox/BPF"]["mark"] is True
+        # a kernel-only deny list: filtering, not interception (no BPF mark, as the
+        # survey's Table 1 gives Docker and Podman none)
+        assert marks["Sandbox/BPF"]["mark"] is False
+        assert facts["seccomp"]["kind"] == "filter"
+        assert "notify" not in facts["seccomp"]["interception"]["returns"]
         assert marks["Sandbox/ptrace"]["mark"] is False
-        assert marks["Sandbox/SUD"]["mark"] is None
-        assert facts["class"]["name"] == "sandbox"  # a container extended by seccomp-BPF
+        assert marks["Sandbox/SUD"]["mark"] is False  # read in a ptrace stop
+        assert facts["class"]["name"] == "container"
         real = taxonomy.realised(facts, marks)
         for leaf in ("container.cgroups.memory", "container.cgroups.pids", "container.cgroups.cpu",
-                     "container.cgroups.devices", "sandbox.syscalls.bpf",
-                     "hybrid.container+sandbox"):
+                     "container.cgroups.devices"):
             assert real[leaf] is True, leaf
         assert real["hypervisor.abstraction.HWA"] is False
     finally:
@@ -459,11 +455,84 @@ def test_contain_container_by_id(make_bundle: Any, state_root: Path) -> None:
         assert doc["cgroups"]["limits"]["memory"]["max"]["effective"] == 64 * 1024 * 1024
         assert doc["filesystem"]["root"]["method"] == "pivot_root"
         assert doc["filesystem"]["root"]["readonly"] is True
-        assert doc["class"]["name"] == "sandbox"
+        assert doc["class"]["name"] == "container"
+        assert doc["seccomp"]["kind"] == "filter"
         text = run_contain(state_root, "inspect", cid)
         if text.returncode == 0:  # (unless a foreign leak check killed it meanwhile)
-            assert f"container {cid}" in text.stdout and "class: sandbox" in text.stdout
+            assert f"container {cid}" in text.stdout and "class: container" in text.stdout
     finally:
         run_contain(state_root, "delete", "--force", cid)
     gone = run_contain(state_root, "inspect", cid)
     assert gone.returncode == 1 and gone.stderr.strip().count("\n") == 0
+
+
+def _notify_filtered_child(listener_out: list[int]) -> int:
+    """A child whose seccomp filter hands getppid to user space (USER_NOTIF); the
+    listener is copied into this process (as a supervisor holds it) when *listener_out*
+    is given a slot, else closed with the child's copy (nobody receives)."""
+    from contain.linux import seccomp as kseccomp
+    from contain.security import seccomp as sec
+    from contain.spec.config import Seccomp
+
+    prog = sec.compile_filter(Seccomp.decode(
+        {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/nonexistent.sock",
+         "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_NOTIFY"}]},
+        "$.linux.seccomp"))
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(r)
+            from contain.linux.syscalls import prctl
+
+            prctl(38, 1)  # PR_SET_NO_NEW_PRIVS
+            fd = sec.load_filter(prog)
+            os.write(w, f"{fd}\n".encode())
+            time.sleep(0.5)  # the parent copies the listener meanwhile
+            os.close(fd)
+            os.close(w)
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as rf:
+        fd = int(rf.readline())
+        if listener_out is not None:
+            pidfd = os.pidfd_open(pid)
+            try:
+                listener_out.append(kseccomp.pidfd_getfd(pidfd, fd))
+            finally:
+                os.close(pidfd)
+        rf.read()  # the child closed its copy
+    return pid
+
+
+@pytest.mark.parametrize("supervised", [True, False])
+def test_interception_is_told_from_filtering(supervised: bool) -> None:
+    """A filter returning USER_NOTIF with a live receiver is interception (the sandbox
+    class's BPF mark, with the supervisor as evidence); the same filter with nobody
+    receiving is a filter whose notified calls fail."""
+    held: list[int] = []
+    pid = _notify_filtered_child(held if supervised else None)  # type: ignore[arg-type]
+    try:
+        facts = procfs.inspect_pid(pid)
+        sc = facts["seccomp"]
+        assert "notify" in sc["interception"]["returns"]
+        marks = classes.table_marks(facts)
+        if supervised:
+            assert sc["kind"] == "interception"
+            assert os.getpid() in [s["pid"] for s in sc["interception"]["supervisors"]]
+            assert marks["Sandbox/BPF"]["mark"] is True
+            assert facts["class"]["name"] == "sandbox"
+        else:
+            holders = [s["pid"] for s in sc["interception"]["supervisors"]]
+            assert os.getpid() not in holders
+            if not holders:  # (another session on this machine may hold a listener)
+                assert sc["kind"] == "filter" and "fail closed" in sc["kind_evidence"]
+                assert marks["Sandbox/BPF"]["mark"] is False
+                assert facts["class"]["name"] == "host"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        for fd in held:
+            os.close(fd)

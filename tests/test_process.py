@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Bundle, contain_cmd, run_contain, unique_id
+from conftest import Bundle, contain_cmd, ok, run_contain, unique_id
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -37,11 +37,6 @@ def run_sh(make_bundle: Callable[..., Bundle], state_root: Path) -> Runner:
                            unique_id(), input=input)
 
     return run
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 def status_fields(text: str) -> dict[str, str]:

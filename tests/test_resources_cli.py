@@ -1,6 +1,7 @@
 """update, pause, resume, events, ps and kill --all on real containers (contain run -d),
 plus the Python API of the same. All real: the containers' cgroups are the host's
-hybrid hierarchies."""
+hybrid hierarchies, or a pure cgroup v2 tree in the user-mode Linux lane
+(tests/test_uml_lane.py), where each test reads the v2 files instead."""
 
 from __future__ import annotations
 
@@ -15,8 +16,17 @@ from typing import Any
 
 import pytest
 
-from conftest import Bundle, contain_cmd, run_contain, unique_id
+from conftest import Bundle, contain_cmd, fails, run_contain, unique_id, wait_for
+from contain.cgroups.fs import detect_layout
+from contain.cgroups.resources import shares_to_weight
 from contain.cli.cmd_resources import parse_duration, ram_in_bytes
+
+V2 = detect_layout() == "v2"
+IN_UML = os.environ.get("CONTAIN_UML_LANE") == "1"
+
+
+def _v2_has(name: str) -> bool:
+    return name in Path("/sys/fs/cgroup/cgroup.controllers").read_text().split()
 
 
 class Ctr:
@@ -32,7 +42,11 @@ class Ctr:
         return json.loads((self.root / self.id / "state.json").read_text())
 
     def cg(self, ctrl: str) -> Path:
-        return Path(self.saved()["cgroup"]["paths"][ctrl])
+        return Path(self.saved()["cgroup"]["paths"]["unified" if V2 else ctrl])
+
+    def knob(self, ctrl: str, v1: str, v2: str) -> str:
+        """The value of a resource file: the v1 file of *ctrl*, or the v2 file."""
+        return (self.cg(ctrl) / (v2 if V2 else v1)).read_text().strip()
 
 
 @pytest.fixture
@@ -67,19 +81,6 @@ def start(make_bundle: Callable[..., Bundle], state_root: Path) -> Iterator[Call
         run_contain(c.root, "delete", "--force", c.id)
 
 
-def fails(proc: subprocess.CompletedProcess[str], text: str) -> None:
-    assert proc.returncode != 0, proc.stdout
-    assert text in proc.stderr, proc.stderr
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
-
-
 # -- parsing -------------------------------------------------------------------------------
 
 def test_units() -> None:
@@ -109,7 +110,7 @@ def test_pause_resume(start: Callable[..., Ctr]) -> None:
     wait_for(lambda: count.exists() and count.read_text().strip() != "")
     run_contain(c.root, "pause", c.id, check=True)
     assert c.state()["status"] == "paused"
-    assert (c.cg("freezer") / "freezer.state").read_text().strip() == "FROZEN"
+    assert c.knob("freezer", "freezer.state", "cgroup.freeze") == ("1" if V2 else "FROZEN")
     listing = run_contain(c.root, "list", check=True).stdout
     assert any(c.id in line and "paused" in line for line in listing.splitlines())
     fails(run_contain(c.root, "pause", c.id), "not running")
@@ -135,42 +136,52 @@ def test_paused_container_can_be_deleted(start: Callable[..., Ctr]) -> None:
 def test_update_flags(start: Callable[..., Ctr]) -> None:
     """Single-value flags change the live files and the saved config."""
     c = start("exec sleep 100", {"memory": {"limit": 64 << 20}, "pids": {"limit": 50}})
+    cpuset = not V2 or _v2_has("cpuset")
+    # io.weight needs an io scheduler with weights (BFQ or iocost), absent under UML
+    blkio = not V2 or (c.cg("unified") / "io.weight").exists()
     run_contain(c.root, "update", "--memory", "100M", "--memory-swap", "200m",
                 "--memory-reservation", "50M", "--pids-limit", "30", "--cpu-share", "512",
-                "--cpu-quota", "20000", "--cpu-period", "100000", "--cpuset-cpus", "0",
-                "--blkio-weight", "300", c.id, check=True)
-    assert (c.cg("memory") / "memory.limit_in_bytes").read_text().strip() == str(100 << 20)
-    assert (c.cg("memory") / "memory.memsw.limit_in_bytes").read_text().strip() == \
-        str(200 << 20)
-    assert (c.cg("memory") / "memory.soft_limit_in_bytes").read_text().strip() == \
-        str(50 << 20)
-    assert (c.cg("pids") / "pids.max").read_text().strip() == "30"
-    assert (c.cg("cpu") / "cpu.shares").read_text().strip() == "512"
-    assert (c.cg("cpu") / "cpu.cfs_quota_us").read_text().strip() == "20000"
-    assert (c.cg("cpuset") / "cpuset.cpus").read_text().strip() == "0"
+                "--cpu-quota", "20000", "--cpu-period", "100000",
+                *(["--cpuset-cpus", "0"] if cpuset else []),
+                *(["--blkio-weight", "300"] if blkio else []), c.id, check=True)
+    mem = c.knob("memory", "memory.limit_in_bytes", "memory.max")
+    assert mem == str(100 << 20)
+    if V2:  # swap is memory+swap on v1, swap alone on v2
+        assert c.knob("memory", "", "memory.swap.max") == str(100 << 20)
+        assert c.knob("memory", "", "memory.low") == str(50 << 20)
+        assert c.knob("cpu", "", "cpu.weight") == str(shares_to_weight(512))
+        assert c.knob("cpu", "", "cpu.max") == "20000 100000"
+    else:
+        assert c.knob("memory", "memory.memsw.limit_in_bytes", "") == str(200 << 20)
+        assert c.knob("memory", "memory.soft_limit_in_bytes", "") == str(50 << 20)
+        assert c.knob("cpu", "cpu.shares", "") == "512"
+        assert c.knob("cpu", "cpu.cfs_quota_us", "") == "20000"
+    assert c.knob("pids", "pids.max", "pids.max") == "30"
+    if cpuset:
+        assert c.knob("cpuset", "cpuset.cpus", "cpuset.cpus") == "0"
     saved = c.saved()["config"]["linux"]["resources"]
     assert saved["memory"] == {"limit": 100 << 20, "swap": 200 << 20,
                                "reservation": 50 << 20}
     assert saved["pids"] == {"limit": 30}
-    assert saved["cpu"]["shares"] == 512 and saved["cpu"]["cpus"] == "0"
+    assert saved["cpu"]["shares"] == 512 and saved["cpu"].get("cpus", "0") == "0"
     assert saved["devices"] == [{"allow": False, "type": "a", "access": "rwm"}] or \
         saved["devices"][0]["allow"] is False
     # a later update of one field keeps the others
     run_contain(c.root, "update", "--pids-limit", "40", c.id, check=True)
     assert c.saved()["config"]["linux"]["resources"]["memory"]["limit"] == 100 << 20
-    assert (c.cg("memory") / "memory.limit_in_bytes").read_text().strip() == str(100 << 20)
+    assert c.knob("memory", "memory.limit_in_bytes", "memory.max") == str(100 << 20)
 
 
 def test_update_resources_file_and_stdin(start: Callable[..., Ctr], tmp_path: Path) -> None:
     c = start("exec sleep 100", {"pids": {"limit": 50}})
     run_contain(c.root, "update", "-r", "-", c.id, check=True,
                 input=json.dumps({"pids": {"limit": 12}, "cpu": {"shares": 300}}))
-    assert (c.cg("pids") / "pids.max").read_text().strip() == "12"
+    assert c.knob("pids", "pids.max", "pids.max") == "12"
     f = tmp_path / "r.json"
     f.write_text(json.dumps({"memory": {"limit": 80 << 20}}))
     run_contain(c.root, "update", "--resources", str(f), c.id, check=True)
-    assert (c.cg("memory") / "memory.limit_in_bytes").read_text().strip() == str(80 << 20)
-    assert (c.cg("pids") / "pids.max").read_text().strip() == "12"
+    assert c.knob("memory", "memory.limit_in_bytes", "memory.max") == str(80 << 20)
+    assert c.knob("pids", "pids.max", "pids.max") == "12"
 
 
 def test_update_errors_change_nothing(start: Callable[..., Ctr]) -> None:
@@ -183,9 +194,10 @@ def test_update_errors_change_nothing(start: Callable[..., Ctr]) -> None:
           "$.linux.resources.cpu.shares")
     fails(run_contain(c.root, "update", "-r", "-", c.id, input="{not json"), "invalid JSON")
     fails(run_contain(c.root, "update", "--l3-cache-schema", "L3:0=f", c.id), "Intel RDT")
-    fails(run_contain(c.root, "update", "--memory", "1k", c.id), "memory.limit")
-    assert (c.cg("pids") / "pids.max").read_text().strip() == "50"
-    assert (c.cg("memory") / "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
+    if not V2:  # v1 refuses a limit below the usage (EBUSY); v2 takes it and reclaims
+        fails(run_contain(c.root, "update", "--memory", "1k", c.id), "memory.limit")
+    assert c.knob("pids", "pids.max", "pids.max") == "50"
+    assert c.knob("memory", "memory.limit_in_bytes", "memory.max") == str(64 << 20)
     assert c.saved()["config"] == before
     fails(run_contain(c.root, "update", "--memory", "1M", "nosuch"), "does not exist")
 
@@ -206,6 +218,8 @@ def test_ps(start: Callable[..., Ctr]) -> None:
         run_contain(c.root, "ps", "--format", "json", c.id, check=True).stdout)) == 2)
     pids = json.loads(run_contain(c.root, "ps", "-f", "json", c.id, check=True).stdout)
     assert pid in pids
+    if IN_UML:  # (the JSON form above is contain's own; the tables are procps's)
+        pytest.skip("procps's ps cannot find the boot time under user-mode Linux")
     table = run_contain(c.root, "ps", c.id, check=True).stdout.splitlines()
     assert table[0].split()[:3] == ["UID", "PID", "PPID"]
     assert sorted(int(line.split()[1]) for line in table[1:]) == sorted(pids)
@@ -282,6 +296,13 @@ def test_absolute_cgroups_path_and_delete(start: Callable[..., Ctr]) -> None:
     hierarchy, and delete removes it and the parent it made."""
     top = f"/ctest-{unique_id()}"
     c = start("exec sleep 100", {"pids": {"limit": 9}}, cgroups_path=f"{top}/ctr")
+    if V2:
+        assert c.cg("unified") == Path(f"/sys/fs/cgroup{top}/ctr")
+        pid = c.state()["pid"]
+        assert f"0::{top}/ctr" in Path(f"/proc/{pid}/cgroup").read_text()
+        run_contain(c.root, "delete", "--force", c.id, check=True)
+        assert not Path(f"/sys/fs/cgroup{top}").exists()
+        return
     for ctrl in ("memory", "pids", "cpu", "freezer", "devices", "blkio", "cpuset"):
         assert c.cg(ctrl) == Path(f"/sys/fs/cgroup/{ctrl}{top}/ctr")
     assert Path(f"/sys/fs/cgroup/unified{top}/ctr").is_dir()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Bundle, run_contain, unique_id
+from conftest import Bundle, ok, run_contain, unique_id
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -32,11 +32,6 @@ def run_sh(make_bundle: Callable[..., Bundle], state_root: Path) -> Runner:
         return run_contain(state_root, "run", *flags, "--bundle", str(bundle.path), unique_id())
 
     return run
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 class MountLine:

@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,13 +86,11 @@ def _drop_lines(path: str, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[User]:
+def user() -> Iterator[User]:
     name = f"ctest{uuid.uuid4().hex[:8]}"
-    base = tmp_path_factory.mktemp("rootless")
-    for p in (base, *base.parents):
-        if str(p) == "/tmp":
-            break
-        p.chmod(p.stat().st_mode | 0o711)
+    # outside pytest-of-root, which another root pytest on the machine may make 0700
+    base = Path(tempfile.mkdtemp(prefix="contain-rootless-", dir="/tmp"))
+    base.chmod(0o711)
     home = base / "home"
     subprocess.run(["useradd", "--no-create-home", "--home-dir", str(home), "--shell",
                     "/bin/sh", "--user-group", name], check=True, capture_output=True)
@@ -112,6 +111,7 @@ def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[User]:
         subprocess.run(["userdel", name], capture_output=True)
         for path in ("/etc/subuid", "/etc/subgid"):
             _drop_lines(path, name)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_contain
+from conftest import ok, run_contain
 
 # the real interpreter: the venv may live under /tmp, which the sandbox makes private
 PY = os.path.realpath(sys.executable)
@@ -23,11 +23,6 @@ def sandbox(root: Path, *args: str, input: str | None = None,
 
 def sh(root: Path, script: str, *opts: str) -> subprocess.CompletedProcess[str]:
     return sandbox(root, *opts, "--", "/bin/sh", "-c", script)
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 def status(text: str) -> dict[str, str]:

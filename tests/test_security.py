@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Bundle, contain_cmd, run_contain, unique_id
+from conftest import Bundle, contain_cmd, ok, run_contain, unique_id
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -27,11 +27,6 @@ def contain(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
         out.seek(0)
         err.seek(0)
         return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 @pytest.fixture

@@ -19,13 +19,16 @@ if TYPE_CHECKING:
 
     from contain.api import Container, RunResult, list_containers, run
 
-__version__ = "0.1.0"
 __all__ = ["Container", "ContainError", "NotFound", "RunResult", "SpecError",
            "list_containers", "run"]
 _LAZY = {"Container", "RunResult", "list_containers", "run"}
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # written once, in contain.meta
+        from contain.meta import VERSION
+
+        return VERSION
     if name in _LAZY:
         from contain import api
 

@@ -29,9 +29,7 @@ DEFAULT_ROOT = "/run/contain"
 
 
 def _default_root() -> str:
-    from contain.cli.main import default_root
-
-    return default_root()
+    return store.default_root()
 
 
 class Container:
@@ -52,6 +50,7 @@ class Container:
                stdio: tuple[int, int, int] | None = None) -> Container:
         """Create container *id* from *bundle* (its config.json, or *spec* if given);
         the process waits for :meth:`start`. *stdio* gives the fds for its 0, 1, 2."""
+        from contain.cgroups import warm
         from contain.process.foreground import become_subreaper
 
         self = cls(id, root)
@@ -65,7 +64,8 @@ class Container:
 
             decoded = Spec.decode(spec)
         become_subreaper()
-        lifecycle.create(self.root, id, bundle, opts, spec=decoded)
+        with warm.warming():
+            lifecycle.create(self.root, id, bundle, opts, spec=decoded)
         return self
 
     def start(self) -> None:
@@ -129,10 +129,17 @@ class Container:
         return api.processes(self.root, self.id)
 
     def exec(self, args: list[str], **options: Any) -> int:
-        """Run *args* inside the container (as ``contain exec``); its exit code."""
+        """Run *args* inside the container (as ``contain exec``); its exit code.
+
+        The options are ``contain exec``'s (tty, env, cwd, user, detach, ...), and
+        *forward_signals*: while the process runs, replace this process's handlers of
+        the usual termination signals with ones that forward them to it (off by default;
+        only from the main thread)."""
+        from contain.cgroups import warm
         from contain.container.exec import ExecOptions, exec_process
 
-        return exec_process(self.root, self.id, ExecOptions(args=args, **options))
+        with warm.warming():
+            return exec_process(self.root, self.id, ExecOptions(args=args, **options))
 
     def __repr__(self) -> str:
         return f"Container({self.id!r}, root={self.root!r})"
@@ -184,13 +191,18 @@ def run(args: list[str], *, capture_output: bool = False, input: bytes | None = 
         binds: list[str] | tuple[str, ...] = (), net: str = "none",
         env: list[str] | tuple[str, ...] = (), cwd: str = "/", hostname: str | None = None,
         userns: bool = False, caps: list[str] | tuple[str, ...] = (), seccomp: bool = True,
-        timeout: float | None = None, root: str | None = None, supervise: Any = None,
+        timeout: float | None = None, root: str | None = None,
+        forward_signals: bool = False, supervise: Any = None,
         supervisor: str | None = None, supervise_report: str | int | None = None,
         record: str | None = None, enforce: str | None = None) -> RunResult:
     """Run *args* in a host-root sandbox (as ``contain sandbox``) and wait for it.
 
     With *capture_output*, stdout and stderr are returned as bytes; *input* is fed to
-    stdin. *timeout* kills the sandbox and raises TimeoutError.
+    stdin. *timeout* kills the sandbox and raises TimeoutError. *forward_signals*
+    replaces this process's handlers of the usual termination signals with ones that
+    forward them to the sandbox while it runs (off by default: a library should not
+    take its caller's signals; only from the main thread). Without it, safe to call
+    from any thread.
 
     *supervise* (a policy: a dict, a SyscallPolicy, a file path or inline JSON; rules may
     be ``{"action": "ask", "callback": f}`` or just a callable) runs it under a syscall
@@ -204,6 +216,6 @@ def run(args: list[str], *, capture_output: bool = False, input: bytes | None = 
         list(args), root=root or _default_root(), capture=capture_output, input=input,
         timeout=timeout, memory=memory, pids=pids, cpus=cpus, binds=binds, net=net,
         env=env, cwd=cwd, hostname=hostname, userns=userns, caps=caps, seccomp=seccomp,
-        supervise=supervise, supervisor=supervisor, supervise_report=supervise_report,
-        record=record, enforce=enforce)
+        forward_signals=forward_signals, supervise=supervise, supervisor=supervisor,
+        supervise_report=supervise_report, record=record, enforce=enforce)
     return RunResult(list(args), code, out, err)

@@ -24,16 +24,25 @@ class _Context:
 
     @staticmethod
     def parse_constant(name: str) -> float:
-        return float(name.replace("Infinity", "inf"))  # NaN, Infinity, -Infinity
+        # NaN, Infinity and -Infinity are not JSON (RFC 8259); Python's json accepts them
+        raise _NotJSON(f"{name} is not a JSON value (numbers must be finite)")
+
+
+class _NotJSON(ValueError):
+    pass
 
 
 _INF = float("inf")
 _scan = _json.make_scanner(_Context())  # type: ignore[arg-type]
 _WS = " \t\n\r"
+MAX_DEPTH = 200  # arrays and objects nested deeper than this are refused
 
 
 class JSONDecodeError(ValueError):
-    def __init__(self, msg: str, doc: str, pos: int) -> None:
+    def __init__(self, msg: str, doc: str, pos: int | None) -> None:
+        if pos is None:
+            super().__init__(msg)
+            return
         line = doc.count("\n", 0, pos) + 1
         col = pos - doc.rfind("\n", 0, pos)
         super().__init__(f"{msg}: line {line} column {col} (char {pos})")
@@ -48,9 +57,13 @@ def loads(data: str | bytes) -> Any:
     try:
         value, end = _scan(doc, i)
     except StopIteration as exc:
-        raise JSONDecodeError("expecting value", doc, exc.value) from None
+        raise JSONDecodeError("expecting value", doc, exc.value) from exc
+    except _NotJSON as exc:
+        raise JSONDecodeError(str(exc), doc, None) from exc
+    except RecursionError as exc:
+        raise JSONDecodeError(f"nested deeper than {MAX_DEPTH} levels", doc, None) from exc
     except ValueError as exc:
-        raise _decode_error(exc, doc, i) from None
+        raise _decode_error(exc, doc, i) from exc
     except SystemError:
         # _json reports most syntax errors through json.decoder.JSONDecodeError, which it
         # only finds when json.decoder is already imported; otherwise it fails with
@@ -61,18 +74,36 @@ def loads(data: str | bytes) -> Any:
         try:
             value, end = _scan(doc, i)
         except StopIteration as exc:
-            raise JSONDecodeError("expecting value", doc, exc.value) from None
+            raise JSONDecodeError("expecting value", doc, exc.value) from exc
         except ValueError as exc:
-            raise _decode_error(exc, doc, i) from None
+            raise _decode_error(exc, doc, i) from exc
     while end < n and doc[end] in _WS:
         end += 1
     if end != n:
         raise JSONDecodeError("extra data", doc, end)
+    # a document with fewer brackets than the limit cannot nest deeper than it
+    if doc.count("[") + doc.count("{") > MAX_DEPTH and not _depth_within(value, MAX_DEPTH):
+        raise JSONDecodeError(f"nested deeper than {MAX_DEPTH} levels", doc, None)
     return value
 
 
+def _depth_within(value: Any, limit: int) -> bool:
+    """True if no array or object in *value* lies more than *limit* levels deep."""
+    stack = [(value, 1)]
+    while stack:
+        obj, depth = stack.pop()
+        children = obj.values() if type(obj) is dict else obj
+        for child in children:
+            t = type(child)
+            if t is dict or t is list:
+                if depth >= limit:
+                    return False
+                stack.append((child, depth + 1))
+    return True
+
+
 def _decode_error(exc: ValueError, doc: str, pos: int) -> JSONDecodeError:
-    msg = getattr(exc, "msg", None) or str(exc).split(":")[0]
+    msg = getattr(exc, "msg", None) or str(exc).split(":")[0][:200]
     return JSONDecodeError(msg[:1].lower() + msg[1:], doc, getattr(exc, "pos", pos))
 
 

@@ -221,7 +221,9 @@ class Session:
     def __init__(self, base: Path, runtime: Path) -> None:
         self.base = base
         self.runtime = runtime
-        self.name = base.name  # cgroup parent and containerd namespace
+        # cgroup parent and containerd namespace: mkdtemp may put "_" in the name, which
+        # containerd refuses in a namespace next to "-"
+        self.name = base.name.replace("_", "0")
         self.calls_log = base / "runtime-calls.log"
         self.calls_log.touch()
 

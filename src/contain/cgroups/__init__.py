@@ -13,10 +13,11 @@ default is the container id, relative.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from contain.cgroups.fs import detect_layout
-from contain.errors import ContainError
+from contain.errors import ContainError, message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ __all__ = ["Manager", "detect_layout", "load_manager", "new_manager"]
 
 UNIFIED = "unified"  # the key of the cgroup2 directory in Manager.paths()
 _PRIMARY = ("pids", "memory", "freezer", "devices", "cpu", UNIFIED)
-_PERM_ERRNOS = (1, 13, 30)  # EPERM, EACCES, EROFS
+_PERM_ERRNOS = (errno.EPERM, errno.EACCES, errno.EROFS)
 
 
 class Manager:
@@ -120,7 +121,7 @@ class Manager:
             for d in reversed(made):
                 _rmdir_quiet(d)
             self.created.clear()
-            raise ContainError(f"cannot create cgroup: {_oserr(exc)}") from None
+            raise ContainError(f"cannot create cgroup: {_oserr(exc)}") from exc
 
     def enable(self, controllers: tuple[str, ...] | list[str]) -> None:
         """Enable *controllers* on the cgroup2 path down to this cgroup (hybrid hosts keep
@@ -141,7 +142,40 @@ class Manager:
             except OSError as exc:
                 if key == "name=systemd" or (self.rootless and exc.errno in _PERM_ERRNOS):
                     continue
-                raise ContainError(f"cannot join cgroup {d}: {_oserr(exc)}") from None
+                raise ContainError(f"cannot join cgroup {d}: {_oserr(exc)}") from exc
+
+    def sub(self, specs: list[str]) -> Manager:
+        """The existing sub-cgroup(s) named by runc's ``exec --cgroup``: each spec is
+        SUBPATH (every controller) or CTRL[,CTRL]:SUBPATH, relative to this cgroup;
+        controllers not named stay here. On a pure v2 host every spec names the one
+        directory. Nothing is created: a missing sub-cgroup is an error."""
+        subs: dict[str | None, str] = {}
+        for spec in specs:
+            ctrls, _, sub = spec.rpartition(":")
+            sub = sub.strip("/")
+            if not sub or ".." in sub.split("/") or "\0" in sub:
+                raise ContainError(f"--cgroup {spec!r}: a relative path inside the "
+                                   "container's cgroup is needed")
+            for ctrl in ctrls.split(",") if ctrls else [None]:
+                if ctrl is not None and not ctrl:
+                    raise ContainError(f"--cgroup {spec!r}: empty controller name")
+                if subs.get(ctrl, sub) != sub:
+                    raise ContainError(f"--cgroup: two sub-cgroups for {ctrl or 'all'}")
+                subs[ctrl] = sub
+        paths = {}
+        for key, d in self._paths.items():
+            sub = subs.get(key) or subs.get(None)  # type: ignore[assignment]
+            if key == UNIFIED and self.layout == "v2" and sub is None:
+                named = set(subs.values())
+                if len(named) > 1:
+                    raise ContainError("--cgroup: a cgroup v2 host has one sub-cgroup for "
+                                       f"all controllers, not {sorted(named)}")
+                sub = next(iter(named))
+            paths[key] = os.path.join(d, sub) if sub else d
+            if sub and not os.path.isdir(paths[key]):
+                raise ContainError(f"--cgroup: {paths[key]}: no such sub-cgroup")
+        return Manager(self.layout, paths, rootless=self.rootless, path=self.path,
+                       unified_mount=self.unified_mount)
 
     def validate(self, resources: Resources | None) -> None:
         """Refuse, naming the field, what this host cannot apply; writes nothing."""
@@ -294,7 +328,7 @@ class Manager:
                 delay = min(delay * 2, 0.02)
         except OSError as exc:
             raise ContainError(f"cannot {'freeze' if frozen else 'thaw'} cgroup {d}: "
-                               f"{_oserr(exc)}") from None
+                               f"{_oserr(exc)}") from exc
 
     def is_frozen(self) -> bool:
         try:
@@ -362,10 +396,7 @@ def load_manager(saved: dict[str, Any]) -> Manager:
 # -- helpers ---------------------------------------------------------------------------
 
 def _oserr(exc: OSError) -> str:
-    text = exc.strerror or str(exc)
-    if exc.filename:
-        return f"{exc.filename}: {text}"
-    return text
+    return message(exc)
 
 
 def _makedirs(d: str) -> list[str]:
@@ -420,7 +451,7 @@ def _remove_tree(d: str) -> str | None:
             except FileNotFoundError:
                 break
             except OSError as exc:
-                if exc.errno != 16 or time.monotonic() > deadline:  # EBUSY
+                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                     return f"{p}: {exc.strerror}"
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)

@@ -41,7 +41,7 @@ class OOMWatcher:
             except OSError as exc:
                 self.close()
                 raise ContainError(f"cannot watch OOM events of {mem}: {exc.strerror}") \
-                    from None
+                    from exc
             self.events_mask = select.POLLIN
             self._counts = (0, 0)
             return
@@ -53,7 +53,7 @@ class OOMWatcher:
         try:
             self.fd = os.open(f"{u}/memory.events", os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
-            raise ContainError(f"cannot watch OOM events of {u}: {exc.strerror}") from None
+            raise ContainError(f"cannot watch OOM events of {u}: {exc.strerror}") from exc
         self.events_mask = select.POLLPRI | select.POLLERR
         self._counts = self._read_counts()
 

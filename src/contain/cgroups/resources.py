@@ -15,6 +15,7 @@ memory, realtime and net_cls/net_prio refused (v2 has no such controllers).
 
 from __future__ import annotations
 
+import errno
 import os
 
 from contain.cgroups.fs import parse_list, read_int, read_text, write_text
@@ -385,8 +386,8 @@ def _cpuset(p: _Plan, res: Resources) -> None:
             continue
         try:
             wanted = parse_list(value)
-        except ValueError:
-            raise _fail(f"{f}.{key}", f"invalid list {value!r} (e.g. 0-3,5)") from None
+        except ValueError as exc:
+            raise _fail(f"{f}.{key}", f"invalid list {value!r} (e.g. 0-3,5)") from exc
         host = set(host_list(key))
         outside = sorted(set(wanted) - host)
         if outside:
@@ -666,16 +667,16 @@ def apply(mgr: Manager, ops: list[Op]) -> None:
                 _run(op)
                 done.append(op)
             except OSError as exc:
-                if op.retry_einval and exc.errno == 22:
+                if op.retry_einval and exc.errno == errno.EINVAL:
                     deferred.append(op)
                     continue
-                raise _op_error(mgr, op, exc) from None
+                raise _op_error(mgr, op, exc) from exc
         for op in deferred:
             try:
                 _run(op)
                 done.append(op)
             except OSError as exc:
-                raise _op_error(mgr, op, exc) from None
+                raise _op_error(mgr, op, exc) from exc
     except BaseException:
         for op in reversed(done):
             _undo(op)
@@ -710,12 +711,12 @@ def _op_error(mgr: Manager, op: Op, exc: OSError) -> ContainError:
     if op.action is not None:
         return SpecError(op.field, f"cannot apply ({exc.strerror or exc})")
     reason = exc.strerror or str(exc)
-    if exc.errno == 2:
+    if exc.errno == errno.ENOENT:
         reason = f"{op.name} does not exist (the kernel lacks this knob)"
-    elif exc.errno == 16 and op.name.startswith("memory."):
+    elif exc.errno == errno.EBUSY and op.name.startswith("memory."):
         usage = read_int(op.dir, "memory.usage_in_bytes", 0)
         reason = f"the current usage ({usage}) is above it"
-    elif exc.errno == 22:
+    elif exc.errno == errno.EINVAL:
         reason = "the kernel rejected the value (Invalid argument)"
     return SpecError(op.field, f"cannot set {op.name} to {op.value!r}: {reason}")
 

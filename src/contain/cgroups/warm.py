@@ -5,19 +5,28 @@ when that lock has been idle, taking it waits for a full RCU grace period (10-25
 this project's machines) -- while holding ``cgroup_mutex``, so a cgroup mkdir waits too.
 The lock stays cheap for about one grace period after each use.
 
-So ``create``, ``run`` and ``exec`` start, as their very first step, a thread that writes
-the runtime's own pid into its *own* cgroup (a no-op move) every few milliseconds until
-the container's process has been attached: the first write absorbs the grace period
-while the command parses its config and imports its modules, and the real attach then
-finds the lock warm (~1 ms instead of 10-25).
+So the commands that will attach a process to a cgroup (``create``, ``run``, ``exec``,
+a sandbox with limits) run, from their very first step, a thread that writes the
+runtime's own pid into its *own* cgroup (a no-op move) every few milliseconds until the
+container's process has been attached: the first write absorbs the grace period while
+the command parses its config and imports its modules, and the real attach then finds
+the lock warm (~1 ms instead of 10-25).
+
+The thread belongs to the command that wants it: :func:`warming` is a context manager,
+and leaving it stops the thread and waits for it, whatever happened in between (a
+long-lived program calling the API keeps no thread behind). The library code that does
+the attach ends the warming early with :func:`stop`, as soon as it is no longer useful.
 """
 
 from __future__ import annotations
 
 import os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 _INTERVAL = 0.004
-_state = {"running": False}
 
 
 def _own_procs_file() -> str | None:
@@ -42,39 +51,76 @@ def _own_procs_file() -> str | None:
     return None
 
 
-def start() -> None:
-    """Start warming (once per process; only root may move itself)."""
-    if _state["running"] or os.geteuid() != 0:
-        return
-    path = _own_procs_file()
-    if path is None:
-        return
-    import _thread
+class warming:
+    """Warm the lock while the block runs (if *enabled*, we are root and our cgroup is
+    known). At most one warming runs in a process: a nested one does nothing."""
 
-    _state["running"] = True
-    _thread.start_new_thread(_loop, (path, str(os.getpid()).encode()))
+    _current: warming | None = None
 
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._stop: Any = None
+        self._done: Any = None
 
-def _loop(path: str, pid: bytes) -> None:
-    import time
+    def __enter__(self) -> warming:
+        if not self.enabled or warming._current is not None or os.geteuid() != 0:
+            return self
+        path = _own_procs_file()
+        if path is None:
+            return self
+        import _thread
 
-    # plain os calls only: the main thread may fork meanwhile, and the child must not
-    # inherit a lock this thread held; one open fd, so each round is one syscall (each
-    # takes and gives back the GIL, which the main thread needs)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    except OSError:
-        _state["running"] = False
-        return
-    try:
-        while _state["running"]:
-            os.write(fd, pid)
-            time.sleep(_INTERVAL)
-    except OSError:
-        _state["running"] = False
-    finally:
-        os.close(fd)
+        self._stop = _thread.allocate_lock()
+        self._stop.acquire()
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        try:
+            _thread.start_new_thread(_loop, (path, str(os.getpid()).encode(), self._stop,
+                                             self._done))
+        except BaseException:
+            self._stop = self._done = None
+            raise
+        warming._current = self
+        return self
+
+    def stop(self) -> None:
+        """End the warming; the thread finishes on its own (within one write)."""
+        if self._stop is not None and self._stop.locked():
+            self._stop.release()
+        if warming._current is self:
+            warming._current = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if self._done is not None:
+            self._done.acquire()  # the thread is gone
+            self._done = None
 
 
 def stop() -> None:
-    _state["running"] = False
+    """The process has been attached: end the warming in progress, if any (the block
+    that started it still waits for its thread)."""
+    if warming._current is not None:
+        warming._current.stop()
+
+
+def _loop(path: str, pid: bytes, stop: Any, done: Any) -> None:
+    # plain os calls and the two locks only: the main thread may fork meanwhile, and the
+    # child must not inherit a lock this thread held; one open fd, so each round is one
+    # syscall (each takes and gives back the GIL, which the main thread needs); the
+    # pause is a wait on the stop lock, so that stop() ends it at once
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        done.release()
+        return
+    try:
+        while True:
+            os.write(fd, pid)
+            if stop.acquire(timeout=_INTERVAL):
+                break
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+        done.release()

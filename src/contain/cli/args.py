@@ -100,9 +100,9 @@ def parse(argv: list[str], flags: tuple[Flag, ...], interspersed: bool = True,
             if flag.kind == "int":
                 try:
                     opts[flag.dest] = int(value, 0)
-                except ValueError:
+                except ValueError as exc:
                     raise UsageError(f"invalid value {value!r} for flag {name}: "
-                                     "expected an integer") from None
+                                     "expected an integer") from exc
             elif flag.kind == "list":
                 opts[flag.dest].append(value)
             else:

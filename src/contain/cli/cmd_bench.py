@@ -30,7 +30,7 @@ COMMANDS = {
                  help="directory for report.md, results.json and the PNG plots"),
             Flag("--only", default="",
                  help="comma-separated benchmarks: lifecycle, api_spawn, throughput, density, "
-                      "pauseresume, workload, syscall_overhead, cgroups, engines"),
+                      "pauseresume, workload, syscall_overhead, cgroups, engines, isolation"),
             Flag("--rounds", "int", default=0, help="rounds per benchmark (overrides the mode)"),
             Flag("--density", "int", default=0,
                  help="containers for the density benchmark (default 100, quick 4)"),
@@ -87,4 +87,4 @@ def bench(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
             progress=not opts["no_progress"],
         )
     except BenchError as exc:
-        raise ContainError(f"bench: {exc}") from None
+        raise ContainError(f"bench: {exc}") from exc

@@ -38,11 +38,17 @@ COMMANDS = {
                     "runsc-kvm, bwrap, podman, containerd); default: all"),
                Flag("--format", default="table", help="table, markdown, json or html"),
                Flag("--quick", "bool", help="skip start-up timing (and runsc-kvm unless "
-                                            "named)"),
+                                            "named); with --measure, small sizes"),
+               Flag("--measure", "bool", help="also measure interference, attack surface "
+                                              "and cost, and order the technologies"),
+               Flag("--weights", default="", help="with --measure: axis weights, e.g. "
+                    "isolation=3,startup=1 (surface, interference, containment, startup, "
+                    "overhead; isolation = the first three)"),
                Flag("--output,-o", default="", help="write to this file instead of stdout")),
         max_args=0,
         help="Run the same probe workload under every isolation technology installed and "
-             "print\nthe survey's Table 1 for them, every mark derived from measurements."),
+             "print\nthe survey's Table 1 for them, every mark derived from measurements;\n"
+             "with --measure, the isolation each achieves, measured, and an ordering."),
 }
 
 
@@ -130,7 +136,7 @@ def probe_text(f: dict[str, Any]) -> str:
 
 def cmd_classify(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
     from contain.inspect import render
-    from contain.inspect.classify import classify
+    from contain.measure.classify import classify
 
     fmt = opts["format"]
     if fmt not in render.FORMATS:
@@ -141,8 +147,20 @@ def cmd_classify(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
         sys.stderr.write(f"classify: {msg}\n")
         sys.stderr.flush()
 
-    doc = classify(names, quick=opts["quick"], progress=progress)
-    text = render.FORMATS[fmt](doc)
+    if opts["measure"]:
+        from contain.measure import report
+        from contain.measure.isolation import measure_isolation
+        from contain.measure.rank import parse_weights
+
+        weights = parse_weights(opts["weights"])
+        measured = measure_isolation(names, quick=opts["quick"], weights=weights,
+                                     progress=progress)
+        text = report.FORMATS[fmt](measured)
+    else:
+        if opts["weights"]:
+            raise UsageError("--weights goes with --measure")
+        doc = classify(names, quick=opts["quick"], progress=progress)
+        text = render.FORMATS[fmt](doc)
     if opts["output"]:
         with open(opts["output"], "w") as f:
             f.write(text)

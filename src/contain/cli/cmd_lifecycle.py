@@ -77,7 +77,7 @@ def cmd_spec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         with open(path, "w") as f:
             f.write(dumps(spec, indent=2) + "\n")
     except OSError as exc:
-        raise ContainError(f"{path}: {exc.strerror}") from None
+        raise ContainError(f"{path}: {exc.strerror}") from exc
     return 0
 
 
@@ -101,16 +101,16 @@ def _supervised(spec: Any) -> bool:
 def cmd_create(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
     from contain.cgroups import warm
 
-    warm.start()  # first: the cgroup-attach lock warms while we parse and import
-    from contain.container.lifecycle import create, load_bundle
+    with warm.warming():  # first: the cgroup-attach lock warms while we parse and import
+        from contain.container.lifecycle import create, load_bundle
 
-    bundle, spec = load_bundle(opts["bundle"] or os.getcwd())
-    if _supervised(spec):
-        from contain.sandbox.supervise.oci import create_supervised
+        bundle, spec = load_bundle(opts["bundle"] or os.getcwd())
+        if _supervised(spec):
+            from contain.sandbox.supervise.oci import create_supervised
 
-        create_supervised(ctx.root, args[0], bundle, spec, _create_options(ctx, opts))
-        return 0
-    create(ctx.root, args[0], bundle, _create_options(ctx, opts), spec=spec)
+            create_supervised(ctx.root, args[0], bundle, spec, _create_options(ctx, opts))
+            return 0
+        create(ctx.root, args[0], bundle, _create_options(ctx, opts), spec=spec)
     return 0
 
 
@@ -154,13 +154,22 @@ def cmd_delete(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
 
 def cmd_list(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
     from contain.container import store
+    from contain.errors import NotFound
 
     records = []
     for cid in store.list_ids(ctx.root):
         try:
             records.append(store.load(ctx.root, cid).oci_state())
-        except ContainError:
+        except NotFound:  # deleted meanwhile
             continue
+        except (ContainError, OSError, ValueError, KeyError, TypeError) as exc:
+            # one bad entry must not hide the others: say so and go on
+            from contain import log
+            from contain.cli.main import one_line
+
+            if not isinstance(exc, ContainError):
+                exc = ContainError(f"container {cid}: {type(exc).__name__}: {exc}")
+            log.warning(one_line(f"skipped: {exc}"))
     if opts["quiet"]:
         sys.stdout.write("".join(f"{r['id']}\n" for r in records))
         return 0
@@ -186,24 +195,24 @@ def cmd_list(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
 def cmd_run(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
     from contain.cgroups import warm
 
-    warm.start()  # first: the cgroup-attach lock warms while we parse and import
-    from contain.container.lifecycle import load_bundle
-    from contain.process.foreground import run_container
+    with warm.warming():  # first: the cgroup-attach lock warms while we parse and import
+        from contain.container.lifecycle import load_bundle
+        from contain.container.run import run_container
 
-    cid = args[0]
-    bundle, spec = load_bundle(opts["bundle"] or os.getcwd())
-    if _supervised(spec):
-        from contain.sandbox.supervise.oci import run_supervised
+        cid = args[0]
+        bundle, spec = load_bundle(opts["bundle"] or os.getcwd())
+        if _supervised(spec):
+            from contain.sandbox.supervise.oci import run_supervised
 
-        return run_supervised(ctx.root, cid, bundle, spec, _create_options(ctx, opts),
-                              detach=opts["detach"], keep=opts["keep"])
-    return run_container(ctx.root, cid, bundle, spec, _create_options(ctx, opts),
-                         detach=opts["detach"], keep=opts["keep"])
+            return run_supervised(ctx.root, cid, bundle, spec, _create_options(ctx, opts),
+                                  detach=opts["detach"], keep=opts["keep"])
+        return run_container(ctx.root, cid, bundle, spec, _create_options(ctx, opts),
+                             detach=opts["detach"], keep=opts["keep"], forward_signals=True)
 
 
 def cmd_features(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    from contain.container.features import features
     from contain.jsonio import dumps
-    from contain.spec.features import features
 
     sys.stdout.write(dumps(features(), indent=4) + "\n")
     return 0

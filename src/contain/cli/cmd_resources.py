@@ -90,8 +90,8 @@ def ram_in_bytes(text: str) -> int:
 def _uint(name: str, text: str) -> int:
     try:
         v = int(text, 10)
-    except ValueError:
-        raise UsageError(f"invalid value for {name}: {text!r} is not a number") from None
+    except ValueError as exc:
+        raise UsageError(f"invalid value for {name}: {text!r} is not a number") from exc
     if v < 0:
         raise UsageError(f"invalid value for {name}: {text!r} is negative")
     return v
@@ -100,8 +100,8 @@ def _uint(name: str, text: str) -> int:
 def _int(name: str, text: str) -> int:
     try:
         return int(text, 10)
-    except ValueError:
-        raise UsageError(f"invalid value for {name}: {text!r} is not a number") from None
+    except ValueError as exc:
+        raise UsageError(f"invalid value for {name}: {text!r} is not a number") from exc
 
 
 def _size(name: str, text: str) -> int:
@@ -109,9 +109,9 @@ def _size(name: str, text: str) -> int:
         return -1
     try:
         return ram_in_bytes(text)
-    except ValueError:
+    except ValueError as exc:
         raise UsageError(f"invalid value for {name}: {text!r} (a size such as 512M, 1G, or "
-                         "-1)") from None
+                         "-1)") from exc
 
 
 def parse_duration(text: str) -> float:
@@ -157,11 +157,11 @@ def _read_resources(source: str) -> dict[str, Any]:
             with open(source, "rb") as f:
                 data = f.read()
     except OSError as exc:
-        raise ContainError(f"cannot read resources {source}: {exc.strerror}") from None
+        raise ContainError(f"cannot read resources {source}: {exc.strerror}") from exc
     try:
         obj = loads(data)
     except (ValueError, SystemError) as exc:  # (the C scanner can raise SystemError)
-        raise ContainError(f"resources {source}: invalid JSON: {exc}") from None
+        raise ContainError(f"resources {source}: invalid JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise ContainError(f"resources {source}: expected a JSON object")
     return obj
@@ -247,9 +247,9 @@ def cmd_events(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
 
     try:
         interval = parse_duration(opts["interval"])
-    except ValueError:
+    except ValueError as exc:
         raise UsageError(f"invalid value {opts['interval']!r} for flag --interval: "
-                         "a duration such as 5s or 500ms") from None
+                         "a duration such as 5s or 500ms") from exc
     if interval <= 0:
         raise ContainError("duration interval must be greater than 0")
     cid = args[0]
@@ -305,8 +305,8 @@ def cmd_ps(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
     ps_args = rest or ["-ef"]
     try:
         proc = subprocess.run(["ps", *ps_args], capture_output=True, text=True)
-    except FileNotFoundError:
-        raise ContainError("ps: command not found") from None
+    except FileNotFoundError as exc:
+        raise ContainError("ps: command not found") from exc
     if proc.returncode != 0:
         raise ContainError(f"ps {' '.join(ps_args)}: exit status {proc.returncode}: "
                            f"{(proc.stdout + proc.stderr).strip()}")
@@ -323,8 +323,8 @@ def cmd_ps(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
             continue
         try:
             pid = int(fields[index])
-        except (ValueError, IndexError):
-            raise ContainError(f"unable to parse pid from ps output: {line!r}") from None
+        except (ValueError, IndexError) as exc:
+            raise ContainError(f"unable to parse pid from ps output: {line!r}") from exc
         if pid in wanted:
             out.append(line)
     sys.stdout.write("\n".join(out) + "\n")

@@ -47,13 +47,13 @@ def cmd_sandbox(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
     if opts["cpus"] is not None:
         try:
             cpus = float(opts["cpus"])
-        except ValueError:
-            raise ContainError(f"invalid --cpus {opts['cpus']!r}: a number of cores") from None
+        except ValueError as exc:
+            raise ContainError(f"invalid --cpus {opts['cpus']!r}: a number of cores") from exc
     code, _, _ = run_sandbox(
         args, root=ctx.root, terminal=opts["tty"], memory=opts["memory"], pids=opts["pids"],
         cpus=cpus, binds=opts["bind"], net=opts["net"], env=opts["env"], cwd=opts["cwd"],
         hostname=opts["hostname"], userns=opts["userns"], caps=opts["cap"],
-        seccomp=not opts["no_seccomp"], supervise=opts["supervise"],
+        seccomp=not opts["no_seccomp"], forward_signals=True, supervise=opts["supervise"],
         supervisor=opts["supervisor"], supervise_report=opts["supervise_report"],
         record=opts["record"], enforce=opts["enforce"])
     return code

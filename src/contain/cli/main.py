@@ -6,18 +6,14 @@ Each command lives in a ``contain.cli.cmd_*`` module that declares its flags in 
 
 from __future__ import annotations
 
-import os
 import sys
 
 from contain.cli.args import Command, Flag, UsageError, format_help, parse
-from contain.errors import ContainError
+from contain.errors import ContainError, message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-VERSION = "0.1.0"
-SPEC_VERSION = "1.2.0"
 
 # command name -> module under contain.cli (imported only when the command runs)
 REGISTRY: dict[str, str] = {
@@ -47,29 +43,31 @@ GLOBAL_FLAGS = (
 class Context:
     """What the global flags decide, handed to every command."""
 
-    __slots__ = ("root", "log", "log_format", "debug", "systemd_cgroup", "rootless")
+    __slots__ = ("_root", "log", "log_format", "debug", "systemd_cgroup", "rootless")
 
     def __init__(self, opts: dict[str, Any]) -> None:
-        self.root: str = opts["root"] or default_root()
+        self._root: str | None = opts["root"]
         self.log: str | None = opts["log"]
         self.log_format: str = opts["log_format"]
         self.debug: bool = opts["debug"]
         self.systemd_cgroup: bool = opts["systemd_cgroup"]
         self.rootless: str = opts["rootless"]
 
+    @property
+    def root(self) -> str:
+        """--root, or the state store's default (looked up only by the commands that
+        use a root, which import the store anyway)."""
+        if self._root is None:
+            from contain.container.store import default_root
 
-def default_root() -> str:
-    """/run/contain for root; $XDG_RUNTIME_DIR/contain for everybody else (as runc)."""
-    if os.geteuid() == 0:
-        return "/run/contain"
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return os.path.join(xdg, "contain")
-    return f"/tmp/contain-{os.geteuid()}"
+            self._root = default_root()
+        return self._root
 
 
 def version_text() -> str:
     """runc's shape: the version, then one "name: value" line per component."""
+    from contain.meta import SPEC_VERSION, VERSION
+
     try:
         from contain.linux.libseccomp import version
 
@@ -113,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         debug = gopts["debug"]
         if gopts["log_format"] not in ("text", "json"):
             raise UsageError(f"invalid log format {gopts['log_format']!r}: text or json")
+        if gopts["log"]:
+            _check_log(gopts["log"])
         log.configure(gopts["log"], gopts["log_format"], debug)
         if gopts["version"]:
             sys.stdout.write(version_text())
@@ -143,25 +143,37 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"{name}: too many arguments: {name} {cmd.usage}".rstrip())
         ctx = Context(gopts)
         return int(handler(ctx, opts, args) or 0)
-    except ContainError as exc:
-        log.error(str(exc))
-        return 1
-    except OSError as exc:
-        if debug:
-            raise
-        log.error(_os_message(exc))
-        return 1
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # a bug: one line for the user, the traceback with --debug
-        if debug:
+    except Exception as exc:  # one line for the user; with --debug, the traceback
+        if debug and not isinstance(exc, ContainError):
             raise
-        log.error(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)")
+        text = message(exc)
+        if not isinstance(exc, (ContainError, OSError)):  # a bug of ours
+            text += " (run with --debug for details)"
+        log.error(one_line(text))
         return 1
 
 
-def _os_message(exc: OSError) -> str:
-    text = exc.strerror or str(exc)
-    if exc.filename and str(exc.filename) not in text:
-        text = f"{exc.filename}: {text}"
+def _check_log(path: str) -> None:
+    """A --log file that cannot be opened fails the command (runc), instead of the
+    messages going to stderr where the engine does not look."""
+    import os
+
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    except OSError as exc:
+        raise ContainError(f"--log {path}: {exc.strerror}") from None
+
+
+MAX_ERROR = 1000  # characters of an error line (the values it quotes are cut at 200)
+
+
+def one_line(text: str) -> str:
+    """An error as one line of bounded length, whatever it quotes."""
+    if "\n" in text or "\r" in text:
+        text = " ".join(text.split())
+    if len(text) > MAX_ERROR:
+        text = f"{text[:MAX_ERROR]}... ({len(text)} characters)"
     return text
+

@@ -13,12 +13,15 @@ from contain.errors import ContainError, NotFound, WrongState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
 
+    from contain.cgroups import Manager
     from contain.container.store import ContainerRecord
 
 
-def start(root: str, cid: str) -> ContainerRecord:
-    """Release the init blocked on exec.fifo, then run the poststart hooks."""
+def start(root: str, cid: str, poststart: bool = True) -> ContainerRecord:
+    """Release the init blocked on exec.fifo, then run the poststart hooks (unless the
+    caller runs them itself)."""
     with store.Lock(store.container_dir(root, cid)):
         record = store.load(root, cid)
         status = record.status()
@@ -31,7 +34,8 @@ def start(root: str, cid: str) -> ContainerRecord:
         fifo = os.path.join(record.dir, store.FIFO_NAME)
         _release_fifo(fifo, record)
         os.unlink(fifo)
-    run_poststart(record)
+    if poststart:
+        run_poststart(record)
     return record
 
 
@@ -51,25 +55,44 @@ def run_poststart(record: ContainerRecord) -> None:
 
 
 def _release_fifo(fifo: str, record: ContainerRecord) -> None:
+    """Open exec.fifo for reading, which lets the init's blocked open for writing
+    return; the init writes one byte and execs. The byte is the proof it went on.
+
+    The pidfd is taken *before* the fifo is opened: from the open on, the process may
+    run, exit and be reaped (by an engine's shim) at any moment, after which its pid
+    cannot be opened -- that reported a container that had just run as "stopped". And
+    a pidfd that is ready does not mean the init died before starting: it may have
+    written its byte and exited between select()'s look at the fifo and its look at the
+    pidfd, so the fifo is read once more before saying so."""
     import select
 
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         pidfd = os.pidfd_open(record.pid)
-    except OSError:
-        os.close(fd)
-        raise WrongState("cannot start a container that has stopped") from None
+    except OSError as exc:
+        raise WrongState("cannot start a container that has stopped") from exc
     try:
-        while True:
-            ready, _, _ = select.select([fd, pidfd], [], [], 5.0)
-            if fd in ready:
-                data = os.read(fd, 1)
+        if not record.init_alive():  # the pid was reused before we held it
+            raise WrongState("cannot start a container that has stopped")
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            waiting = [fd, pidfd]
+            while True:
+                ready, _, _ = select.select(waiting, [], [], 5.0)
+                if not ready:
+                    continue
+                try:
+                    data = os.read(fd, 1)
+                except BlockingIOError:  # a writer is there, its byte is not yet
+                    data = b""
                 if data:
                     return
-            if pidfd in ready:
-                raise WrongState("cannot start a container that has stopped")
+                if pidfd in ready:
+                    raise WrongState("cannot start a container that has stopped")
+                if fd in ready:  # end of file: the init closed it without its byte;
+                    waiting = [pidfd]  # it is on its way out (the next look says so)
+        finally:
+            os.close(fd)
     finally:
-        os.close(fd)
         os.close(pidfd)
 
 
@@ -122,8 +145,8 @@ def signal_init(record: ContainerRecord, sig: int) -> None:
 
     try:
         pidfd = os.pidfd_open(record.pid)
-    except ProcessLookupError:
-        raise WrongState("container not running") from None
+    except ProcessLookupError as exc:
+        raise WrongState("container not running") from exc
     try:
         if not record.init_alive():
             raise WrongState("container not running")
@@ -137,7 +160,14 @@ def delete(root: str, cid: str, force: bool = False) -> None:
     if not os.path.isdir(path):
         raise NotFound("container does not exist")
     with store.Lock(path):
-        record = store.load(root, cid)
+        try:
+            record = store.load(root, cid)
+        except store.CorruptState as exc:
+            if not force:
+                raise ContainError(f"{exc} (`delete --force` removes what it can find)"
+                                   ) from None
+            _delete_corrupt(root, cid, exc)
+            return
         status = record.status()
         if status in ("running", "paused") and not force:
             raise WrongState(f"cannot delete container {cid} that is not stopped: {status}")
@@ -191,6 +221,63 @@ def _stop_supervisor(record: ContainerRecord) -> None:
             os.unlink(info["socket"])
         except OSError:
             pass
+
+
+def _delete_corrupt(root: str, cid: str, exc: store.CorruptState) -> None:
+    """delete --force of a container whose state.json cannot be read: kill what can be
+    found -- the init if what survived of the record still names it (pid and start time
+    agree), every process of its cgroup (from the record if its cgroup part is sound,
+    else recomputed as create would from the id and the bundle's config.json) -- and
+    remove the entry. The poststop hooks are not run: their config is not trusted."""
+    from contain import log
+
+    log.warning(f"{exc}: removing what can be found of it")
+    partial = exc.partial
+    pid, start = partial.get("pid"), partial.get("init_start")
+    if type(pid) is int and type(start) is int and pid > 0:
+        record = store.ContainerRecord(root, cid, {"pid": pid, "init_start": start})
+        if record.init_alive():
+            try:
+                signal_init(record, 9)
+            except WrongState:
+                pass
+            _wait_gone(record)
+    mgr = _recover_cgroup(cid, partial)
+    if mgr is not None:
+        try:
+            if mgr.exists():
+                mgr.destroy()
+        except (OSError, ContainError) as err:
+            log.warning(f"container {cid}: {err}")
+    store.remove_dir(store.container_dir(root, cid))
+
+
+def _recover_cgroup(cid: str, partial: dict[str, Any]) -> Manager | None:
+    from contain.cgroups import load_manager, new_manager
+
+    saved = partial.get("cgroup")
+    if isinstance(saved, dict) and store.check_shape(cid, {"id": cid, "pid": 0,
+                                                           "cgroup": saved}) is None:
+        return load_manager(saved)
+    cgroups_path = None
+    config = partial.get("config")
+    bundle = partial.get("bundle")
+    if not isinstance(config, dict) and isinstance(bundle, str) and bundle:
+        from contain.jsonio import loads
+
+        try:
+            with open(os.path.join(bundle, "config.json"), "rb") as f:
+                config = loads(f.read())
+        except (OSError, ValueError):
+            config = None
+    if isinstance(config, dict):
+        linux = config.get("linux")
+        if isinstance(linux, dict) and isinstance(linux.get("cgroupsPath"), str):
+            cgroups_path = linux["cgroupsPath"]
+    try:
+        return new_manager(cgroups_path, cid, rootless=os.geteuid() != 0)
+    except (OSError, ContainError):
+        return None
 
 
 def _wait_gone(record: ContainerRecord, timeout: float = 10.0) -> None:

@@ -97,7 +97,7 @@ def update(root: str, cid: str, resources: dict[str, Any] | Resources) -> dict[s
     try:
         return _update(root, cid, resources)
     except SpecError as exc:  # name the update, not config.json, as the source
-        raise SpecError(exc.path, exc.message, document="update") from None
+        raise SpecError(exc.path, exc.message, document="update") from exc
 
 
 def _update(root: str, cid: str, resources: dict[str, Any] | Resources) -> dict[str, Any]:

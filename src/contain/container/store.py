@@ -24,6 +24,17 @@ FIFO_NAME = "exec.fifo"
 MAX_ID_LEN = 1024
 
 
+def default_root() -> str:
+    """Where the state lives without --root: /run/contain for root,
+    $XDG_RUNTIME_DIR/contain for everybody else (as runc)."""
+    if os.geteuid() == 0:
+        return "/run/contain"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return os.path.join(xdg, "contain")
+    return f"/tmp/contain-{os.geteuid()}"
+
+
 def validate_id(cid: str) -> None:
     """Ids as runc accepts them: letters, digits and ``_+-.``, not starting with a dot."""
     if not cid:
@@ -56,16 +67,16 @@ class ContainerRecord:
     def __init__(self, root: str, cid: str, data: dict[str, Any]) -> None:
         self.root = root
         self.id = cid
-        self.pid: int = data.get("pid", 0)
-        self.bundle: str = data.get("bundle", "")
-        self.rootfs: str = data.get("rootfs", "")
-        self.created: str = data.get("created", "")
-        self.owner: str = data.get("owner", "")
-        self.init_start: int = data.get("init_start", 0)
-        self.config: dict[str, Any] = data.get("config", {})
+        self.pid: int = data.get("pid") or 0
+        self.bundle: str = data.get("bundle") or ""
+        self.rootfs: str = data.get("rootfs") or ""
+        self.created: str = data.get("created") or ""
+        self.owner: str = data.get("owner") or ""
+        self.init_start: int = data.get("init_start") or 0
+        self.config: dict[str, Any] = data.get("config") or {}
         self.cgroup: dict[str, Any] | None = data.get("cgroup")
-        self.annotations: dict[str, str] = data.get("annotations", {})
-        self.extra: dict[str, Any] = data.get("extra", {})
+        self.annotations: dict[str, str] = data.get("annotations") or {}
+        self.extra: dict[str, Any] = data.get("extra") or {}
 
     @property
     def dir(self) -> str:
@@ -136,20 +147,91 @@ class ContainerRecord:
         return Spec.decode(self.config)
 
 
+class CorruptState(ContainError):
+    """state.json cannot be read as a container record (truncated, not JSON, or JSON of
+    the wrong shape); *partial* is what could be parsed (a dict), for `delete --force`
+    to find the container's processes and cgroup with."""
+
+    def __init__(self, cid: str, why: str, partial: dict[str, Any] | None) -> None:
+        super().__init__(f"container {cid}: state.json is corrupt: {why}")
+        self.partial = partial or {}
+
+
+# what save() writes: key -> accepted types (bool is no integer here)
+_SHAPE: dict[str, tuple[type, ...]] = {
+    "id": (str,), "pid": (int,), "bundle": (str,), "rootfs": (str,), "created": (str,),
+    "owner": (str,), "init_start": (int,), "config": (dict,), "cgroup": (dict, type(None)),
+    "annotations": (dict,), "extra": (dict,),
+}
+_REQUIRED = ("id", "pid")
+
+
+def check_shape(cid: str, data: Any) -> str | None:
+    """Why *data* is not a record of container *cid*, or None if it is one."""
+    if not isinstance(data, dict):
+        return f"expected an object, got {type(data).__name__}"
+    for k in _REQUIRED:
+        if k not in data:
+            return f"{k} is missing"
+    for k, types in _SHAPE.items():
+        v = data.get(k)
+        if v is None and k != "cgroup" and k not in _REQUIRED:
+            continue
+        if not isinstance(v, types) or isinstance(v, bool):
+            return f"{k}: unexpected {type(v).__name__}"
+    if data["id"] != cid:
+        return "it names another container"
+    if data["pid"] < 0 or (data.get("init_start") or 0) < 0:
+        return "negative pid"
+    cgroup = data.get("cgroup")
+    if cgroup is not None:
+        paths = cgroup.get("paths")
+        if not isinstance(paths, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and v.startswith("/")
+                for k, v in paths.items()):
+            return "cgroup.paths: expected an object of absolute paths"
+        if not isinstance(cgroup.get("layout", ""), str):
+            return "cgroup.layout: expected a string"
+    return None
+
+
 def container_dir(root: str, cid: str) -> str:
     validate_id(cid)
     return os.path.join(root, cid)
 
 
-def claim(root: str, cid: str) -> str:
-    """Create the container's directory; the mkdir is the lock against a second create."""
-    path = container_dir(root, cid)
+def claim(record: ContainerRecord) -> Lock:
+    """Publish the container's directory, already locked and holding *record* (the
+    provisional state.json), and return the held lock.
+
+    The directory is made, locked and filled under a temporary dot-name (which `list`
+    and every id lookup ignore) and renamed into place with RENAME_NOREPLACE, so that
+    no other command ever sees it unlocked or empty: a `delete` that came between a
+    plain mkdir and its flock removed it under the create. The rename is the claim:
+    exactly one concurrent create of an id wins."""
+    root, cid = record.root, record.id
+    final = container_dir(root, cid)
     os.makedirs(root, mode=0o711, exist_ok=True)
+    if os.path.lexists(final):
+        raise AlreadyExists(f"container with id exists: {cid}")
+    tmp = os.path.join(root, f".new-{os.getpid()}-{os.urandom(4).hex()}")
+    os.mkdir(tmp, 0o711)
+    lock = Lock(tmp)
     try:
-        os.mkdir(path, 0o711)
-    except FileExistsError:
-        raise AlreadyExists(f"container with id exists: {cid}") from None
-    return path
+        lock.__enter__()
+        save(record, tmp)
+        from contain.linux.syscalls import rename_noreplace
+
+        try:
+            rename_noreplace(tmp, final)
+        except FileExistsError as exc:
+            raise AlreadyExists(f"container with id exists: {cid}") from exc
+    except BaseException:
+        remove_dir(tmp)
+        lock.__exit__()
+        raise
+    lock.path = final
+    return lock
 
 
 def load(root: str, cid: str) -> ContainerRecord:
@@ -159,16 +241,19 @@ def load(root: str, cid: str) -> ContainerRecord:
     try:
         with open(os.path.join(path, STATE_FILE), "rb") as f:
             data = loads(f.read())
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         if os.path.isdir(path):
             return ContainerRecord(root, cid, {})  # still being created (or a create died)
-        raise NotFound("container does not exist") from None
-    except ValueError as exc:
-        raise ContainError(f"container {cid}: state.json is corrupt: {exc}") from None
+        raise NotFound("container does not exist") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptState(cid, str(exc), None) from exc
+    why = check_shape(cid, data)
+    if why is not None:
+        raise CorruptState(cid, why, data if isinstance(data, dict) else None)
     return ContainerRecord(root, cid, data)
 
 
-def save(record: ContainerRecord) -> None:
+def save(record: ContainerRecord, directory: str | None = None) -> None:
     """Write state.json atomically: a temporary file renamed over the old one, so a
     reader sees the old or the new record, never half of one.
 
@@ -176,7 +261,7 @@ def save(record: ContainerRecord) -> None:
     does not sync its state file either); on a disk-backed /run it cost 1-2 ms a create."""
     from contain.jsonio import dumps
 
-    final = os.path.join(record.dir, STATE_FILE)
+    final = os.path.join(directory or record.dir, STATE_FILE)
     tmp = final + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
@@ -208,13 +293,15 @@ class Lock:
 
         try:
             self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise NotFound("container does not exist") from None
+        except FileNotFoundError as exc:
+            raise NotFound("container does not exist") from exc
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def remove_dir(path: str) -> None:

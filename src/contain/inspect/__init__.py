@@ -11,8 +11,13 @@ Modules (each imported only by the command that needs it):
 - :mod:`contain.inspect.classes`  -- Table 1 marks, the class and its evidence
 - :mod:`contain.inspect.taxonomy` -- the taxonomy tree (survey Figure 10) and its rendering
 - :mod:`contain.inspect.probe`    -- the POSIX sh probe script and its parser
-- :mod:`contain.inspect.runners`  -- run the probe under each installed technology
+- :mod:`contain.inspect.interception` -- filtering or interception: who decides the calls
+- :mod:`contain.inspect.virt`     -- whether the machine itself is a virtual machine
+- :mod:`contain.inspect.survey`   -- the survey's own Table 1 rows, for comparison
 - :mod:`contain.inspect.render`   -- table, markdown, json and html output
+
+The drivers of other runtimes and the classifier (``contain classify``) live apart, in
+:mod:`contain.measure`.
 
 Nothing in the runtime's lifecycle commands imports this package.
 """

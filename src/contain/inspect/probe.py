@@ -139,6 +139,41 @@ t swapoff swapoff /nonexistent-contain-probe
 t kill_init kill -0 1
 [ -n "$hn" ] && t sethostname hostname "$hn"
 [ -n "$d" ] && rmdir "$d" 2>&-
+# kernel interfaces within reach: "k iface.NAME WRITABLE TOTAL" (files the process may
+# open for writing by their mode and mounts: access(2), which does not open them)
+ifc() {
+  w=0; n=0
+  if have find; then
+    for f in $(find "$2" -maxdepth "$3" -type f 2>&-); do
+      n=$((n+1)); [ -w "$f" ] && w=$((w+1))
+    done
+  fi
+  echo "k iface.$1 $w $n"
+}
+ifc procsys /proc/sys 6
+ifc sysfs_kernel /sys/kernel 3
+ifc sysfs_cgroup /sys/fs/cgroup 3
+w=0; n=0
+for f in /proc/sysrq-trigger /proc/kcore /proc/kmsg /proc/timer_list /proc/keys \
+    /sys/firmware /proc/acpi /proc/scsi; do
+  [ -e "$f" ] || continue
+  n=$((n+1))
+  # masked paths are /dev/null (a character device) or an empty read-only directory
+  if [ -f "$f" ] && { [ -r "$f" ] || [ -w "$f" ]; }; then w=$((w+1))
+  elif [ -d "$f" ] && [ -n "$(ls -A "$f" 2>&-)" ]; then w=$((w+1))
+  fi
+done
+echo "k iface.sensitive $w $n"
+# device nodes: how many, and how many open for reading (the device cgroup decides at open)
+w=0; n=0
+for f in /dev/* /dev/*/*; do
+  if [ -c "$f" ] || [ -b "$f" ]; then
+    n=$((n+1))
+    case "$f" in /dev/tty*|/dev/console|/dev/ptmx|/dev/pts/*) continue ;; esac
+    ( : < "$f" ) 2>&- && w=$((w+1))
+  fi
+done
+echo "k iface.devices $w $n"
 echo "#contain-probe-end"
 """
 
@@ -259,8 +294,16 @@ def _facts(values: dict[str, str], files: dict[str, list[str]],
     tried = {k: v for k, v in calls.items() if v["verdict"] != "absent"}
     reachable = [k for k, v in tried.items() if v["verdict"] != "denied"]
     version = (files.get("version") or [""])[0]
+    interfaces = {}
+    for key, value in values.items():
+        if key.startswith("iface."):
+            parts = value.split()
+            if len(parts) == 2 and all(p.isdigit() for p in parts):
+                interfaces[key[len("iface."):]] = {"reachable": int(parts[0]),
+                                                   "total": int(parts[1])}
     return {
         "format": FORMAT,
+        "interfaces": interfaces,
         "kernel": {"release": (files.get("osrelease") or [""])[0], "version": version},
         "hostname": values.get("hostname"),
         "pid1_comm": values.get("pid1.comm"),

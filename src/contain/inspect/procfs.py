@@ -194,9 +194,11 @@ def reference() -> dict[str, Any]:
         return _REFERENCE
     ref: dict[str, Any] | None = None
     notes = []
+    # the kinds this kernel has (no time namespace before 5.6 or without CONFIG_TIME_NS)
+    kinds = [k for k in NS_KINDS if os.path.lexists(f"/proc/self/ns/{k}")]
     for pid in (1, 2):
         try:
-            ns = {k: os.readlink(f"/proc/{pid}/ns/{k}") for k in NS_KINDS}
+            ns = {k: os.readlink(f"/proc/{pid}/ns/{k}") for k in kinds}
             st = os.stat(f"/proc/{pid}/root")
         except OSError as exc:
             notes.append(f"pid {pid}: {exc.strerror}")
@@ -207,7 +209,7 @@ def reference() -> dict[str, Any]:
     if ref is None:  # fall back to ourselves
         st = os.stat("/")
         ref = {"pid": os.getpid(),
-               "ns": {k: _ns_inode(os.readlink(f"/proc/self/ns/{k}")) for k in NS_KINDS},
+               "ns": {k: _ns_inode(os.readlink(f"/proc/self/ns/{k}")) for k in kinds},
                "root": [st.st_dev, st.st_ino]}
     ref["notes"] = notes
     _REFERENCE = ref
@@ -610,7 +612,8 @@ def _kvm_fds(proc: _Proc) -> int:
     return n
 
 
-def inspect_pid(pid: int, *, descendants: bool = False) -> dict[str, Any]:
+def inspect_pid(pid: int, *, descendants: bool = False, surface: bool = False
+                ) -> dict[str, Any]:
     """All facts about process *pid* (the ``--json`` document of ``contain inspect``).
 
     Raises ProcessGone / AccessDenied (both ContainError) with a one-line message."""
@@ -622,7 +625,7 @@ def inspect_pid(pid: int, *, descendants: bool = False) -> dict[str, Any]:
         start, state = proc.start_state()
         if state in ("Z", "X"):
             raise ProcessGone(f"process {pid} has exited (zombie)")
-        facts = _collect(proc, ref)
+        facts = _collect(proc, ref, surface)
         facts["start_time"] = start
         end_start, end_state = proc.start_state()
         if end_start != start or end_state in ("Z", "X"):
@@ -631,13 +634,17 @@ def inspect_pid(pid: int, *, descendants: bool = False) -> dict[str, Any]:
         proc.close()
     if descendants:
         facts["descendants"] = descendant_summary(pid)
+    from contain.inspect import virt
+
+    # context for every process here, apart from the process's own class
+    facts["machine"] = virt.detect()
     from contain.inspect.classes import classify_facts
 
     facts["class"] = classify_facts(facts)
     return facts
 
 
-def _collect(proc: _Proc, ref: dict[str, Any]) -> dict[str, Any]:
+def _collect(proc: _Proc, ref: dict[str, Any], surface: bool = False) -> dict[str, Any]:
     status = parse_status(proc.read("status") or "")
     namespaces: dict[str, Any] = {}
     for kind in NS_KINDS:
@@ -647,8 +654,9 @@ def _collect(proc: _Proc, ref: dict[str, Any]) -> dict[str, Any]:
                                 "private": None}
             continue
         inode = _ns_inode(link)
-        namespaces[kind] = {"inode": inode, "host_inode": ref["ns"][kind],
-                            "private": inode != ref["ns"][kind]}
+        host = ref["ns"].get(kind)
+        namespaces[kind] = {"inode": inode, "host_inode": host,
+                            "private": None if host is None else inode != host}
     namespaces["user"]["uid_map"] = parse_idmap(proc.read("uid_map", optional=True))
     namespaces["user"]["gid_map"] = parse_idmap(proc.read("gid_map", optional=True))
     namespaces["pid"]["nspid"] = [int(x) for x in status.get("NSpid", "").split()]
@@ -677,6 +685,12 @@ def _collect(proc: _Proc, ref: dict[str, Any]) -> dict[str, Any]:
     seccomp = {"mode": mode, "mode_name": {0: "disabled", 1: "strict", 2: "filter"}.get(mode, "?"),
                "filters": int(status.get("Seccomp_filters", "0") or 0),
                "no_new_privs": status.get("NoNewPrivs") == "1", "profile": None}
+    from contain.inspect.interception import kind_of, seccomp_interception
+
+    n_filters = int(status.get("Seccomp_filters", "0") or 0) if mode == 2 else 0
+    interception = seccomp_interception(proc.pid, n_filters, tracer, surface)
+    seccomp["interception"] = interception
+    seccomp["kind"], seccomp["kind_evidence"] = kind_of(interception, n_filters)
     cg_text = proc.read("cgroup") or ""
     cmdline = (proc.read("cmdline", optional=True) or "").split("\x00")
     facts: dict[str, Any] = {

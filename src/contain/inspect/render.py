@@ -31,6 +31,7 @@ def inspect_text(facts: dict[str, Any]) -> str:
     ref = facts["reference"]
     L.append(f"compared with pid {ref['pid']} (the initial namespaces)"
              + (f"; {'; '.join(ref['notes'])}" if ref["notes"] else ""))
+    L += _machine_lines(facts)
     L.append("")
     L.append("namespaces:")
     for kind, ns in facts["namespaces"].items():
@@ -75,6 +76,8 @@ def inspect_text(facts: dict[str, Any]) -> str:
     L.append(f"seccomp: {sc['mode_name']}, {sc['filters']} filter(s); no_new_privs "
              f"{_yes(sc['no_new_privs'])}" + (
                  f"; profile: {sc['profile']}" if sc.get("profile") else ""))
+    if sc.get("kind_evidence") and sc.get("filters"):
+        L.append(f"  {sc['kind']}: {sc['kind_evidence']}")
     tr = facts.get("tracer")
     L.append("tracer: " + (f"pid {tr['pid']} ({tr['comm']})" if tr else "none"))
     lsm = facts["lsm"]
@@ -139,9 +142,13 @@ def table_text(doc: dict[str, Any]) -> str:
     out.append("")
     out.append("x realised, blank measured absent, ? not measurable here. "
                f"Host kernel {doc['host']['kernel']['release']}"
-               + (" (itself a virtual machine)" if doc["host"]["virtualised"] else "") + ".")
+               + (f" (itself {_machine_text(doc)})" if doc["host"]["virtualised"] else "")
+               + ".")
     out.append(_footnotes(doc))
-    return "\n".join(out) + "\n"
+    from contain.inspect.survey import comparison_text
+
+    out.append(comparison_text(doc))
+    return "\n".join(out).rstrip("\n") + "\n"
 
 
 def _footnotes(doc: dict[str, Any]) -> str:
@@ -164,6 +171,11 @@ def table_markdown(doc: dict[str, Any]) -> str:
     notes = _footnotes(doc)
     if notes:
         out += ["", notes]
+    from contain.inspect.survey import comparison_text
+
+    compared = comparison_text(doc)
+    if compared:
+        out += ["", compared.replace("\n  ", "\n- ").replace("\n    ", "\n    - ")]
     return "\n".join(out) + "\n"
 
 
@@ -221,6 +233,8 @@ x realised, blank measured absent, ? not measurable here.</p>
 <tbody>
 {chr(10).join(rows_html)}
 </tbody></table>
+<h2>The survey's Table 1 beside the measurements</h2>
+<pre>{_esc(_comparison(doc))}</pre>
 <h2>Taxonomy (survey Figure 10) with the technologies realising each option</h2>
 {tree}
 </body></html>
@@ -244,3 +258,23 @@ def _tree_html(doc: dict[str, Any]) -> str:
 
 FORMATS = {"table": table_text, "markdown": table_markdown, "json": table_json,
            "html": table_html}
+
+
+def _machine_text(doc: dict[str, Any]) -> str:
+    machine = doc["host"].get("machine") or {}
+    name = machine.get("hypervisor")
+    return f"a virtual machine on {name}" if name else "a virtual machine"
+
+
+def _comparison(doc: dict[str, Any]) -> str:
+    from contain.inspect.survey import comparison_text
+
+    return comparison_text(doc) or "(no measured technology corresponds to a survey row)"
+
+
+def _machine_lines(facts: dict[str, Any]) -> list[str]:
+    if not facts.get("machine"):
+        return []
+    from contain.inspect.virt import summary
+
+    return [f"machine: {summary(facts['machine'])} (context, not the process's class)"]

@@ -8,12 +8,12 @@ BPF_CGROUP_DEVICE, BPF_PROG_QUERY and BPF_PROG_GET_FD_BY_ID. Programs are given 
 
 from __future__ import annotations
 
-import os
+import errno
 import struct
 
 from contain.linux import native as ctypes
 from contain.linux.native import function
-from contain.linux.syscalls import NR
+from contain.linux.syscalls import NR, syscall_error
 
 # commands
 BPF_PROG_LOAD = 5
@@ -109,8 +109,7 @@ def _bpf(cmd: int, attr: ctypes.Structure, name: str) -> int:
     ret = _syscall(ctypes.c_long(NR["bpf"]), ctypes.c_int(cmd), ctypes.byref(attr),
                    ctypes.c_uint(ctypes.sizeof(attr)))
     if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"bpf({name}): {os.strerror(err)}")
+        raise syscall_error(ctypes.get_errno(), f"bpf({name})")
     return int(ret)
 
 
@@ -129,7 +128,7 @@ def prog_load(prog_type: int, program: bytes, license: str = "Apache",
     try:
         return _bpf(BPF_PROG_LOAD, attr, "BPF_PROG_LOAD")
     except OSError as exc:
-        if exc.errno != 13 and exc.errno != 22:  # EACCES/EINVAL: ask the verifier why
+        if exc.errno not in (errno.EACCES, errno.EINVAL):  # ask the verifier why
             raise
     log = ctypes.create_string_buffer(65536)
     attr.log_level = 1
@@ -140,8 +139,7 @@ def prog_load(prog_type: int, program: bytes, license: str = "Apache",
     except OSError as exc:
         text = log.value.decode(errors="replace").strip().splitlines()
         detail = "; ".join(text[-3:]) if text else ""
-        raise OSError(exc.errno, f"{exc.strerror}: {detail}" if detail else exc.strerror) \
-            from None
+        raise syscall_error(exc.errno, "bpf(BPF_PROG_LOAD)", detail=detail or None) from exc
 
 
 def prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int = 0) -> None:
@@ -165,7 +163,7 @@ def prog_query(target_fd: int, attach_type: int) -> list[int]:
         try:
             _bpf(BPF_PROG_QUERY, attr, "BPF_PROG_QUERY")
         except OSError as exc:
-            if exc.errno == 28 and cap < 4096:  # ENOSPC: more programs than room
+            if exc.errno == errno.ENOSPC and cap < 4096:  # more programs than room
                 cap *= 4
                 continue
             raise

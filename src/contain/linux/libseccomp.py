@@ -13,7 +13,10 @@ the library returned and the name of the call; a missing library raises
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+
+from contain.linux.syscalls import SyscallError, syscall_error
 
 # seccomp.h: enum scmp_filter_attr
 FLTATR_ACT_DEFAULT = 1
@@ -62,11 +65,11 @@ AUDIT_ARCH_X86_64 = 0xC000003E
 LIBRARY = "libseccomp.so.2"
 
 
-class LibseccompError(OSError):
-    """A libseccomp call failed; ``errno`` is set, the message names the call."""
+# a libseccomp call failed: errno is set, the message names the call (linux/'s one error)
+LibseccompError = SyscallError
 
 
-class LibseccompMissing(LibseccompError):
+class LibseccompMissing(SyscallError):
     """libseccomp.so.2 cannot be loaded."""
 
 
@@ -92,8 +95,9 @@ def _load() -> ctypes.CDLL:
         lib = ctypes.CDLL(LIBRARY, use_errno=True)
     except OSError as e:
         raise LibseccompMissing(
-            2, f"seccomp: cannot load {LIBRARY} ({e}); install libseccomp "
-            "(Debian/Ubuntu: libseccomp2, Fedora: libseccomp) to use linux.seccomp") from None
+            errno.ENOENT, "seccomp: cannot load", LIBRARY,
+            f"{e}; install libseccomp (Debian/Ubuntu: libseccomp2, Fedora: libseccomp) "
+            "to use linux.seccomp") from e
     vp = ctypes.c_void_p
     u32 = ctypes.c_uint32
     cint = ctypes.c_int
@@ -134,8 +138,7 @@ def available() -> bool:
 
 def _check(ret: int, call: str) -> int:
     if ret < 0:
-        err = -ret
-        raise LibseccompError(err, f"{call}: {os.strerror(err)}")
+        raise syscall_error(-ret, call)
     return ret
 
 

@@ -8,11 +8,12 @@ serve seccomp agents and supervisors: they are plain ioctls on the listener fd.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 
 from contain.linux import native as ctypes
-from contain.linux.syscalls import syscall
+from contain.linux.syscalls import syscall, syscall_error
 
 SECCOMP_SET_MODE_STRICT = 0
 SECCOMP_SET_MODE_FILTER = 1
@@ -78,7 +79,7 @@ def set_filter(program: bytes, flags: int = 0) -> int | None:
     The caller must have no_new_privs set or CAP_SYS_ADMIN in its user namespace."""
     n = len(program) // SOCK_FILTER_SIZE
     if n == 0 or n > 0xFFFF or len(program) % SOCK_FILTER_SIZE:
-        raise OSError(22, f"seccomp: invalid BPF program of {len(program)} bytes")
+        raise syscall_error(errno.EINVAL, "seccomp", f"a BPF program of {len(program)} bytes")
     buf = ctypes.create_string_buffer(program, len(program))
     prog = _SockFprog(n, ctypes.addressof(buf))
     ret = syscall("seccomp", ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags),
@@ -105,7 +106,7 @@ def flag_supported(flag: int) -> bool:
     try:
         syscall("seccomp", ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flag), None)
     except OSError as e:
-        return e.errno == 14  # EFAULT
+        return e.errno == errno.EFAULT
     return True  # not reached: a NULL program is never accepted
 
 
@@ -141,7 +142,7 @@ def _ioctl(fd: int, request: int, buf: bytearray, what: str) -> None:
     try:
         fcntl.ioctl(fd, request, buf, True)
     except OSError as e:
-        raise OSError(e.errno, f"ioctl({what}): {e.strerror}") from None
+        raise syscall_error(e.errno or errno.EIO, f"ioctl({what})", f"fd {fd}") from e
 
 
 def notif_recv(listener_fd: int) -> Notification:
@@ -168,7 +169,7 @@ def notif_id_valid(listener_fd: int, notif_id: int) -> bool:
     try:
         _ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_ID_VALID, buf, "SECCOMP_IOCTL_NOTIF_ID_VALID")
     except OSError as e:
-        if e.errno == 2:  # ENOENT
+        if e.errno == errno.ENOENT:
             return False
         raise
     return True
@@ -183,7 +184,8 @@ def notif_addfd(listener_fd: int, notif_id: int, srcfd: int, newfd: int = 0, fla
     try:
         return int(fcntl.ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_ADDFD, buf, True))
     except OSError as e:
-        raise OSError(e.errno, f"ioctl(SECCOMP_IOCTL_NOTIF_ADDFD): {e.strerror}") from None
+        raise syscall_error(e.errno or errno.EIO, "ioctl(SECCOMP_IOCTL_NOTIF_ADDFD)",
+                            f"fd {listener_fd}") from e
 
 
 _NR_PIDFD_GETFD = 438  # the same number on every architecture (added after the unification)
@@ -199,8 +201,7 @@ def pidfd_getfd(pidfd: int, targetfd: int) -> int:
     ret = libc.syscall(ctypes.c_long(_NR_PIDFD_GETFD), ctypes.c_int(pidfd),
                        ctypes.c_int(targetfd), ctypes.c_uint(0))
     if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"pidfd_getfd: {os.strerror(err)}")
+        raise syscall_error(ctypes.get_errno(), "pidfd_getfd", f"fd {targetfd}")
     return int(ret)
 
 
@@ -208,33 +209,82 @@ _PTRACE_SEIZE = 0x4206
 _PTRACE_INTERRUPT = 0x4207
 _PTRACE_DETACH = 17
 _PTRACE_SECCOMP_GET_FILTER = 0x420C
+_PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG = 0x4211  # Linux 6.4+
 _WALL = 0x40000000
+_SUD_CONFIG = struct.Struct("=QQQQ")  # struct ptrace_sud_config: mode, selector, offset, len
+
+
+class StoppedProcess:
+    """A process held in a ptrace group-stop for a few reads (PTRACE_SEIZE, then
+    PTRACE_INTERRUPT; detached, and so resumed, on exit). Needs ptrace access to it
+    (CAP_SYS_PTRACE) and fails with EPERM when another tracer has it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._ptrace = ctypes.function("ptrace", ctypes.c_long, None,
+                                       (ctypes.c_long, ctypes.c_int, ctypes.c_void_p,
+                                        ctypes.c_void_p))
+
+    def call(self, req: int, addr: int | None, data: int | None, what: str) -> int:
+        ret = self._ptrace(req, self.pid, addr, data)
+        if ret < 0:
+            raise syscall_error(ctypes.get_errno(), f"ptrace({what})", f"of {self.pid}")
+        return int(ret)
+
+    def __enter__(self) -> StoppedProcess:
+        self.call(_PTRACE_SEIZE, None, None, "PTRACE_SEIZE")
+        try:
+            self.call(_PTRACE_INTERRUPT, None, None, "PTRACE_INTERRUPT")
+            os.waitpid(self.pid, _WALL)
+        except BaseException:
+            self._ptrace(_PTRACE_DETACH, self.pid, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._ptrace(_PTRACE_DETACH, self.pid, None, None)
+
+    def seccomp_filter(self, index: int) -> bytes:
+        """The classic-BPF program of filter *index* (0: the newest); needs
+        CAP_SYS_ADMIN."""
+        n = self.call(_PTRACE_SECCOMP_GET_FILTER, index, None, "PTRACE_SECCOMP_GET_FILTER")
+        buf = ctypes.create_string_buffer(n * SOCK_FILTER_SIZE)
+        self.call(_PTRACE_SECCOMP_GET_FILTER, index, ctypes.addressof(buf),
+                  "PTRACE_SECCOMP_GET_FILTER")
+        return bytes(buf.raw)
+
+    def syscall_user_dispatch(self) -> dict[str, int]:
+        """The thread's Syscall User Dispatch setting (mode 0: off, 1: on; the selector
+        address and the allowed code range)."""
+        buf = ctypes.create_string_buffer(_SUD_CONFIG.size)
+        self.call(_PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG, _SUD_CONFIG.size,
+                  ctypes.addressof(buf), "PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG")
+        mode, selector, offset, length = _SUD_CONFIG.unpack(bytes(buf.raw))
+        return {"mode": mode, "selector": selector, "offset": offset, "len": length}
 
 
 def read_filter(pid: int, index: int = 0) -> bytes:
     """The classic-BPF program of seccomp filter *index* (0: the newest) of process *pid*,
     read with PTRACE_SECCOMP_GET_FILTER (needs CAP_SYS_ADMIN and ptrace access). The
     process is stopped for the moment of the read and resumed."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    ptrace = libc.ptrace
-    ptrace.restype = ctypes.c_long
-    ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    with StoppedProcess(pid) as stopped:
+        return stopped.seccomp_filter(index)
 
-    def call(req: int, addr: int | None, data: object, what: str) -> int:
-        ret = ptrace(req, pid, addr, data)
-        if ret < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"ptrace({what}) of {pid}: {os.strerror(err)}")
-        return int(ret)
 
-    call(_PTRACE_SEIZE, None, None, "PTRACE_SEIZE")
-    try:
-        call(_PTRACE_INTERRUPT, None, None, "PTRACE_INTERRUPT")
-        os.waitpid(pid, _WALL)
-        n = call(_PTRACE_SECCOMP_GET_FILTER, index, None, "PTRACE_SECCOMP_GET_FILTER")
-        buf = ctypes.create_string_buffer(n * SOCK_FILTER_SIZE)
-        call(_PTRACE_SECCOMP_GET_FILTER, index, ctypes.addressof(buf),
-             "PTRACE_SECCOMP_GET_FILTER")
-        return buf.raw
-    finally:
-        ptrace(_PTRACE_DETACH, pid, None, None)
+RET_ACTIONS = {SECCOMP_RET_KILL_PROCESS: "kill_process", SECCOMP_RET_KILL_THREAD: "kill_thread",
+               SECCOMP_RET_TRAP: "trap", SECCOMP_RET_ERRNO: "errno",
+               SECCOMP_RET_USER_NOTIF: "notify", SECCOMP_RET_TRACE: "trace",
+               SECCOMP_RET_LOG: "log", SECCOMP_RET_ALLOW: "allow"}
+
+
+def filter_actions(program: bytes) -> set[str]:
+    """The actions a classic-BPF seccomp program can return (its constant RET
+    instructions; a RET of the accumulator is reported as "computed")."""
+    out: set[str] = set()
+    for i in range(0, len(program) - SOCK_FILTER_SIZE + 1, SOCK_FILTER_SIZE):
+        code, _jt, _jf, k = struct.unpack_from("=HBBI", program, i)
+        if code == 0x06:  # BPF_RET | BPF_K
+            out.add(RET_ACTIONS.get(k & 0xFFFF0000, f"0x{k & 0xFFFF0000:08x}"))
+        elif code == 0x16:  # BPF_RET | BPF_A
+            out.add("computed")
+    return out

@@ -1,8 +1,9 @@
 """Thin typed wrappers over the system calls that :mod:`os` lacks.
 
-Built on :mod:`contain.linux.native` (a lean subset of ctypes). Every wrapper raises
-:class:`OSError` carrying errno and the syscall's name, so that callers above can
-turn a failure into a one-line message naming what failed.
+Built on :mod:`contain.linux.native` (a lean subset of ctypes). Every failure in linux/
+raises :class:`SyscallError`, the one OSError of this layer: errno, the syscall's name
+and its target, so that callers above can turn it into a one-line message naming what
+failed (and still catch it as the usual FileNotFoundError, PermissionError, ...).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _NR: dict[str, dict[str, int]] = {
         "pidfd_send_signal": 424, "bpf": 321, "seccomp": 317, "personality": 135,
         "landlock_create_ruleset": 444, "landlock_add_rule": 445,
         "landlock_restrict_self": 446, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+        "sched_setattr": 314,
     },
     "aarch64": {
         "pivot_root": 41, "setns": 268, "unshare": 97, "openat2": 437,
@@ -33,11 +35,73 @@ _NR: dict[str, dict[str, int]] = {
         "pidfd_send_signal": 424, "bpf": 280, "seccomp": 277, "personality": 92,
         "landlock_create_ruleset": 444, "landlock_add_rule": 445,
         "landlock_restrict_self": 446, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+        "sched_setattr": 274,
     },
 }
-NR = _NR.get(_ARCH, _NR["x86_64"])
+
+
+class SyscallNumbers(dict[str, int]):
+    """The syscall numbers of one machine. A name it has no number for (every name, on a
+    machine without a table) fails loudly: another architecture's numbers would call
+    other syscalls with these arguments."""
+
+    def __init__(self, machine: str) -> None:
+        super().__init__(_NR.get(machine, {}))
+        self.machine = machine
+
+    def __missing__(self, name: str) -> int:
+        from contain.errors import ContainError
+
+        if self:
+            raise ContainError(f"no syscall number for {name} on {self.machine}")
+        raise ContainError(f"{name}: contain has no syscall numbers for this machine "
+                           f"({self.machine}; known: {', '.join(_NR)})")
+
+
+NR = SyscallNumbers(_ARCH)
 
 _syscall = function("syscall", ctypes.c_long)
+
+
+class SyscallError(OSError):
+    """A system call (or a library call of linux/) failed.
+
+    ``errno`` is OSError's, and an instance is also of that errno's OSError subclass
+    (see :func:`syscall_error`); ``syscall`` names the call, ``target`` what it acted on
+    (a path, "source on target", a pid; None if nothing in particular), ``detail`` what
+    the kernel added (a verifier log). ``strerror`` reads "syscall target: reason[:
+    detail]", the text that messages above quote."""
+
+    def __init__(self, err: int, syscall: str, target: str | None = None,
+                 detail: str | None = None) -> None:
+        reason = os.strerror(err)
+        text = f"{syscall} {target}: {reason}" if target else f"{syscall}: {reason}"
+        super().__init__(err, f"{text}: {detail}" if detail else text)
+        self.syscall = syscall
+        self.target = target
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return syscall_error, (self.errno, self.syscall, self.target, self.detail)
+
+
+_KINDS: dict[type[OSError], type[SyscallError]] = {}
+
+
+def syscall_error(err: int, syscall: str, target: object = None,
+                  detail: str | None = None) -> SyscallError:
+    """A :class:`SyscallError` that is also the OSError subclass Python gives *err*
+    (ENOENT: FileNotFoundError, EPERM: PermissionError, ...)."""
+    kind = type(OSError(err, ""))
+    cls = _KINDS.get(kind)
+    if cls is None:
+        cls = SyscallError if kind is OSError else type(
+            "SyscallError", (SyscallError, kind), {"__module__": __name__,
+                                                  "__qualname__": f"SyscallError[{kind.__name__}]"})
+        _KINDS[kind] = cls
+    if isinstance(target, bytes):
+        target = os.fsdecode(target)
+    return cls(err, syscall, None if target is None else str(target), detail)
 
 
 class _Libc:
@@ -52,13 +116,9 @@ class _Libc:
 _libc = _Libc()
 
 
-def _check(ret: int, name: str, detail: str | None = None) -> int:
+def _check(ret: int, name: str, target: object = None) -> int:
     if ret < 0:
-        err = ctypes.get_errno()
-        msg = f"{name}: {os.strerror(err)}"
-        if detail:
-            msg = f"{name} {detail}: {os.strerror(err)}"
-        raise OSError(err, msg)
+        raise syscall_error(ctypes.get_errno(), name, target)
     return ret
 
 
@@ -107,12 +167,22 @@ def umount2(target: str, flags: int = 0) -> None:
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    _check(_syscall(ctypes.c_long(NR["pivot_root"]), _b(new_root), _b(put_old)), "pivot_root")
+    _check(_syscall(ctypes.c_long(NR["pivot_root"]), _b(new_root), _b(put_old)), "pivot_root",
+           new_root)
 
 
 class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
                 ("resolve", ctypes.c_uint64)]
+
+
+def rename_noreplace(old: str, new: str) -> None:
+    """renameat2(RENAME_NOREPLACE): EEXIST rather than replacing *new* (os.rename would
+    replace an empty directory)."""
+    at_fdcwd, rename_noreplace_flag = -100, 1
+    ret = _libc.renameat2(ctypes.c_int(at_fdcwd), _b(old), ctypes.c_int(at_fdcwd), _b(new),
+                          ctypes.c_uint(rename_noreplace_flag))
+    _check(ret, "renameat2", new)
 
 
 def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
@@ -177,6 +247,41 @@ def ioprio_set(which: int, who: int, ioprio: int) -> None:
     ret = _syscall(ctypes.c_long(NR["ioprio_set"]), ctypes.c_int(which), ctypes.c_int(who),
                    ctypes.c_int(ioprio))
     _check(ret, "ioprio_set")
+
+
+# sched_attr.sched_flags (linux/sched.h), by the names runtime-spec uses
+SCHED_FLAGS = {"SCHED_FLAG_RESET_ON_FORK": 0x01, "SCHED_FLAG_RECLAIM": 0x02,
+               "SCHED_FLAG_DL_OVERRUN": 0x04, "SCHED_FLAG_KEEP_POLICY": 0x08,
+               "SCHED_FLAG_KEEP_PARAMS": 0x10, "SCHED_FLAG_UTIL_CLAMP_MIN": 0x20,
+               "SCHED_FLAG_UTIL_CLAMP_MAX": 0x40}
+
+
+def sched_setattr(policy: int, *, flags: int = 0, nice: int = 0, priority: int = 0,
+                  runtime: int = 0, deadline: int = 0, period: int = 0) -> None:
+    """sched_setattr(2) for the calling thread: the only way to SCHED_DEADLINE (runtime,
+    deadline and period in nanoseconds)."""
+    import struct
+
+    # struct sched_attr, SCHED_ATTR_SIZE_VER0 (48 bytes)
+    attr = struct.pack("=IIQiIQQQ", 48, policy, flags, nice, priority, runtime, deadline,
+                       period)
+    ret = _syscall(ctypes.c_long(NR["sched_setattr"]), ctypes.c_int(0), attr,
+                   ctypes.c_uint(0))
+    _check(ret, "sched_setattr")
+
+
+def loopback_up(name: str = "lo") -> None:
+    """Set IFF_UP on interface *name* of the caller's network namespace (a new one has
+    its loopback down): SIOCGIFFLAGS then SIOCSIFFLAGS on a datagram socket."""
+    import fcntl
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        ifr = struct.pack("16sH22x", name.encode(), 0)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(s.fileno(), 0x8913, ifr))[1]
+        if not flags & 0x1:  # IFF_UP
+            fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sH22x", name.encode(), flags | 0x1))
 
 
 def personality(persona: int) -> int:

@@ -48,7 +48,7 @@ def setup_console(console_fd: int, proc: Process) -> None:
         master, slave = os.openpty()
     except OSError as exc:
         raise ContainError(f"process.terminal: cannot open a pty in the container: "
-                           f"{exc.strerror} (is /dev/pts mounted?)") from None
+                           f"{exc.strerror} (is /dev/pts mounted?)") from exc
     try:
         name = os.ttyname(slave)
         if proc.console_size is not None:

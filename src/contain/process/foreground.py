@@ -1,27 +1,22 @@
-"""Running a container in the foreground: `run`, `sandbox` and the Python API.
+"""The mechanisms of running a process in the foreground (`run`, `exec`, `sandbox`).
 
 The calling process becomes a child subreaper before it forks, so the container's init
 (a grandchild when a PID namespace needs the extra fork) is reparented to it and can be
-waited for. Signals sent to the caller are forwarded to the container; with a terminal
-and no console socket, the caller relays the pty itself (raw mode, window size).
+waited for. Signals sent to the caller may be forwarded to the process (only the CLI
+asks for it: handlers are process-wide, and only the main thread may set them); with a
+terminal and no console socket, the caller relays the pty itself (raw mode, window size).
+The orchestration that uses them is container/run.py and container/exec.py.
 """
 
 from __future__ import annotations
 
 import os
 
-from contain.container.control import delete, run_poststart, wait
-from contain.container.lifecycle import CreateOptions, create
 from contain.process.init import FORWARDED, SIGWINCH
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any
-
-    from contain.container.store import ContainerRecord
-    from contain.spec.config import Spec
-
 
 
 def become_subreaper() -> None:
@@ -29,77 +24,6 @@ def become_subreaper() -> None:
     from contain.linux.syscalls import prctl
 
     prctl(c.PR_SET_CHILD_SUBREAPER, 1)
-
-
-def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOptions,
-                  detach: bool = False, keep: bool = False,
-                  after_create: Callable[[ContainerRecord], None] | None = None) -> int:
-    """create + start (+ wait + delete unless detached); return the exit code.
-
-    With *after_create* (a syscall supervisor attaching), the container is created
-    waiting on exec.fifo, *after_create* is called, and only then started."""
-    import _socket
-
-    if spec.process is None:  # (create() says so too, but we look at it first)
-        from contain.spec.decode import fail
-
-        raise fail("$.process", "required field is missing")
-    local_tty = spec.process.terminal and not opts.console_socket and not detach
-    pair = None
-    if local_tty:
-        pair = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-        opts.console_fd = pair[1].fileno()
-        size_from_caller(spec.process)
-    if not detach:
-        become_subreaper()
-    opts.start_now = after_create is None
-    # with start_now the container runs as soon as create returns: handlers go in first,
-    # and a signal that comes before the container exists waits for it
-    forward = ForwardSignals() if not detach else None
-    if forward is not None:
-        forward.__enter__()
-    try:
-        try:
-            record = create(root, cid, bundle, opts, spec=spec)
-        finally:
-            if pair is not None:
-                pair[1].close()
-        if forward is not None:
-            forward.attach(record.pid)
-        master = -1
-        try:
-            if pair is not None:
-                from contain.process.sync import recv_fd
-
-                master, _ = recv_fd(pair[0])
-                pair[0].close()
-                pair = None
-            if after_create is not None:
-                from contain.container.control import start
-
-                after_create(record)
-                start(root, cid)
-            else:
-                run_poststart(record)
-            if detach:
-                return 0
-            if master >= 0 and forward is not None:
-                forward.relay_winch_to(master)
-            code = relay_tty(master, record) if master >= 0 else wait(record)
-        except BaseException:
-            delete(root, cid, force=True)
-            raise
-        finally:
-            if master >= 0:
-                os.close(master)
-            if pair is not None:
-                pair[0].close()
-    finally:
-        if forward is not None:
-            forward.__exit__()
-    if not keep:
-        delete(root, cid, force=True)
-    return code
 
 
 class ForwardSignals:
@@ -139,10 +63,17 @@ class ForwardSignals:
     def __enter__(self) -> ForwardSignals:
         import _signal
 
-        for sig in FORWARDED:
-            self.saved[sig] = _signal.signal(sig, self._forward)
-        if self.master >= 0:
-            self.relay_winch_to(self.master)
+        try:
+            for sig in FORWARDED:
+                self.saved[sig] = _signal.signal(sig, self._forward)
+            if self.master >= 0:
+                self.relay_winch_to(self.master)
+        except ValueError as exc:  # not the main thread: Python allows handlers only there
+            self.__exit__()
+            from contain.errors import ContainError
+
+            raise ContainError("signal forwarding needs the main thread (it replaces the "
+                               "process's signal handlers)") from exc
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -179,46 +110,30 @@ def copy_winsize(src: int, dst: int) -> None:
         pass
 
 
-def relay_tty(master: int, record: ContainerRecord) -> int:
-    """Copy between our stdio and the container's pty until the init exits."""
-    import select
+def relay_tty(master: int, pid: int) -> None:
+    """Copy between our stdio and the process's pty until process *pid* exits (the
+    caller then reaps it)."""
     import termios
     import tty
 
-    stdin_tty = os.isatty(0)
+    from contain.process.pump import Pump
+
     saved = None
-    if stdin_tty:
+    if os.isatty(0):
         saved = termios.tcgetattr(0)
         tty.setraw(0)
         copy_winsize(0, master)
-    pidfd = os.pidfd_open(record.pid)
-    watch = [master, pidfd] + ([0] if _readable_stdin() else [])
+    pidfd = os.pidfd_open(pid)
+    pump = Pump()
+    pump.copy(master, 1)
+    if _readable_stdin():
+        pump.copy(0, master, input=True)
     try:
-        while True:
-            ready, _, _ = select.select(watch, [], [])
-            if master in ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    watch.remove(master)
-                else:
-                    _write_all(1, data)
-            if 0 in ready:
-                data = os.read(0, 65536)
-                if not data:
-                    watch.remove(0)
-                else:
-                    _write_all(master, data)
-            if pidfd in ready:
-                _drain(master)
-                break
+        pump.run(exit_fd=pidfd, linger=0.05)
     finally:
         os.close(pidfd)
         if saved is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
-    return wait(record)
 
 
 def _readable_stdin() -> bool:
@@ -227,26 +142,3 @@ def _readable_stdin() -> bool:
         return True
     except OSError:
         return False
-
-
-def _drain(master: int) -> None:
-    import select
-
-    while True:
-        ready, _, _ = select.select([master], [], [], 0.05)
-        if not ready:
-            return
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            return
-        if not data:
-            return
-        _write_all(1, data)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]

@@ -49,11 +49,13 @@ def run_hooks(kind: str, hooks: list[Hook], state: dict[str, Any]) -> None:
 
 
 def _run_one(kind: str, index: int, hook: Hook, data: bytes) -> None:
-    import select
     import time
 
+    from contain.process.pump import Pump
+
     argv = hook.args or [hook.path]
-    env = dict(e.split("=", 1) for e in hook.env if "=" in e)
+    # a hook without env gets the runtime's environment (runc and crun: Go's nil Env)
+    env = dict(e.split("=", 1) for e in hook.env if "=" in e) if hook.env else dict(os.environ)
     in_r, in_w = os.pipe2(os.O_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -65,51 +67,29 @@ def _run_one(kind: str, index: int, hook: Hook, data: bytes) -> None:
     except OSError as exc:
         for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
             os.close(fd)
-        raise HookError(f"{name}: {exc.strerror}") from None
+        raise HookError(f"{name}: {exc.strerror}", errno=exc.errno) from exc
     for fd in (in_r, out_w, err_w):
         os.close(fd)
-    os.set_blocking(in_w, False)
-    pending = memoryview(data)
-    outputs: dict[int, bytearray] = {out_r: bytearray(), err_r: bytearray()}
+    pump = Pump()
+    pump.feed(in_w, data)
+    outputs = {"stdout": pump.collect(out_r, keep=_KEEP),
+               "stderr": pump.collect(err_r, keep=_KEEP)}
     deadline = None if hook.timeout is None else time.monotonic() + hook.timeout
-    readers = [out_r, err_r]
-    writers = [in_w]
     try:
-        while readers or writers:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                raise HookError(f"{name} timed out after {hook.timeout}s")
-            r, w, _ = select.select(readers, writers, [], left)
-            for fd in r:
-                chunk = os.read(fd, 65536)
-                if chunk:
-                    buf = outputs[fd]
-                    buf += chunk
-                    del buf[:-_KEEP]
-                else:
-                    readers.remove(fd)
-            if w:
-                try:
-                    pending = pending[os.write(in_w, pending):]
-                except BrokenPipeError:  # the hook does not read its stdin
-                    pending = pending[:0]
-                if not pending:
-                    writers = []
-                    os.close(in_w)
-                    in_w = -1
+        if not pump.run(deadline=deadline):
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise HookError(f"{name} timed out after {hook.timeout}s")
     finally:
-        for fd in (in_w, out_r, err_r):
-            if fd >= 0:
-                os.close(fd)
+        os.close(out_r)
+        os.close(err_r)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         what = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         detail = ""
-        for label, fd in (("stdout", out_r), ("stderr", err_r)):
-            text = outputs[fd].decode(errors="replace").strip()
+        for label, buf in outputs.items():
+            text = buf.decode(errors="replace").strip()
             if text:
                 detail += f", {label}: {text}"
         raise HookError(f"{name}: {what}{detail}")

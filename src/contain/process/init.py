@@ -1,24 +1,30 @@
-"""The container's init: the forked child that becomes the container's first process.
+"""The child of a spawn: the stages that become the container's init (create) or a
+process joining a running container (exec), up to execve.
 
-Stages, in the child of ``contain create``:
+The parent's side and the plan are in process/spawn.py; the messages, and the order in
+which they go, in process/sync.py. Stages:
 
-1. non-dumpable at once (nothing in the container may open /proc/<pid>/exe, fd, cwd
-   of a runtime process); join the container's cgroup; join namespaces given by path;
-2. a new user namespace, whose id maps the parent writes while the child waits;
-3. unshare the other new namespaces; a new PID (or time) namespace needs one more
-   fork so that the container's first process is PID 1 (and in the namespace);
-4. the rootfs in the new mount namespace (mounts, /dev), the parent's hooks, the
-   createContainer hooks, pivot_root, masked and read-only paths;
-5. hostname, sysctls, console, cwd, rlimits, scheduler, keyring, user, capabilities,
-   no_new_privs, seccomp; the executable is looked up now so a missing one fails create;
-6. "ready" to the parent, which writes state.json and answers; then block on exec.fifo
-   until ``start``; startContainer hooks; execve.
+1. (both) non-dumpable at once (nothing in the container may open /proc/<pid>/exe, fd,
+   cwd of a runtime process); stdio; join the namespaces given by path (exec: all of
+   the container's);
+2. (create) a new user namespace, whose id maps the parent writes while we wait;
+   unshare the other new namespaces. A new or joined PID (or time) namespace needs
+   one more fork so that the process is in it (the init is PID 1);
+3. (create) the rootfs in the new mount namespace (mounts, /dev; the cgroup step, then
+   the cgroup namespace), the parent's hooks, the createContainer hooks, pivot_root,
+   masked and read-only paths, hostname, sysctls, console, keyring;
+   (exec) the cgroup step, the console;
+4. (both) cwd, rlimits, scheduler, user, capabilities, no_new_privs, fds marked; the
+   executable is looked up now so a missing one fails create;
+5. READY to the parent, which records us and says GO; (create) block on exec.fifo
+   until ``start`` (unless GO says start), startContainer hooks; seccomp; execve.
 
-Any failure is sent to the parent as one line and the child exits.
+Any failure is sent to the parent as a structured ERROR and the child exits.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -26,75 +32,30 @@ from contain.errors import ContainError
 from contain.linux import consts as c
 from contain.linux.syscalls import prctl, setns, unshare
 from contain.passwd import home_of
+from contain.process import sync
+from contain.process.spawn import CREATE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 
+    from contain.process.spawn import Handles, Plan
     from contain.process.sync import Channel
-    from contain.spec.config import Process, Spec
+    from contain.security.seccomp import SeccompProgram
+    from contain.spec.config import Personality, Process
 
 
-class InitConfig:
-    """What the parent decided and the child needs (shared through fork)."""
+def preload(plan: Plan) -> None:
+    """Import, before fork, every module the child uses: after pivot_root (or setns
+    into the container's mount namespace) the host's Python library is out of reach,
+    so a lazy import there would fail."""
+    if plan.mode == CREATE:
+        import contain.rootfs.setup  # noqa: F401
 
-    __slots__ = ("spec", "cid", "bundle", "rootfs", "new_flags", "join", "new_userns",
-                 "fifo_fd", "console_fd", "preserve_fds", "no_pivot",
-                 "no_new_keyring", "seccomp", "parent_hooks", "container_hooks",
-                 "start_hooks", "env_extra", "stdio", "cgroup_sync", "close_in_child",
-                 "idmap_userns")
-
-    def __init__(self, spec: Spec, cid: str, bundle: str, rootfs: str) -> None:
-        self.spec = spec
-        self.cid = cid
-        self.bundle = bundle
-        self.rootfs = rootfs
-        self.new_flags = 0
-        self.join: list[tuple[int, str]] = []  # (clone flag, path)
-        self.new_userns = False
-        self.fifo_fd = -1
-        self.console_fd = -1
-        self.preserve_fds = 0
-        self.no_pivot = False
-        self.no_new_keyring = False
-        self.seccomp: Any = None
-        self.parent_hooks = False
-        self.container_hooks = False
-        self.start_hooks = False
-        self.env_extra: list[str] = []
-        self.stdio: tuple[int, int, int] | None = None
-        self.cgroup_sync = False  # the parent joins us to the cgroup and says "cgroup"
-        self.close_in_child = -1  # the parent's lock on the container directory
-        self.idmap_userns: dict[int, int] = {}  # mount index -> user namespace fd
-
-    def _pid_ns(self) -> bool:
-        joins = any(flag == c.CLONE_NEWPID for flag, _ in self.join)
-        return joins or bool(self.new_flags & c.CLONE_NEWPID)
-
-    def pid_from_parent(self) -> bool:
-        """Whether the parent puts the child straight into its PID namespace (no user or
-        time namespace in the way: see lifecycle._fork_into_pid_namespace)."""
-        user = self.new_userns or any(flag == c.CLONE_NEWUSER for flag, _ in self.join)
-        return self._pid_ns() and not user and not self.new_flags & c.CLONE_NEWTIME
-
-    def forks(self) -> bool:
-        """Whether the first child forks again (a PID namespace it has to make or join
-        itself, or a new time namespace)."""
-        if self.pid_from_parent():
-            return False
-        return self._pid_ns() or bool(self.new_flags & c.CLONE_NEWTIME)
-
-
-def preload(cfg: InitConfig) -> None:
-    """Import, before fork, every module the init uses: after pivot_root the host's
-    Python library is out of reach, so a lazy import there would fail."""
-    import contain.rootfs.setup  # noqa: F401
-
-    proc = cfg.spec.process
-    preload_modules(terminal=proc is not None and proc.terminal,
-                    hooks=cfg.parent_hooks or cfg.container_hooks or cfg.start_hooks,
-                    seccomp=cfg.seccomp is not None,
-                    lsm=proc is not None and bool(proc.apparmor_profile or proc.selinux_label))
+    proc = plan.process
+    preload_modules(terminal=proc.terminal, hooks=plan.hooks,
+                    seccomp=plan.seccomp is not None,
+                    lsm=bool(proc.apparmor_profile or proc.selinux_label))
 
 
 def preload_modules(terminal: bool, hooks: bool, seccomp: bool, lsm: bool = False) -> None:
@@ -135,29 +96,23 @@ def reset_signals() -> None:
         _signal.signal(sig, _signal.SIG_DFL)
 
 
-def child_main(ch: Channel, cfg: InitConfig) -> NoReturn:
+def child_main(ch: Channel, plan: Plan, fds: Handles) -> NoReturn:
     """Entry point of the forked child; never returns."""
-    code = 1
     try:
         reset_signals()
-        _stage_namespaces(ch, cfg)
-        code = 0
+        _stage_enter(ch, plan, fds)
+        if plan.mode == CREATE:
+            _stage_init(ch, plan, fds)
+        else:
+            _stage_exec(ch, plan, fds)
     except BaseException as exc:  # report every failure to the parent, then exit
         report_failure(ch, exc)
-    os._exit(code)
+    finally:
+        os._exit(1)  # never back into the runtime's code, whatever happened
 
 
 def report_failure(ch: Channel, exc: BaseException) -> None:
-    """Send a failure of the child to the parent as one line."""
-    if isinstance(exc, ContainError):
-        msg = str(exc)
-    elif isinstance(exc, OSError):
-        # our syscall wrappers put "name detail: strerror" in args[1]
-        msg = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
-        if exc.filename and str(exc.filename) not in msg:
-            msg = f"{exc.filename}: {msg}"
-    else:
-        msg = f"{type(exc).__name__}: {exc}"
+    """Send a failure of the child to the parent (sync.ERROR; the parent formats it)."""
     from contain import log
 
     if log.debug_enabled():  # --debug: the child's traceback too, on its stderr
@@ -168,71 +123,95 @@ def report_failure(ch: Channel, exc: BaseException) -> None:
         except ImportError:  # after pivot_root the module may be out of reach
             pass
     try:
-        ch.send({"t": "error", "msg": msg})
-    except OSError:
+        ch.send(sync.ERROR, **sync.error_fields(exc))
+    except Exception:  # the parent is gone, or the error cannot be encoded
         pass
 
 
-def _stage_namespaces(ch: Channel, cfg: InitConfig) -> None:
+def _stage_enter(ch: Channel, plan: Plan, fds: Handles) -> None:
+    """Stage 1 (and 2): into the namespaces; returns in the process to set up (after
+    the fork into a PID or time namespace, in the grandchild)."""
     prctl(c.PR_SET_DUMPABLE, 0)
-    if cfg.close_in_child >= 0:
-        os.close(cfg.close_in_child)
-    if cfg.stdio is not None:
-        for target, fd in enumerate(cfg.stdio):
+    if fds.lock >= 0:
+        os.close(fds.lock)  # the parent's lock on the container directory
+        fds.lock = -1
+    if plan.stdio is not None:
+        for target, fd in enumerate(plan.stdio):
             if fd != target:
                 os.dup2(fd, target)
-    proc = cfg.spec.process
-    assert proc is not None
-    if proc.oom_score_adj is not None:
+    proc = plan.process
+    if plan.mode == CREATE and proc.oom_score_adj is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(proc.oom_score_adj))
-    # Join namespaces given by path: a user namespace first (the others may belong to it).
-    fds = []
-    for flag, path in cfg.join:
-        if flag == c.CLONE_NEWPID and cfg.pid_from_parent():
-            continue  # the parent forked us into it
-        try:
-            fds.append((flag, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
-        except OSError as exc:
-            raise ContainError(f"namespace {path}: {exc.strerror}") from None
-    fds.sort(key=lambda item: item[0] != c.CLONE_NEWUSER)
-    for flag, fd in fds:
-        try:
-            setns(fd, flag)
-        except OSError as exc:
-            raise ContainError(f"setns {os.readlink(f'/proc/self/fd/{fd}')}: "
-                               f"{exc.strerror}") from None
-        os.close(fd)
-    if cfg.new_userns:
+    _join_namespaces(plan, fds)
+    if plan.new_userns:
         # an unprivileged parent can only open our /proc/<pid>/uid_map (root-owned while
         # we are not dumpable) if we are dumpable: briefly, as runc's nsexec does
         rootless = os.geteuid() != 0  # (before unshare: then we are the overflow uid)
         unshare(c.CLONE_NEWUSER)
         if rootless:
             prctl(c.PR_SET_DUMPABLE, 1)
-        ch.send({"t": "userns"})
-        ch.expect("ok")
+        ch.send(sync.USERNS)
+        ch.expect(sync.USERNS_DONE)
         if rootless:
             prctl(c.PR_SET_DUMPABLE, 0)
-    if cfg.new_userns or any(flag == c.CLONE_NEWUSER for flag, _ in cfg.join):
-        _become_root_in_userns()
-    # the cgroup namespace waits until the parent has moved us into the cgroup
-    flags = cfg.new_flags & ~(c.CLONE_NEWUSER | c.CLONE_NEWCGROUP)
-    if cfg.pid_from_parent():
-        flags &= ~c.CLONE_NEWPID  # we are its PID 1 already
-    if flags:
-        unshare(flags)
-    linux = cfg.spec.linux
-    if linux is not None and linux.time_offsets:
-        with open("/proc/self/timens_offsets", "w") as f:
-            for clock, off in linux.time_offsets.items():
-                f.write(f"{clock} {off.secs} {off.nanosecs}\n")
-    if cfg.forks():
-        pid = os.fork()
-        if pid:
-            ch.send({"t": "pid", "pid": pid})
-            os._exit(0)
-    _stage_init(ch, cfg)
+    if plan.mode == CREATE:
+        if plan.in_userns:
+            _become_root_in_userns()
+        # the cgroup namespace waits until the parent has moved us into the cgroup
+        flags = plan.new_flags & ~(c.CLONE_NEWUSER | c.CLONE_NEWCGROUP)
+        if plan.pid_from_parent:
+            flags &= ~c.CLONE_NEWPID  # we are its PID 1 already
+        if flags:
+            unshare(flags)
+        linux = plan.spec.linux
+        if linux is not None and linux.time_offsets:
+            with open("/proc/self/timens_offsets", "w") as f:
+                for clock, off in linux.time_offsets.items():
+                    f.write(f"{clock} {off.secs} {off.nanosecs}\n")
+    if plan.forks:
+        _fork_process(ch)
+
+
+def _join_namespaces(plan: Plan, fds: Handles) -> None:
+    """setns into the namespaces given by path (create: opened here, a user namespace
+    first, as the others may belong to it; exec: opened and ordered by the parent)."""
+    if plan.mode == CREATE:
+        for flag, path in plan.join:
+            if flag == c.CLONE_NEWPID and plan.pid_from_parent:
+                continue  # the parent forked us into it
+            try:
+                fds.ns.append((flag, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+            except OSError as exc:
+                raise ContainError(f"namespace {path}: {exc.strerror}") from None
+        fds.ns.sort(key=lambda item: item[0] != c.CLONE_NEWUSER)
+    for flag, fd in fds.ns:
+        try:
+            setns(fd, flag)
+        except OSError as exc:
+            raise ContainError(f"setns {os.readlink(f'/proc/self/fd/{fd}')}: "
+                               f"{os.strerror(exc.errno or 0)}") from None
+        os.close(fd)
+    fds.ns = []
+
+
+def _fork_process(ch: Channel) -> None:
+    """Fork the process into the PID (time) namespace; the stage says its pid and
+    exits. The process waits for the stage's exit (EOF on a pipe only the stage holds),
+    so PID always reaches the parent before anything the process sends."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid:
+        os.close(r)
+        try:
+            ch.send(sync.PID, pid=pid)
+        except BaseException:
+            os.kill(pid, 9)
+            raise
+        os._exit(0)
+    os.close(w)
+    os.read(r, 1)
+    os.close(r)
 
 
 def _become_root_in_userns() -> None:
@@ -243,30 +222,35 @@ def _become_root_in_userns() -> None:
         pass  # root is not mapped: stay the overflow id, with full capabilities
 
 
-def _stage_init(ch: Channel, cfg: InitConfig) -> None:
-    spec = cfg.spec
-    proc = spec.process
+def _stage_init(ch: Channel, plan: Plan, fds: Handles) -> None:
+    """Stage 3 of a create: the rootfs and the container's own settings."""
+    spec = plan.spec
+    proc = plan.process
     linux = spec.linux
-    assert proc is not None and linux is not None
+    assert linux is not None
     os.setsid()
-    state: dict[str, Any] | None = None
+    state: dict[str, Any] = {}
     from contain.rootfs import setup
 
-    in_cgroup = _CgroupGate(ch, cfg)
-    setup.prepare(spec, cfg.rootfs, cfg.bundle, userns=_in_userns(cfg),
-                  cgroupns=bool(cfg.new_flags & c.CLONE_NEWCGROUP), before_cgroup=in_cgroup,
-                  idmap_userns=cfg.idmap_userns)
+    in_cgroup = _CgroupStep(ch, plan)
+    setup.prepare(spec, plan.rootfs, plan.bundle, userns=plan.in_userns,
+                  cgroupns=bool(plan.new_flags & c.CLONE_NEWCGROUP),
+                  before_cgroup=in_cgroup, idmap_userns=fds.idmap_userns)
     in_cgroup()
-    _make_cwd(cfg.rootfs, proc.cwd)
-    if cfg.parent_hooks or cfg.container_hooks or cfg.start_hooks:
-        ch.send({"t": "hooks"})
-        msg, _ = ch.expect("ok")
-        state = msg["state"]
-    if cfg.container_hooks and spec.hooks is not None:
+    _make_cwd(plan.rootfs, proc.cwd)
+    if plan.hooks:
+        ch.send(sync.HOOKS)
+        state = ch.expect(sync.HOOKS_DONE)["state"]
+    if plan.container_hooks and spec.hooks is not None:
         from contain.process.hooks import run_hooks
 
-        run_hooks("createContainer", spec.hooks.create_container, state or {})
-    setup.enter_root(cfg.rootfs, cfg.no_pivot)
+        run_hooks("createContainer", spec.hooks.create_container, state)
+    if plan.new_flags & c.CLONE_NEWNET:  # a new network namespace's lo is down (runc: up;
+        # before the pivot: the socket modules are imported from the host)
+        from contain.linux.syscalls import loopback_up
+
+        loopback_up()
+    setup.enter_root(plan.rootfs, plan.no_pivot)
     if spec.hostname:
         from contain.linux.syscalls import sethostname
 
@@ -282,47 +266,67 @@ def _stage_init(ch: Channel, cfg: InitConfig) -> None:
     if proc.terminal:
         from contain.process.console import setup_console
 
-        setup_console(cfg.console_fd, proc)
-    if not cfg.no_new_keyring:
-        _join_keyring(cfg.cid)
+        setup_console(fds.console, proc)
+    if not plan.no_new_keyring:
+        _join_keyring(plan.cid)
+    _stage_final(ch, plan, fds, state)
+
+
+def _stage_exec(ch: Channel, plan: Plan, fds: Handles) -> None:
+    """Stage 3 of an exec: in the container's cgroup (the parent's CGROUP), a console."""
+    ch.expect(sync.CGROUP)
+    proc = plan.process
+    # a session (and process group) of its own inside the container, with or without a
+    # terminal, as runc's exec does: getpgrp() must not name a process outside
+    os.setsid()
+    if proc.terminal:
+        from contain.process.console import setup_console
+
+        setup_console(fds.console, proc)
+    _stage_final(ch, plan, fds, {})
+
+
+def _stage_final(ch: Channel, plan: Plan, fds: Handles, state: dict[str, Any]) -> NoReturn:
+    """Stages 4 and 5, the same for both: the process's own settings, READY, GO,
+    (create) exec.fifo and the startContainer hooks, execve."""
+    proc = plan.process
+    linux = plan.spec.linux
     warnings: list[str] = []
-    env = prepare_process(proc, cfg.seccomp, cfg.preserve_fds, extra_env=cfg.env_extra,
-                          personality=linux.personality, warnings=warnings)
+    env = prepare_process(proc, plan.seccomp, plan.preserve_fds, extra_env=plan.env_extra,
+                          personality=linux.personality if linux is not None else None,
+                          warnings=warnings)
     path = lookup_executable(proc.args[0], env)
-    send_ready(ch, cfg.seccomp, warnings)
-    msg, _ = ch.expect("committed")
-    ch.close()
-    if not msg.get("start"):
-        _wait_for_start(cfg.fifo_fd)
-    if cfg.start_hooks and spec.hooks is not None:
+    if fds.fifo >= 0 or plan.start_hooks:
+        _check_can_start(fds.fifo, proc)
+    send_ready(ch, plan.seccomp, warnings)
+    start = ch.expect(sync.GO)["start"]
+    if not start:
+        _wait_for_start(fds.fifo)
+    if plan.start_hooks and plan.spec.hooks is not None:
         from contain.process.hooks import run_hooks
 
-        run_hooks("startContainer", spec.hooks.start_container, state or {})
-    exec_process(path, proc, env, cfg.seccomp)
+        run_hooks("startContainer", plan.spec.hooks.start_container, state)
+    exec_process(path, proc, env, plan.seccomp)
 
 
-class _CgroupGate:
-    """Wait (once) until the parent has put us in the container's cgroup, then enter a
-    new cgroup namespace rooted there. Called before the first cgroup mount, or after
-    all mounts."""
+class _CgroupStep:
+    """The protocol's cgroup step, at its one point in a create: before the first cgroup
+    filesystem is mounted, or after all mounts when none is. Waits for the parent's
+    CGROUP (we are in the container's cgroup now), then enters a new cgroup namespace
+    rooted there, if the spec asks for one."""
 
-    def __init__(self, ch: Channel, cfg: InitConfig) -> None:
+    def __init__(self, ch: Channel, plan: Plan) -> None:
         self.ch = ch
-        self.cfg = cfg
+        self.plan = plan
         self.done = False
 
     def __call__(self) -> None:
         if self.done:
             return
         self.done = True
-        if self.cfg.cgroup_sync:
-            self.ch.expect("cgroup")
-        if self.cfg.new_flags & c.CLONE_NEWCGROUP:
+        self.ch.expect(sync.CGROUP)
+        if self.plan.new_flags & c.CLONE_NEWCGROUP:
             unshare(c.CLONE_NEWCGROUP)
-
-
-def _in_userns(cfg: InitConfig) -> bool:
-    return cfg.new_userns or any(flag == c.CLONE_NEWUSER for flag, _ in cfg.join)
 
 
 def _make_cwd(rootfs: str, cwd: str) -> None:
@@ -358,7 +362,7 @@ def _join_keyring(cid: str) -> None:
         keyctl_join_session_keyring(f"_ses.{cid}")
     except OSError as exc:
         # keyrings may be unavailable (ENOSYS) or limited (EDQUOT) here: runc ignores it too
-        if exc.errno not in (38, 122, 1):
+        if exc.errno not in (errno.ENOSYS, errno.EDQUOT, errno.EPERM):
             raise
 
 
@@ -374,9 +378,10 @@ _SCHED = {"SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3,
           "SCHED_ISO": 4, "SCHED_IDLE": 5, "SCHED_DEADLINE": 6}
 
 
-def prepare_process(proc: Process, seccomp: Any, preserve_fds: int,
+def prepare_process(proc: Process, seccomp: SeccompProgram | None, preserve_fds: int,
                     extra_env: list[str] | tuple[str, ...] = (),
-                    personality: Any = None, warnings: list[str] | None = None) -> list[str]:
+                    personality: Personality | None = None,
+                    warnings: list[str] | None = None) -> list[str]:
     """Apply the process fields (cwd, rlimits, scheduling, user, capabilities,
     no_new_privs) in the order that keeps them; return the environment to exec with."""
     try:
@@ -406,16 +411,16 @@ def prepare_process(proc: Process, seccomp: Any, preserve_fds: int,
         from contain.security.lsm import apply_on_exec
 
         apply_on_exec(proc)
-    problems = _set_identity(proc, seccomp)
-    if warnings is not None:
-        warnings.extend(problems)
     if proc.user.umask is not None:
         os.umask(proc.user.umask)
     else:
         os.umask(0o022)
+    _mark_fds(preserve_fds)
     if proc.no_new_privileges:
         prctl(c.PR_SET_NO_NEW_PRIVS, 1)
-    _mark_fds(preserve_fds)
+    problems = _set_identity(proc, seccomp)
+    if warnings is not None:
+        warnings.extend(problems)
     env = list(proc.env)
     env.extend(extra_env)
     if not any(e.startswith("HOME=") for e in env):
@@ -458,17 +463,46 @@ def _set_scheduler(proc: Process) -> None:
     policy = _SCHED[sch.policy]
     if sch.nice:
         os.setpriority(os.PRIO_PROCESS, 0, sch.nice)
-    if policy == 6:
-        raise ContainError("process.scheduler.policy: SCHED_DEADLINE is not supported")
+    if policy == 6 or sch.flags:  # SCHED_DEADLINE and sched flags: sched_setattr only
+        from contain.linux.syscalls import SCHED_FLAGS, sched_setattr
+
+        unknown = [f for f in sch.flags if f not in SCHED_FLAGS]
+        if unknown:
+            raise ContainError(f"process.scheduler.flags: unknown flag {unknown[0]!r}")
+        try:
+            sched_setattr(policy, flags=sum(SCHED_FLAGS[f] for f in set(sch.flags)),
+                          nice=sch.nice, priority=sch.priority, runtime=sch.runtime,
+                          deadline=sch.deadline, period=sch.period)
+        except OSError as exc:
+            raise ContainError(f"process.scheduler: {sch.policy}: {exc.strerror}") from None
+        return
     try:
         os.sched_setscheduler(0, policy, os.sched_param(sch.priority))
     except OSError as exc:
         raise ContainError(f"process.scheduler: {sch.policy}: {exc.strerror}") from None
 
 
-def _set_identity(proc: Process, seccomp: Any) -> list[str]:
-    """Bounding set, user and groups, then the capability sets (KEEPCAPS across setuid);
-    a seccomp filter that needs CAP_SYS_ADMIN (no no_new_privs) is loaded before the drop."""
+class _Filter:
+    """Whether _set_identity had to load the filter already (see there); read by
+    exec_process in the same process."""
+
+    loaded = False
+
+
+_CAP_SYS_ADMIN = 1 << 21
+
+
+def _set_identity(proc: Process, seccomp: SeccompProgram | None) -> list[str]:
+    """Bounding set, user and groups, then the capability sets (KEEPCAPS across setuid).
+
+    The filter is loaded later, as the last call before execve. Without no_new_privs
+    loading it needs CAP_SYS_ADMIN: when the process is not to have that capability,
+    it stays in the effective and permitted sets until then. execve drops it: the new
+    permitted set is computed from the inheritable, bounding and ambient sets and the
+    file, never from the old permitted one (capabilities(7)); the bounding set has lost
+    it already. Where it could survive -- in the ambient set, or setuid clearing every
+    capability (no capabilities object, and another user than root) -- the filter is
+    loaded before setuid instead, as runc does."""
     from contain.security import capabilities as caps_mod
 
     user = proc.user
@@ -483,11 +517,24 @@ def _set_identity(proc: Process, seccomp: Any) -> list[str]:
             raise ContainError(f"process.user uid={user.uid} gid={user.gid}: "
                                f"{exc.strerror}") from None
 
-    if seccomp is not None and not proc.no_new_privileges and not seccomp.notify:
+    needs_admin = seccomp is not None and not proc.no_new_privileges
+    sets = caps_mod.resolve(proc.capabilities) if proc.capabilities is not None else None
+    if needs_admin and (sets.ambient & _CAP_SYS_ADMIN if sets is not None else user.uid != 0):
         from contain.security.seccomp import load_filter
 
+        assert seccomp is not None
         load_filter(seccomp)
-    return caps_mod.apply_process_identity(proc.capabilities, set_user)
+        _Filter.loaded = True
+    elif needs_admin and sets is not None and not sets.permitted & _CAP_SYS_ADMIN:
+        from contain.linux.syscalls import capget
+
+        if capget()[1] & _CAP_SYS_ADMIN:
+            sets = caps_mod.CapSets(bounding=sets.bounding,
+                                    effective=sets.effective | _CAP_SYS_ADMIN,
+                                    inheritable=sets.inheritable,
+                                    permitted=sets.permitted | _CAP_SYS_ADMIN,
+                                    ambient=sets.ambient)
+    return caps_mod.apply_process_identity(sets, set_user)
 
 
 def _setgroups_allowed() -> bool:
@@ -517,9 +564,10 @@ def lookup_executable(name: str, env: list[str]) -> str:
     if "/" in name:
         if os.access(name, os.X_OK) and not os.path.isdir(name):
             return name
-        raise ContainError(f'exec: "{name}": stat {name}: no such file or directory'
+        shown = _cut(name)
+        raise ContainError(f'exec: "{shown}": stat {shown}: no such file or directory'
                            if not os.path.exists(name) else
-                           f'exec: "{name}": permission denied')
+                           f'exec: "{shown}": permission denied')
     path_var = next((e[5:] for e in env if e.startswith("PATH=")), None)
     if path_var is None:
         path_var = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -527,26 +575,52 @@ def lookup_executable(name: str, env: list[str]) -> str:
         cand = os.path.join(d or ".", name)
         if os.access(cand, os.X_OK) and not os.path.isdir(cand):
             return cand
-    raise ContainError(f'exec: "{name}": executable file not found in $PATH')
+    raise ContainError(f'exec: "{_cut(name)}": executable file not found in $PATH')
 
 
-def send_ready(ch: Channel, seccomp: Any, warnings: list[str]) -> None:
-    """Tell the parent we are ready. A notify filter is loaded first, so its listener
-    can reach the agent: we write() its number and the parent copies the fd with
-    pidfd_getfd (a sendmsg could be one of the calls the filter hands to the agent,
+def _cut(text: str, limit: int = 200) -> str:
+    """A name as an error line quotes it: at most *limit* characters."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def send_ready(ch: Channel, seccomp: SeccompProgram | None, warnings: list[str]) -> None:
+    """Tell the parent we are ready (READY). A notify filter is loaded first, so its
+    listener can reach the agent: we write() its number and the parent copies the fd
+    with pidfd_getfd (a sendmsg could be one of the calls the filter hands to the agent,
     which does not have the listener yet). Other filters wait until just before execve."""
-    msg: dict[str, Any] = {"t": "ready"}
+    fields: dict[str, Any] = {}
     if warnings:
-        msg["warnings"] = warnings
+        fields["warnings"] = warnings
     if seccomp is not None and seccomp.notify:
         from contain.security.seccomp import load_filter
 
-        msg["listener_fd"] = load_filter(seccomp)
-        from contain.jsonio import dumps
-
-        os.write(ch.fileno(), dumps(msg).encode())
+        fields["listener_fd"] = load_filter(seccomp)
+        ch.write(sync.READY, **fields)
         return
-    ch.send(msg)
+    ch.send(sync.READY, **fields)
+
+
+def _check_can_start(fifo_fd: int, proc: Process) -> None:
+    """After `ready` the init can no longer report a failure: create would succeed and
+    leave a dead container. So try now what start will need: a free file descriptor
+    under process.rlimits (RLIMIT_NOFILE) and /proc to reopen exec.fifo through. Fewer
+    fds are open at start than now, so what works now works then."""
+    target = f"/proc/self/fd/{fifo_fd}" if fifo_fd >= 0 else "/"
+    try:
+        os.close(os.open(target, os.O_PATH | os.O_CLOEXEC))
+    except OSError as exc:
+        import errno
+
+        if exc.errno == errno.EMFILE:
+            soft = next((rl.soft for rl in proc.rlimits if rl.type == "RLIMIT_NOFILE"), None)
+            raise ContainError(f"process.rlimits: RLIMIT_NOFILE soft limit {soft} leaves the "
+                               "runtime no file descriptor to start the process with"
+                               ) from exc
+        if exc.errno == errno.ENOENT:
+            raise ContainError("mounts: the container has no /proc, which the runtime needs "
+                               "to wait for `start` (mount proc at /proc, or use `run`)"
+                               ) from exc
+        raise ContainError(f"cannot reopen exec.fifo: {exc.strerror}") from exc
 
 
 def _wait_for_start(fifo_fd: int) -> None:
@@ -557,15 +631,20 @@ def _wait_for_start(fifo_fd: int) -> None:
     os.close(fifo_fd)
 
 
-def exec_process(path: str, proc: Process, env: list[str], seccomp: Any) -> NoReturn:
-    if seccomp is not None and proc.no_new_privileges and not seccomp.notify:
+def exec_process(path: str, proc: Process, env: list[str],
+                 seccomp: SeccompProgram | None) -> NoReturn:
+    """Load the seccomp filter and execve: nothing else may come after the filter, as
+    the container's profile may deny anything else (close_range, statfs, ...)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    args = proc.args
+    envp = dict(e.split("=", 1) for e in env if "=" in e)
+    if seccomp is not None and not seccomp.notify and not _Filter.loaded:
         from contain.security.seccomp import load_filter
 
         load_filter(seccomp)
-    sys.stdout.flush()
-    sys.stderr.flush()
     try:
-        os.execve(path, proc.args, dict(e.split("=", 1) for e in env if "=" in e))
+        os.execve(path, args, envp)
     except OSError as exc:
-        os.write(2, f"contain: exec {proc.args[0]}: {exc.strerror}\n".encode())
+        os.write(2, f"contain: exec {args[0]}: {exc.strerror}\n".encode())
         os._exit(127)

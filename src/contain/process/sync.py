@@ -1,7 +1,60 @@
-"""The parent/child sync channel: JSON messages, with fds, over a SOCK_SEQPACKET pair.
+"""The parent/child sync protocol: every message kind, its order, and its framing.
+
+The runtime (P) forks a child that sets up the process to run and then execs it. For a
+create the child is the *stage* (S), which makes or joins the namespaces; when the
+process must be inside a PID (or time) namespace that S cannot enter itself, S forks the
+container's *init* (I) and exits, else S is I. An exec runs the same stages, joining
+the container's namespaces instead of making them. The messages, in the only order in
+which they may come (``[...]``: only when the plan says so; both sides know the plan)::
+
+    P (runtime)                                      S / I (the child)
+    fork -------------------------------------------> S: non-dumpable, stdio,
+    [create the cgroup, write its limits]                joins namespaces given by path
+    [join S to the cgroup (when S is I)]
+                                                      [create: unshare(NEWUSER)]
+            <---------------------------------------- [USERNS]
+    [write uid_map/gid_map]
+            ----------------------------------------> [USERNS_DONE]
+                                                      S: unshare the other namespaces
+                                                      [S forks I into the PID/time ns]
+            <---------------------------------------- [PID {pid}]        (S exits)
+    [reap S, join I to the cgroup]
+            ----------------------------------------> CGROUP
+                                                      I: reads CGROUP at one point:
+                                                         exec: before it forks I, or
+                                                         before its own final stage;
+                                                         create: before the first cgroup
+                                                         mount (after the last mount
+                                                         without one), then
+                                                         unshare(NEWCGROUP)
+                                                      create: rootfs mounts
+            <---------------------------------------- [HOOKS]          (create, hooks)
+    [prestart, createRuntime hooks]
+            ----------------------------------------> [HOOKS_DONE {state}]
+                                                      createContainer hooks,
+                                                      pivot_root, ..., user, caps
+            <---------------------------------------- READY {warnings, listener_fd}
+    [take the seccomp listener (pidfd_getfd)]
+    write state.json (create)
+            ----------------------------------------> GO {start}
+                                                      create without start: wait
+                                                      on exec.fifo; startContainer
+                                                      hooks; seccomp; execve
+
+``run`` is a create whose GO says ``start``: the init goes on without exec.fifo.
+
+Instead of the message it expects next, the child may send ERROR {kind, errno, path,
+msg} and exit; the parent raises it (formatted once, by :func:`child_error`). Anything
+else out of order is a :class:`ProtocolError`: no message is kept for later. When the
+child goes away without a word, the receiver sees :class:`ChannelClosed`.
+
+Framing: a message is JSON preceded by its length (4 bytes, little-endian); it travels
+in packets of at most ``CHUNK`` bytes over a SOCK_SEQPACKET pair, so a value of any
+size (a hook state with large annotations, a long error) gets through whole.
 
 Built on the ``_socket`` C module: ``socket.py`` pulls in ``enum`` and ``selectors``
-and costs several milliseconds to import.
+and costs several milliseconds to import; the kinds are plain strings for the same
+reason (the hot path imports neither ``enum`` nor ``typing``).
 """
 
 from __future__ import annotations
@@ -17,33 +70,53 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-_SCM_RIGHTS = 1
-_SOL_SOCKET = 1
-_MAX = 1 << 16
+# -- the message kinds (the "t" field), in protocol order -------------------------------------
 
+USERNS = "userns"            # child -> parent: I unshared a user namespace; map its ids
+USERNS_DONE = "userns-done"  # parent -> child: uid_map and gid_map are written
+PID = "pid"                  # stage -> parent: {"pid"}: the process I forked; I exit now
+CGROUP = "cgroup"            # parent -> child: you are in the container's cgroup (if any)
+HOOKS = "hooks"              # init -> parent: rootfs mounted; run prestart, createRuntime
+HOOKS_DONE = "hooks-done"    # parent -> init: {"state"}: they ran; the hooks' state
+READY = "ready"              # child -> parent: {"warnings"?, "listener_fd"?}: set up
+GO = "go"                    # parent -> child: {"start"}: committed; go on (start now?)
+ERROR = "error"              # child -> parent: {"kind", "errno", "path", "msg"}: I failed
 
-def _pack_fds(fds: tuple[int, ...] | list[int]) -> bytes:
-    """fds as the C int array SCM_RIGHTS carries (without importing struct)."""
-    return b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
+KINDS = (USERNS, USERNS_DONE, PID, CGROUP, HOOKS, HOOKS_DONE, READY, GO, ERROR)
 
-
-def _unpack_fds(data: bytes) -> list[int]:
-    return [int.from_bytes(data[i:i + 4], sys.byteorder, signed=True)
-            for i in range(0, len(data) - 3, 4)]
+CHUNK = 1 << 16  # bytes per packet (a message may take several)
+_HEADER = 4
 
 
 class ChannelClosed(ContainError):
-    """The other side went away (exited or was killed)."""
+    """The other side went away (exited or was killed) without a word."""
+
+
+class ProtocolError(ContainError):
+    """A message of a kind the protocol does not allow at this point."""
+
+
+class ChildError(ContainError):
+    """The child's ERROR message, formatted; *errno* is the failed call's, if any."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message, errno=errno)
+
+
+def frame(msg: dict[str, Any]) -> list[bytes]:
+    """*msg* as the packets that carry it."""
+    data = dumps(msg).encode()
+    data = len(data).to_bytes(_HEADER, "little") + data
+    if len(data) <= CHUNK:
+        return [data]
+    return [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
 
 
 class Channel:
-    __slots__ = ("sock", "pending")
+    __slots__ = ("sock",)
 
     def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
-        # messages received while waiting for another kind (the parent's "cgroup" can
-        # arrive before the "ok" to a user-namespace request): kept for their expect()
-        self.pending: list[tuple[dict[str, Any], list[int]]] = []
 
     @staticmethod
     def pair() -> tuple[Channel, Channel]:
@@ -54,47 +127,120 @@ class Channel:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def send(self, msg: dict[str, Any], fds: tuple[int, ...] | list[int] = ()) -> None:
-        data = dumps(msg).encode()
-        if fds:
-            anc = [(_SOL_SOCKET, _SCM_RIGHTS, _pack_fds(fds))]
-            self.sock.sendmsg([data], anc)
-        else:
-            self.sock.send(data)
+    def send(self, kind: str, /, **fields: Any) -> None:
+        fields["t"] = kind
+        for packet in frame(fields):
+            self.sock.send(packet)
 
-    def recv(self) -> tuple[dict[str, Any], list[int]]:
-        data, anc, _flags, _addr = self.sock.recvmsg(_MAX, _socket.CMSG_SPACE(16 * 4),
-                                                     _socket.MSG_CMSG_CLOEXEC)
-        fds: list[int] = []
-        for level, kind, payload in anc:
-            if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
-                n = len(payload) // 4
-                fds.extend(_unpack_fds(payload[:n * 4]))
-        if not data:
-            for fd in fds:
-                os.close(fd)
-            raise ChannelClosed("the container's init exited before it was ready")
-        return loads(data), fds
+    def write(self, kind: str, /, **fields: Any) -> None:
+        """send() with plain write(2) calls (see init.send_ready: a sendmsg could be held
+        by the child's own seccomp filter)."""
+        fields["t"] = kind
+        fd = self.sock.fileno()
+        for packet in frame(fields):
+            os.write(fd, packet)
 
-    def expect(self, kind: str) -> tuple[dict[str, Any], list[int]]:
-        """The next message of *kind* (others are kept for later); an "error" message
-        from the other side is raised."""
-        for i, (msg, fds) in enumerate(self.pending):
-            if msg.get("t") == kind:
-                del self.pending[i]
-                return msg, fds
-        while True:
-            msg, fds = self.recv()
-            if msg.get("t") == "error":
-                for fd in fds:
-                    os.close(fd)
-                raise ContainError(str(msg.get("msg")))
-            if msg.get("t") == kind:
-                return msg, fds
-            self.pending.append((msg, fds))
+    def recv(self) -> dict[str, Any]:
+        """The next message, of any kind."""
+        packet = self.sock.recv(CHUNK)
+        if not packet:
+            raise ChannelClosed("the other side of the sync channel went away")
+        size = int.from_bytes(packet[:_HEADER], "little")
+        data = packet[_HEADER:]
+        if len(data) < size:
+            parts = [data]
+            have = len(data)
+            while have < size:
+                packet = self.sock.recv(CHUNK)
+                if not packet:
+                    raise ChannelClosed("the other side of the sync channel went away")
+                parts.append(packet)
+                have += len(packet)
+            data = b"".join(parts)
+        msg = loads(data)
+        if not isinstance(msg, dict) or msg.get("t") not in KINDS:
+            raise ProtocolError(f"sync: malformed message {str(msg)[:80]!r}")
+        return msg
+
+    def expect(self, kind: str) -> dict[str, Any]:
+        """The next message, which must be of *kind*; the other side's ERROR is raised
+        as a :class:`ChildError`, any other kind is a :class:`ProtocolError`."""
+        msg = self.recv()
+        got = msg["t"]
+        if got == kind:
+            return msg
+        if got == ERROR:
+            raise child_error(msg)
+        raise ProtocolError(f"sync: expected {kind!r}, got {got!r}")
+
+    def pending_error(self) -> ChildError | None:
+        """After a failure on our side (the child may have failed first and said so:
+        then its report is the cause), the ERROR among what is left unread, if any.
+        Call it once the child is dead, so that all it sent is there."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                msg = self.recv()
+                if msg["t"] == ERROR:
+                    return child_error(msg)
+        except (OSError, ValueError, ContainError):  # drained, closed, or garbage
+            return None
+        finally:
+            self.sock.setblocking(True)
 
     def close(self) -> None:
         self.sock.close()
+
+
+# -- structured errors ---------------------------------------------------------------------
+
+def error_fields(exc: BaseException) -> dict[str, Any]:
+    """The ERROR message's fields for a failure in the child: its kind ("contain": a
+    message for the user already; "os": a failed call; "internal": a bug), errno, the
+    path or field it concerns, and the message (without the path, which is its own
+    field)."""
+    errno = getattr(exc, "errno", None)
+    if isinstance(exc, ContainError):
+        return {"kind": "contain", "errno": errno if isinstance(errno, int) else None,
+                "path": None, "msg": str(exc)}
+    if isinstance(exc, OSError):
+        # our syscall wrappers put "name detail: strerror" in args[1]
+        msg = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+        path = exc.filename
+        if path is not None and str(path) in msg:
+            path = None
+        return {"kind": "os", "errno": exc.errno, "path": None if path is None else str(path),
+                "msg": msg}
+    return {"kind": "internal", "errno": None, "path": None,
+            "msg": f"{type(exc).__name__}: {exc}"}
+
+
+def child_error(msg: dict[str, Any]) -> ChildError:
+    """The one place an ERROR message becomes the line the user reads."""
+    text = str(msg.get("msg") or "failed")
+    path = msg.get("path")
+    if path:
+        text = f"{path}: {text}"
+    if msg.get("kind") == "internal":
+        text = f"internal error in the container's setup: {text}"
+    errno = msg.get("errno")
+    return ChildError(text, errno if isinstance(errno, int) else None)
+
+
+# -- fd passing (console sockets) -----------------------------------------------------------
+
+_SCM_RIGHTS = 1
+_SOL_SOCKET = 1
+
+
+def _pack_fds(fds: tuple[int, ...] | list[int]) -> bytes:
+    """fds as the C int array SCM_RIGHTS carries (without importing struct)."""
+    return b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
+
+
+def _unpack_fds(data: bytes) -> list[int]:
+    return [int.from_bytes(data[i:i + 4], sys.byteorder, signed=True)
+            for i in range(0, len(data) - 3, 4)]
 
 
 def send_fd(sock_fd: int, fd: int, name: str) -> None:

@@ -59,14 +59,14 @@ def mount_idmapped(source: str, target: str, m: Mount, recursive: bool, userns: 
     try:
         tree = open_tree(AT_FDCWD, source, flags)
     except OSError as exc:
-        raise ContainError(f"idmapped mount {source}: {exc.strerror}") from None
+        raise ContainError(f"idmapped mount {source}: {exc.strerror}") from exc
     try:
         try:
             mount_setattr(tree, "", c.AT_EMPTY_PATH | (c.AT_RECURSIVE if recursive else 0),
                           c.MOUNT_ATTR_IDMAP, userns_fd=userns)
         except OSError as exc:
             raise ContainError(f"idmapped mount {source} on {m.destination}: {exc.strerror} "
-                               "(does the filesystem support id mapping?)") from None
+                               "(does the filesystem support id mapping?)") from exc
         # the target is /proc/self/fd/N: follow that (magic) link to the resolved directory
         move_mount(tree, "", AT_FDCWD, target,
                    c.MOVE_MOUNT_F_EMPTY_PATH | c.MOVE_MOUNT_T_SYMLINKS)

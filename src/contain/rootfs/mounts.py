@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from contain.spec.config import Mount
 
 # option -> (clear?, flag)
-_FLAGS: dict[str, tuple[bool, int]] = {
+MOUNT_FLAGS: dict[str, tuple[bool, int]] = {
     "async": (True, c.MS_SYNCHRONOUS), "atime": (True, c.MS_NOATIME),
     "bind": (False, c.MS_BIND), "defaults": (False, 0), "dev": (True, c.MS_NODEV),
     "diratime": (True, c.MS_NODIRATIME), "dirsync": (False, c.MS_DIRSYNC),
@@ -71,7 +71,7 @@ class MountOptions:
 def parse_options(options: list[str]) -> MountOptions:
     out = MountOptions()
     for opt in options:
-        known = _FLAGS.get(opt)
+        known = MOUNT_FLAGS.get(opt)
         if known is not None:
             clear, flag = known
             if clear:
@@ -133,17 +133,31 @@ def mount_entry(root_fd: int, m: Mount, index: int, bundle: str, ctx: MountConte
     where = f"mounts[{index}] ({m.destination})"
     source = ""
     kind = "dir"
+    if fstype == "tmpfs" and not any(d.startswith("mode=") for d in opts.data):
+        # a tmpfs without mode= takes the mode of the directory it covers (runc), not
+        # the kernel's 1777; a directory made here leaves the kernel's default
+        try:
+            fd = open_in_root(root_fd, m.destination)
+        except OSError:
+            pass
+        else:
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if stat.S_ISDIR(st.st_mode):
+                opts.data.append(f"mode={stat.S_IMODE(st.st_mode):o}")
     if is_bind:
         source = _host_source(m.source or "", bundle)
         try:
             st = os.stat(source)
         except OSError as exc:
-            raise ContainError(f"{where}: bind source {source}: {exc.strerror}") from None
+            raise ContainError(f"{where}: bind source {source}: {exc.strerror}") from exc
         kind = "dir" if stat.S_ISDIR(st.st_mode) else "file"
     try:
         dest_fd = resolve_in_root(root_fd, m.destination, kind)
     except OSError as exc:
-        raise ContainError(f"{where}: destination: {exc.strerror or exc}") from None
+        raise ContainError(f"{where}: destination: {exc.strerror or exc}") from exc
     below = -1
     try:
         target = fd_path(dest_fd)
@@ -220,7 +234,7 @@ def _mount_fs(source: str, fstype: str, target: str, opts: MountOptions, where: 
     try:
         mount(source, target, fstype, flags, data)
     except OSError as exc:
-        raise ContainError(f"{where}: mount {fstype}: {exc.strerror}") from None
+        raise ContainError(f"{where}: mount {fstype}: {exc.strerror}") from exc
 
 
 def _mount_bind(source: str, target: str, opts: MountOptions, m: Mount, where: str,
@@ -233,7 +247,7 @@ def _mount_bind(source: str, target: str, opts: MountOptions, m: Mount, where: s
     try:
         mount(source, target, None, c.MS_BIND | (opts.flags & c.MS_REC))
     except OSError as exc:
-        raise ContainError(f"{where}: bind mount {source}: {exc.strerror}") from None
+        raise ContainError(f"{where}: bind mount {source}: {exc.strerror}") from exc
 
 
 def _copy_up(below: int, top: str) -> None:

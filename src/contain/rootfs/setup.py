@@ -96,8 +96,8 @@ def _mknod(root_fd: int, path: str, kind: str, major: int, minor: int, mode: int
             os.unlink(name, dir_fd=pfd)
         except FileNotFoundError:
             pass
-        except IsADirectoryError:
-            raise ContainError(f"device {path}: a directory is in the way") from None
+        except IsADirectoryError as exc:
+            raise ContainError(f"device {path}: a directory is in the way") from exc
         type_bits = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
                      "p": stat.S_IFIFO}[kind]
         if userns and kind != "p":
@@ -202,7 +202,7 @@ def _readonly(root_fd: int, path: str) -> None:
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             return
-        raise ContainError(f"readonlyPaths {path}: {exc.strerror}") from None
+        raise ContainError(f"readonlyPaths {path}: {exc.strerror}") from exc
     try:
         target = fd_path(fd)
         mount(target, target, None, c.MS_BIND | c.MS_REC)
@@ -222,7 +222,7 @@ def _mask(root_fd: int, path: str) -> None:
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             return
-        raise ContainError(f"maskedPaths {path}: {exc.strerror}") from None
+        raise ContainError(f"maskedPaths {path}: {exc.strerror}") from exc
     try:
         target = fd_path(fd)
         if stat.S_ISDIR(os.fstat(fd).st_mode):
@@ -231,6 +231,6 @@ def _mask(root_fd: int, path: str) -> None:
             try:
                 mount("/dev/null", target, None, c.MS_BIND)
             except OSError as exc:
-                raise ContainError(f"maskedPaths {path}: {exc.strerror}") from None
+                raise ContainError(f"maskedPaths {path}: {exc.strerror}") from exc
     finally:
         os.close(fd)

@@ -110,8 +110,8 @@ def parse_size(text: str | int) -> int:
         t = t[:-1]
     try:
         value = float(t)
-    except ValueError:
-        raise ContainError(f"invalid size {text!r} (e.g. 512M, 2G)") from None
+    except ValueError as exc:
+        raise ContainError(f"invalid size {text!r} (e.g. 512M, 2G)") from exc
     if value <= 0:
         raise ContainError(f"invalid size {text!r}: must be positive")
     return int(value * mult)

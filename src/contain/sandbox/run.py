@@ -6,6 +6,8 @@ import os
 
 from contain.container.control import delete, run_poststart, wait
 from contain.container.lifecycle import CreateOptions, create
+from contain.container.run import run_container
+from contain.process.foreground import ForwardSignals, become_subreaper
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,14 +50,16 @@ def _remove_bundle(bundle: str) -> None:
 
 def run_sandbox(args: list[str], *, root: str, capture: bool = False,
                 input: bytes | None = None, timeout: float | None = None,
-                terminal: bool = False, supervise: Any = None, supervisor: str | None = None,
+                terminal: bool = False, forward_signals: bool = False,
+                supervise: Any = None, supervisor: str | None = None,
                 supervise_report: str | int | None = None, record: str | None = None,
                 enforce: str | None = None,
                 **options: Any) -> tuple[int, bytes | None, bytes | None]:
     """Run *args* in a sandbox; return (exit code, stdout, stderr) (output only when
-    *capture*). *supervise* (a policy), *record* or *enforce* (an OCI seccomp profile
-    file) put it in the sandbox class: see contain.sandbox.supervise."""
-    from contain.process.foreground import become_subreaper, run_container
+    *capture*). *forward_signals* (the CLI's choice; main thread only) forwards the
+    usual termination signals sent to the caller to the sandbox while it runs.
+    *supervise* (a policy), *record* or *enforce* (an OCI seccomp profile file) put it
+    in the sandbox class: see contain.sandbox.supervise and docs/supervise.md."""
     from contain.sandbox.host import sandbox_spec
     from contain.spec.config import Spec
 
@@ -80,12 +84,17 @@ def run_sandbox(args: list[str], *, root: str, capture: bool = False,
         if sup is not None:
             sup.start()
 
-            def after(record: Any) -> None:
-                sup.attach(record.pid)
-        if not capture and input is None and timeout is None:
-            return run_container(root, cid, bundle, spec, opts, after_create=after), None, None
-        become_subreaper()
-        return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout, after)
+            def after(created: Any) -> None:
+                sup.attach(created.pid)
+        if opts.no_cgroup:  # (and no import of contain.cgroups either)
+            return _run(root, cid, bundle, spec, opts, capture, input, timeout,
+                        forward_signals, after)
+        from contain.cgroups import warm
+
+        # a cgroup to join: the attach finds the cgroup lock warm (see cgroups/warm.py)
+        with warm.warming():
+            return _run(root, cid, bundle, spec, opts, capture, input, timeout,
+                        forward_signals, after)
     except BaseException:
         if sup is not None:
             sup.kill()
@@ -96,12 +105,29 @@ def run_sandbox(args: list[str], *, root: str, capture: bool = False,
         _remove_bundle(bundle)
 
 
+def _run(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptions, capture: bool,
+         input: bytes | None, timeout: float | None, forward_signals: bool,
+         after_create: Any = None) -> tuple[int, bytes | None, bytes | None]:
+    if not capture and input is None and timeout is None:
+        return run_container(root, cid, bundle, spec, opts, forward_signals=forward_signals,
+                             after_create=after_create), None, None
+    become_subreaper()
+    if not forward_signals:
+        return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout,
+                             after_create=after_create)
+    with ForwardSignals() as forward:
+        return _run_captured(root, cid, bundle, spec, opts, capture, input, timeout,
+                             forward, after_create)
+
+
 def _run_captured(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptions,
                   capture: bool, input: bytes | None, timeout: float | None,
-                  after_create: Any = None) -> tuple[int, bytes | None, bytes | None]:
-    import select
+                  forward: ForwardSignals | None = None, after_create: Any = None,
+                  ) -> tuple[int, bytes | None, bytes | None]:
+    import signal
     import time
 
+    # a supervisor attaches between create and start
     opts.start_now = after_create is None
     ours: list[int] = []
     theirs: list[int] = []
@@ -123,9 +149,14 @@ def _run_captured(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptio
         raise
     for fd in theirs:
         os.close(fd)
-    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
-    pending = memoryview(input or b"")
+    if forward is not None:
+        forward.attach(record.pid)
+    from contain.process.pump import Pump
+
     deadline = None if timeout is None else time.monotonic() + timeout
+    pump = Pump()
+    out = pump.collect(out_r) if capture else None
+    err = pump.collect(err_r) if capture else None
     try:
         if after_create is not None:
             from contain.container.control import start
@@ -135,45 +166,15 @@ def _run_captured(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptio
         else:
             run_poststart(record)
         pidfd = os.pidfd_open(record.pid)
-        readers = [fd for fd in (out_r, err_r) if fd >= 0]
-        writers = [stdin_w] if stdin_w >= 0 else []
-        if writers and not pending:
-            os.close(stdin_w)
-            ours.remove(stdin_w)
-            writers = []
-        exited = False
         try:
-            while readers or writers or not exited:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    os.kill(record.pid, 9)
-                    raise TimeoutError(f"sandbox {args_text(spec)} timed out after {timeout}s")
-                watch = readers + ([] if exited else [pidfd])
-                if exited:  # drain what is left, without waiting on a stray writer
-                    left = 1.0 if left is None else min(left, 1.0)
-                r, w, _ = select.select(watch, writers, [], left)
-                if pidfd in r:
-                    exited = True
-                for fd in r:
-                    if fd == pidfd:
-                        continue
-                    data = os.read(fd, 65536)
-                    if data:
-                        chunks[fd].append(data)
-                    else:
-                        readers.remove(fd)
-                if w:
-                    try:
-                        n = os.write(stdin_w, pending[:65536])
-                    except BrokenPipeError:
-                        n = len(pending)
-                    pending = pending[n:]
-                    if not pending:
-                        os.close(stdin_w)
-                        ours.remove(stdin_w)
-                        writers = []
-                if exited and not r:
-                    break
+            if stdin_w >= 0:
+                ours.remove(stdin_w)
+                pump.feed(stdin_w, input or b"")  # the pump closes it
+            # once it has exited, its output is drained while it keeps coming within 1 s
+            # (a stray process may still hold a pipe)
+            if not pump.run(exit_fd=pidfd, deadline=deadline, linger=1.0):
+                os.kill(record.pid, signal.SIGKILL)
+                raise TimeoutError(f"sandbox {args_text(spec)} timed out after {timeout}s")
         finally:
             os.close(pidfd)
         code = wait(record)
@@ -181,9 +182,7 @@ def _run_captured(root: str, cid: str, bundle: str, spec: Any, opts: CreateOptio
         for fd in ours:
             os.close(fd)
         delete(root, cid, force=True)
-    out = b"".join(chunks[out_r]) if capture else None
-    err = b"".join(chunks[err_r]) if capture else None
-    return code, out, err
+    return code, None if out is None else bytes(out), None if err is None else bytes(err)
 
 
 def args_text(spec: Any) -> str:

@@ -20,6 +20,8 @@ alone, as runc does.
 
 from __future__ import annotations
 
+import errno
+
 # imported here, not lazily: the init applies capabilities after pivot_root, when the
 # package's files may no longer be reachable
 from contain.errors import ContainError, SpecError
@@ -148,7 +150,7 @@ def drop_bounding(caps: Capabilities | CapSets | None) -> None:
             prctl(consts.PR_CAPBSET_DROP, n)
         except OSError as e:
             raise ContainError(f"cannot drop {name_of(n)} from the bounding set: "
-                               f"{e.strerror}") from None
+                               f"{e.strerror}") from e
 
 
 def set_keepcaps(on: bool) -> None:
@@ -168,13 +170,13 @@ def apply_after_setuid(caps: Capabilities | CapSets | None) -> list[str]:
         missing = (sets.permitted | sets.effective) & ~have
         extra = f" (not held by the runtime: {', '.join(mask_to_names(missing))})" \
             if missing else ""
-        raise ContainError(f"can't apply capabilities: {e.strerror}{extra}") from None
+        raise ContainError(f"can't apply capabilities: {e.strerror}{extra}") from e
     warnings: list[str] = []
     try:
         prctl(consts.PR_CAP_AMBIENT, consts.PR_CAP_AMBIENT_CLEAR_ALL)
     except OSError as e:
-        if e.errno != 22:  # EINVAL: a kernel without ambient capabilities
-            raise ContainError(f"can't clear ambient capabilities: {e.strerror}") from None
+        if e.errno != errno.EINVAL:  # a kernel without ambient capabilities
+            raise ContainError(f"can't clear ambient capabilities: {e.strerror}") from e
     for n in range(64):
         if sets.ambient >> n & 1:
             try:

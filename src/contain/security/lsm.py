@@ -54,12 +54,12 @@ def _write_attr(paths: tuple[str, ...], value: str, what: str) -> None:
         except FileNotFoundError:
             continue
         except OSError as exc:
-            raise ContainError(f"{what}: {p}: {exc.strerror}") from None
+            raise ContainError(f"{what}: {p}: {exc.strerror}") from exc
         try:
             os.write(fd, value.encode())
             return
         except OSError as exc:
-            raise ContainError(f"{what} {value!r}: {exc.strerror}") from None
+            raise ContainError(f"{what} {value!r}: {exc.strerror}") from exc
         finally:
             os.close(fd)
     raise ContainError(f"{what}: no /proc/self/attr interface (is /proc mounted?)")

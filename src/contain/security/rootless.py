@@ -13,7 +13,7 @@ import os
 
 from contain.errors import ContainError
 from contain.passwd import name_of
-from contain.spec.decode import fail
+from contain.spec.decode import ID_MAX, fail
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,7 +29,11 @@ def subordinate_ranges(path: str, uid: int) -> list[tuple[int, int]]:
             for line in f:
                 parts = line.strip().split(":")
                 if len(parts) == 3 and parts[0] in (name, str(uid)):
-                    out.append((int(parts[1]), int(parts[2])))
+                    start, count = int(parts[1]), int(parts[2])
+                    # a range that reaches past the largest id (or 4294967295, which
+                    # is no id) grants nothing here
+                    if start >= 0 and count > 0 and start + count - 1 <= ID_MAX:
+                        out.append((start, count))
     except (OSError, ValueError):
         pass
     return out

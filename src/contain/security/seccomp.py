@@ -21,7 +21,9 @@ default action.
 
 from __future__ import annotations
 
-from contain.errors import ContainError, SpecError
+import errno
+
+from contain.errors import ContainError, SpecError, message
 
 # imported now, not in load_filter: the init calls load_filter after pivot_root, when the
 # package's files may no longer be reachable
@@ -33,8 +35,8 @@ if TYPE_CHECKING:
 
     from contain.spec.config import Seccomp
 
-EPERM = 1
-ENOSYS = 38
+EPERM = errno.EPERM
+ENOSYS = errno.ENOSYS
 
 # kernel filter flags (linux/seccomp.h); kept here so that compile_filter does not need
 # contain.linux.seccomp and load_filter does not need anything but it
@@ -129,7 +131,7 @@ def _action(name: str, errno_ret: int | None, path: str, errno_path: str) -> int
 
 
 def _lib_error(e: OSError) -> ContainError:
-    return ContainError(str(e.strerror or e))
+    return ContainError(message(e), errno=e.errno)
 
 
 def _max_syscalls(seccomp: Seccomp, arch_tokens: list[int]) -> dict[int, dict[int, int]]:
@@ -315,7 +317,7 @@ def _build(seccomp: Seccomp, path: str, default: int, actions: list[int], notify
                 "(libseccomp >= 2.5.0 and Linux >= 5.7 are needed)")
         filt = L.Filter(default)
     except OSError as e:
-        raise _lib_error(e) from None
+        raise _lib_error(e) from e
 
     try:
         tokens = [L.arch_native()]
@@ -328,7 +330,7 @@ def _build(seccomp: Seccomp, path: str, default: int, actions: list[int], notify
             try:
                 filt.add_arch(token)
             except OSError as e:
-                raise SpecError(apath, f"cannot add architecture {arch}: {e.strerror}") from None
+                raise SpecError(apath, f"cannot add architecture {arch}: {e.strerror}") from e
             if token not in tokens:
                 tokens.append(token)
 
@@ -361,12 +363,12 @@ def _build(seccomp: Seccomp, path: str, default: int, actions: list[int], notify
                         filt.add_rule(act, nr, conds)
                 except OSError as e:
                     raise SpecError(f"{path}.syscalls[{i}].names[{j}]",
-                                    f"cannot add seccomp rule for {name}: {e.strerror}") from None
+                                    f"cannot add seccomp rule for {name}: {e.strerror}") from e
 
         try:
             program = filt.export_bpf()
         except OSError as e:
-            raise _lib_error(e) from None
+            raise _lib_error(e) from e
     finally:
         filt.release()
 
@@ -465,7 +467,7 @@ def load_filter(program: SeccompProgram) -> int | None:
     try:
         return set_filter(program.bpf, program.flags)
     except OSError as e:
-        raise ContainError(f"error loading seccomp filter into kernel: {e.strerror}") from None
+        raise ContainError(f"error loading seccomp filter into kernel: {e.strerror}") from e
 
 
 # -- notify listener -> seccomp agent ------------------------------------------------------
@@ -504,4 +506,4 @@ def send_listener(listener_path: str, listener_fd: int, state: dict[str, Any],
             socket.send_fds(s, [payload], [listener_fd])
     except OSError as e:
         raise ContainError(f"cannot send seccomp fd to {listener_path}: "
-                           f"{e.strerror or e}") from None
+                           f"{e.strerror or e}") from e

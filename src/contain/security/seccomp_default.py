@@ -19,6 +19,8 @@ compiler skips them as runc does.
 
 from __future__ import annotations
 
+import errno
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -166,7 +168,7 @@ _CLONE_NS_FLAGS = (0x00020000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x2000000
                    | 0x40000000 | 0x02000000)  # NEWNS UTS IPC USER PID NET CGROUP
 
 _AF_VSOCK = 40
-_ENOSYS = 38
+_ENOSYS = errno.ENOSYS
 _EPERM = 1
 
 

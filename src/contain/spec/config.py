@@ -7,6 +7,7 @@ spec asks, and a wrong type or value fails with the path of the field.
 from __future__ import annotations
 
 from contain.spec.decode import (
+    ID_MAX,
     REQUIRED,
     Model,
     absolute_path,
@@ -15,10 +16,13 @@ from contain.spec.decode import (
     fail,
     i32,
     i64,
+    id32,
     integer,
+    key,
     mapping,
     model,
     one_of,
+    show,
     string,
     u16,
     u32,
@@ -33,6 +37,54 @@ OCI_VERSION = "1.2.0"
 
 _strs = array(string)
 
+NGROUPS_MAX = 65536  # the kernel's limit on supplementary groups (setgroups: EINVAL)
+
+
+def _gids(value: Any, path: str) -> list[int]:
+    if isinstance(value, list) and len(value) > NGROUPS_MAX:
+        raise fail(path, f"{len(value)} groups: the kernel allows at most {NGROUPS_MAX}")
+    gids: list[int] = array(id32)(value, path)
+    return gids
+
+
+# the rlimits of setrlimit(2), by the names the spec uses
+RLIMIT_TYPES = ("RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_CORE",
+                "RLIMIT_RSS", "RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_MEMLOCK", "RLIMIT_AS",
+                "RLIMIT_LOCKS", "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE", "RLIMIT_NICE",
+                "RLIMIT_RTPRIO", "RLIMIT_RTTIME")
+
+CPU_MAX = 8192  # NR_CPUS at most (CONFIG_NR_CPUS tops out at 8192)
+NODE_MAX = 1024  # MAX_NUMNODES at most (CONFIG_NODES_SHIFT tops out at 10)
+
+
+def _number(text: str) -> bool:
+    """Decimal digits, few enough for int() (which refuses more than 4300)."""
+    return text.isdigit() and text.isascii() and len(text) <= 18
+
+
+def check_cpu_list(text: str, path: str, limit: int = CPU_MAX, stride: bool = False) -> None:
+    """A list of the kernel's cpulist format ("0-3,7"): numbers below *limit*; with
+    *stride*, ranges may take the cgroup files' "0-7:2/4" form too."""
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        part, colon, groups = part.partition(":")
+        if colon:
+            used, slash, size = groups.partition("/")
+            if not (stride and "-" in part and slash and _number(used) and _number(size)):
+                raise fail(path, f"{show(text)} is not a list of numbers and ranges (0-3,7)")
+        lo, dash, hi = part.partition("-")
+        lo, hi = lo.strip(), hi.strip()
+        if not _number(lo) or (dash and not _number(hi)):
+            raise fail(path, f"{show(text)} is not a list of numbers and ranges (0-3,7)")
+        first, last = int(lo), int(hi) if dash else int(lo)
+        if first > last:
+            raise fail(path, f"range {show(part)} runs backwards")
+        if last >= limit:
+            raise fail(path, f"{last} is beyond the largest number the kernel allows "
+                       f"({limit - 1})")
+
 
 # -- process --------------------------------------------------------------------------
 
@@ -46,10 +98,10 @@ class Box(Model):
 class User(Model):
     __slots__ = ("uid", "gid", "umask", "additional_gids", "username")
     FIELDS = (
-        ("uid", "uid", u32, 0),
-        ("gid", "gid", u32, 0),
+        ("uid", "uid", id32, 0),
+        ("gid", "gid", id32, 0),
         ("umask", "umask", integer(0, 0o777), None),
-        ("additional_gids", "additionalGids", array(u32), list),
+        ("additional_gids", "additionalGids", _gids, list),
         ("username", "username", string, None),
     )
     uid: int
@@ -68,8 +120,8 @@ class Rlimit(Model):
     hard: int
 
     def validate(self, path: str) -> None:
-        if not self.type.startswith("RLIMIT_"):
-            raise fail(f"{path}.type", f"unknown rlimit {self.type!r}")
+        if self.type not in RLIMIT_TYPES:
+            raise fail(f"{path}.type", f"unknown rlimit {show(self.type)}")
         if self.soft > self.hard:
             raise fail(path, f"{self.type}: soft limit {self.soft} exceeds hard limit {self.hard}")
 
@@ -127,6 +179,12 @@ class CPUAffinity(Model):
     FIELDS = (("initial", "initial", string, None), ("final", "final", string, None))
     initial: str | None
     final: str | None
+
+    def validate(self, path: str) -> None:
+        for name in ("initial", "final"):
+            value = getattr(self, name)
+            if value is not None:
+                check_cpu_list(value, f"{path}.{name}")
 
 
 class Process(Model):
@@ -191,11 +249,20 @@ class Root(Model):
 
 class IDMapping(Model):
     __slots__ = ("container_id", "host_id", "size")
-    FIELDS = (("container_id", "containerID", u32, REQUIRED), ("host_id", "hostID", u32, REQUIRED),
-              ("size", "size", u32, REQUIRED))
+    FIELDS = (("container_id", "containerID", id32, REQUIRED),
+              ("host_id", "hostID", id32, REQUIRED),
+              ("size", "size", integer(1, ID_MAX + 1), REQUIRED))
     container_id: int
     host_id: int
     size: int
+
+    def validate(self, path: str) -> None:
+        # the last id of either range must be a valid id too: no range may reach
+        # 4294967295, which is (uid_t)-1 and no id at all
+        for name, first in (("containerID", self.container_id), ("hostID", self.host_id)):
+            if first + self.size - 1 > ID_MAX:
+                raise fail(path, f"{name} {first} + size {self.size} goes beyond the "
+                           f"largest id {ID_MAX}")
 
 
 def _check_mappings(maps: list[IDMapping], path: str) -> None:
@@ -207,6 +274,10 @@ def _check_mappings(maps: list[IDMapping], path: str) -> None:
     for i, m in enumerate(maps):
         if m.size == 0:
             raise fail(f"{path}[{i}].size", "must be at least 1")
+
+
+# mount options that carry a uid or gid (tmpfs, devpts, fat, iso9660, ...)
+_ID_OPTIONS = ("uid", "gid", "setuid", "setgid")
 
 
 class Mount(Model):
@@ -228,7 +299,15 @@ class Mount(Model):
 
     def validate(self, path: str) -> None:
         if not self.destination.startswith("/"):
-            raise fail(f"{path}.destination", f"{self.destination!r} is not an absolute path")
+            raise fail(f"{path}.destination",
+                       f"{show(self.destination)} is not an absolute path")
+        for i, opt in enumerate(self.options):
+            name, eq, value = opt.partition("=")
+            bad = not (value.isdigit() and value.isascii() and len(value) <= 10) \
+                or int(value) > ID_MAX
+            if eq and name in _ID_OPTIONS and bad:
+                raise fail(f"{path}.options[{i}]", f"{show(opt)}: {name} must be a "
+                           f"number in [0, {ID_MAX}]")
         if bool(self.uid_mappings) != bool(self.gid_mappings):
             raise fail(path, "uidMappings and gidMappings must be given together")
 
@@ -290,8 +369,8 @@ class Device(Model):
         ("major", "major", i64, None),
         ("minor", "minor", i64, None),
         ("file_mode", "fileMode", integer(0, 0o7777), None),
-        ("uid", "uid", u32, None),
-        ("gid", "gid", u32, None),
+        ("uid", "uid", id32, None),
+        ("gid", "gid", id32, None),
     )
     type: str
     path: str
@@ -409,7 +488,7 @@ class DeviceRule(Model):
 
     def validate(self, path: str) -> None:
         if not self.access or any(c not in "rwm" for c in self.access):
-            raise fail(f"{path}.access", f"invalid access {self.access!r} (letters of rwm)")
+            raise fail(f"{path}.access", f"invalid access {show(self.access)} (letters of rwm)")
         for name in ("major", "minor"):
             v = getattr(self, name)
             if v is not None and not -1 <= v < 2**32:
@@ -478,6 +557,10 @@ class CPU(Model):
             raise fail(f"{path}.quota", f"{self.quota} is negative (use -1 for unlimited)")
         if self.idle is not None and self.idle not in (0, 1):
             raise fail(f"{path}.idle", f"{self.idle} must be 0 or 1")
+        if self.cpus:
+            check_cpu_list(self.cpus, f"{path}.cpus", stride=True)
+        if self.mems:
+            check_cpu_list(self.mems, f"{path}.mems", NODE_MAX, stride=True)
 
 
 class Pids(Model):
@@ -637,15 +720,21 @@ class Linux(Model):
                        "a new user namespace needs uidMappings and gidMappings")
         if (self.uid_mappings or self.gid_mappings) and "user" not in seen:
             raise fail(f"{path}.uidMappings", "mappings given without a user namespace")
-        for key in self.time_offsets:
-            if key not in ("monotonic", "boottime"):
-                raise fail(f"{path}.timeOffsets.{key}", "unknown clock (monotonic or boottime)")
+        for clock in self.time_offsets:
+            if clock not in ("monotonic", "boottime"):
+                raise fail(f"{path}.timeOffsets.{key(clock)}",
+                           "unknown clock (monotonic or boottime)")
+        for name in self.sysctl:
+            if not name or len(name) > 255:
+                raise fail(f"{path}.sysctl.{key(name)}", "not a sysctl name")
         new_time = "time" in seen and self.namespaces[seen["time"]].path is None
         if self.time_offsets and not new_time:
             raise fail(f"{path}.timeOffsets", "time offsets need a new time namespace")
         for i, dev in enumerate(self.devices):
-            if dev.path.startswith("/dev/") is False:
-                raise fail(f"{path}.devices[{i}].path", f"{dev.path!r} is not under /dev")
+            # anywhere in the container (the spec and runc allow /foo-dev), but absolute
+            if not dev.path.startswith("/") or dev.path.rstrip("/") == "":
+                raise fail(f"{path}.devices[{i}].path", f"{show(dev.path)} is not an "
+                           "absolute path of a file")
         if self.intel_rdt:
             raise fail(f"{path}.intelRdt", "Intel RDT is not supported by this host")
 
@@ -661,7 +750,7 @@ class Linux(Model):
 def _version(value: Any, path: str) -> str:
     string(value, path)
     if not value.startswith("1."):
-        raise fail(path, f"unsupported OCI version {value!r} (1.x is supported)")
+        raise fail(path, f"unsupported OCI version {show(value)} (1.x is supported)")
     return value
 
 
@@ -704,6 +793,10 @@ class Spec(Model):
             raise fail(f"{path}.hostname", "setting the hostname needs a new uts namespace")
         if self.domainname and (linux is None or not _new_ns(linux, "uts")):
             raise fail(f"{path}.domainname", "setting the domainname needs a new uts namespace")
+        for name, value in (("hostname", self.hostname), ("domainname", self.domainname)):
+            if value is not None and len(value.encode()) > 64:
+                raise fail(f"{path}.{name}", f"{show(value)} is longer than the kernel's "
+                           "64 bytes")
 
 
 def _new_ns(linux: Linux, kind: str) -> bool:
@@ -718,9 +811,9 @@ def load_spec(data: bytes | str, document: str = "config.json") -> Spec:
     try:
         raw = loads(data)
     except ValueError as exc:
-        raise SpecError("$", f"malformed JSON: {exc}", document) from None
+        raise SpecError("$", f"malformed JSON: {exc}", document) from exc
     except UnicodeDecodeError as exc:
-        raise SpecError("$", f"not UTF-8: {exc.reason}", document) from None
+        raise SpecError("$", f"not UTF-8: {exc.reason}", document) from exc
     try:
         return Spec.decode(raw)
     except SpecError as exc:

@@ -30,10 +30,47 @@ def fail(path: str, message: str) -> SpecError:
     return SpecError(path, message)
 
 
+SHOW_MAX = 200  # an error quotes at most this many characters of a bad value
+
+
+def show(value: object) -> str:
+    """*value* as an error message quotes it: repr, cut to SHOW_MAX characters."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print (sys.get_int_max_str_digits)
+        return f"<a {type(value).__name__} too large to show>"
+    if len(text) <= SHOW_MAX:
+        return text
+    return f"{text[:SHOW_MAX]}... ({len(text)} characters)"
+
+
+def key(name: str) -> str:
+    """An object key as it appears in a JSON path: as is when short and printable, else
+    quoted and cut like :func:`show`."""
+    if len(name) <= SHOW_MAX and name.isprintable():
+        return name
+    return show(name)
+
+
+def check_text(value: str, path: str) -> str:
+    """Every string may reach the kernel (paths, argv, env, names), which reads it as a
+    NUL-terminated UTF-8 byte string: a NUL would cut it short silently, and a lone
+    surrogate (a JSON "\\ud800" escape) has no UTF-8 form at all."""
+    if "\0" in value:
+        raise fail(path, f"contains a NUL byte: {show(value)}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise fail(path, f"is not valid Unicode text (a lone surrogate): {show(value)}"
+                       ) from None
+    return value
+
+
 def string(value: Any, path: str) -> str:
     if not isinstance(value, str):
         raise fail(path, f"expected string, got {_kind(value)}")
-    return value
+    return check_text(value, path)
 
 
 def boolean(value: Any, path: str) -> bool:
@@ -49,7 +86,7 @@ def integer(lo: int, hi: int) -> Codec:
         if not isinstance(value, int) or isinstance(value, bool):
             raise fail(path, f"expected integer, got {_kind(value)}")
         if not lo <= value <= hi:
-            raise fail(path, f"{value} out of range [{lo}, {hi}]")
+            raise fail(path, f"{show(value)} out of range [{lo}, {hi}]")
         return value
     return codec
 
@@ -60,6 +97,10 @@ u32 = integer(0, 2**32 - 1)
 u64 = integer(0, 2**64 - 1)
 i32 = integer(-(2**31), 2**31 - 1)
 i64 = integer(-(2**63), 2**63 - 1)
+# uids and gids: 4294967295 is (uid_t)-1, which setresuid/setresgid/chown read as "leave
+# unchanged" (so the runtime's root would stay); runc accepts 0..2147483647, as here
+ID_MAX = 2**31 - 1
+id32 = integer(0, ID_MAX)
 
 
 def array(item: Codec) -> Codec:
@@ -78,7 +119,11 @@ def mapping(item: Codec) -> Codec:
             return {}
         if not isinstance(value, dict):
             raise fail(path, f"expected object, got {_kind(value)}")
-        return {k: item(v, f"{path}.{k}") for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            check_text(k, f"{path}.{key(k)}")
+            out[k] = item(v, f"{path}.{key(k)}")
+        return out
     return codec
 
 
@@ -86,7 +131,7 @@ def one_of(*choices: str) -> Codec:
     def codec(value: Any, path: str) -> str:
         string(value, path)
         if value not in choices:
-            raise fail(path, f"unknown value {value!r} (expected one of {', '.join(choices)})")
+            raise fail(path, f"unknown value {show(value)} (expected one of {', '.join(choices)})")
         return value
     return codec
 
@@ -94,7 +139,7 @@ def one_of(*choices: str) -> Codec:
 def absolute_path(value: Any, path: str) -> str:
     string(value, path)
     if not value.startswith("/"):
-        raise fail(path, f"{value!r} is not an absolute path")
+        raise fail(path, f"{show(value)} is not an absolute path")
     return value
 
 

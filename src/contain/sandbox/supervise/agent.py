@@ -301,41 +301,18 @@ class Supervisor:
 
 def _supervisor_main(sup: Supervisor, control: Any, ask_sock: Any, report_fd: int) -> int:
     """The supervisor process."""
-    import signal
-
     from contain.linux import consts as c
     from contain.linux.syscalls import prctl
 
     keep = {control.fileno(), 2}
-    if sup.server is not None:
-        keep.add(sup.server.fileno())
-    if ask_sock is not None:
-        keep.add(ask_sock.fileno())
+    for extra in (sup.server, ask_sock):
+        if extra is not None:
+            keep.add(extra.fileno())
     if report_fd >= 0:
         keep.add(report_fd)
-    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU,
-                signal.SIGHUP, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if sup.detach:
-        os.setsid()
-        pid = os.fork()
-        if pid:
-            _send(control, {"daemon": pid})
-            return 0
-        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        os.close(null)
-    else:
-        parent = os.getppid()
-        prctl(c.PR_SET_PDEATHSIG, 9)
-        if os.getppid() != parent:
-            return 1
-        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-        for fd in (0, 1):
-            os.dup2(null, fd)
-        os.close(null)
+    daemon = _become_supervisor(sup, control)
+    if daemon is not None:
+        return daemon
     _close_others(keep)
     # the name `contain inspect` shows for the tracer of a supervised process
     prctl(c.PR_SET_NAME, _comm_buffer(COMM[sup.mode]))
@@ -344,14 +321,7 @@ def _supervisor_main(sup: Supervisor, control: Any, ask_sock: Any, report_fd: in
     report = Report(sup.report if isinstance(sup.report, str) else
                     (report_fd if report_fd >= 0 else None), sup.mode)
     recorder = Recorder() if sup.record else None
-    ask = None
-    if ask_sock is not None:
-        def ask(rule: Any, call: Any) -> Any:
-            _send(ask_sock, {"rule": rule.where, "call": call.to_json()})
-            msg = _recv(ask_sock)
-            if msg is None:
-                return ("deny", 1, 0, "the asking process is gone")
-            return tuple(msg["d"])
+    ask = _asker(ask_sock) if ask_sock is not None else None
     try:
         if sup.mode == "notify":
             code = _serve_notify(sup, control, report, recorder, ask)
@@ -371,6 +341,50 @@ def _supervisor_main(sup: Supervisor, control: Any, ask_sock: Any, report_fd: in
                 pass
         report.close()
     return code
+
+
+def _become_supervisor(sup: Supervisor, control: Any) -> int | None:
+    """Signals, stdio and lifetime of the supervisor process: in the foreground it dies
+    with the runtime; detached it is a daemon (the first fork's exit code is returned,
+    None in the process that goes on)."""
+    import signal
+
+    from contain.linux import consts as c
+    from contain.linux.syscalls import prctl
+
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU,
+                signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sup.detach:
+        os.setsid()
+        pid = os.fork()
+        if pid:
+            _send(control, {"daemon": pid})
+            return 0
+        to_null: tuple[int, ...] = (0, 1, 2)
+    else:
+        parent = os.getppid()
+        prctl(c.PR_SET_PDEATHSIG, 9)
+        if os.getppid() != parent:
+            return 1
+        to_null = (0, 1)
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    for fd in to_null:
+        os.dup2(null, fd)
+    os.close(null)
+    return None
+
+
+def _asker(ask_sock: Any) -> Any:
+    """``ask`` from the supervisor process: the callbacks live in the runtime's."""
+    def ask(rule: Any, call: Any) -> Any:
+        _send(ask_sock, {"rule": rule.where, "call": call.to_json()})
+        msg = _recv(ask_sock)
+        if msg is None:
+            return ("deny", 1, 0, "the asking process is gone")
+        return tuple(msg["d"])
+    return ask
 
 
 COMM = {"notify": "contain-notify", "ptrace": "contain-ptrace"}
@@ -431,95 +445,123 @@ def reap_traced(traced: set[int]) -> None:
 
 
 def _serve_notify(sup: Supervisor, control: Any, report: Any, recorder: Any, ask: Any) -> int:
-    import select
-    import signal
-    import socket
-    import time
+    return _NotifyLoop(sup, control, report, recorder, ask).run()
 
-    from contain.jsonio import loads
-    from contain.linux import ptrace as P
-    from contain.linux.unotify import set_sync_wakeup
-    from contain.sandbox.supervise.notify import NotifySupervisor
 
-    server = sup.server
-    assert server is not None
-    wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    ns = NotifySupervisor(sup.policy, report, recorder, ask, sup.hostname)
-    poller = select.poll()
-    IN = select.POLLIN
-    poller.register(server.fileno(), IN)
-    poller.register(control.fileno(), IN)
-    poller.register(wake_r, IN)
-    listeners: dict[int, int] = {}
-    traced: set[int] = set()
-    had = False
-    control_open = True
-    _send(control, {"t": "ready"})
-    started = time.monotonic()
-    handle = ns.handle
-    while True:
-        if had and not listeners and not traced:
-            return 0
-        if not had and not control_open:
-            return 0
-        if not had and time.monotonic() - started > 300:
-            return 1
-        for fd, ev in poller.poll(1000 if not had else None):
-            if fd in listeners:
-                if ev & IN:
-                    handle(fd)
-                elif ev:
-                    poller.unregister(fd)
-                    os.close(fd)
-                    del listeners[fd]
-            elif fd == server.fileno():
-                conn, _ = server.accept()
-                with conn:
-                    conn.settimeout(10)
+class _NotifyLoop:
+    """The notify supervisor's event loop: listener hand-overs on the socket, the
+    notifications of every listener, the runtime's control channel, and the stops of the
+    processes seized for EXITKILL (SIGCHLD through a wake-up pipe)."""
+
+    def __init__(self, sup: Supervisor, control: Any, report: Any, recorder: Any,
+                 ask: Any) -> None:
+        import select
+        import signal
+
+        from contain.sandbox.supervise.notify import NotifySupervisor
+
+        assert sup.server is not None
+        self.sup = sup
+        self.server = sup.server
+        self.control = control
+        self.report = report
+        self.wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.handle = NotifySupervisor(sup.policy, report, recorder, ask, sup.hostname).handle
+        self.poller = select.poll()
+        for fd in (self.server.fileno(), control.fileno(), self.wake_r):
+            self.poller.register(fd, select.POLLIN)
+        self.listeners: dict[int, int] = {}
+        self.traced: set[int] = set()
+        self.had = False
+        self.control_open = True
+
+    def run(self) -> int:
+        import select
+        import time
+
+        _send(self.control, {"t": "ready"})
+        started = time.monotonic()
+        listeners = self.listeners
+        handle = self.handle
+        IN = select.POLLIN
+        while True:
+            if self.had and not listeners and not self.traced:
+                return 0
+            if not self.had and (not self.control_open or time.monotonic() - started > 300):
+                return 0 if not self.control_open else 1
+            for fd, ev in self.poller.poll(1000 if not self.had else None):
+                if fd in listeners:
+                    if ev & IN:
+                        handle(fd)
+                    elif ev:
+                        self.poller.unregister(fd)
+                        os.close(fd)
+                        del listeners[fd]
+                elif fd == self.server.fileno():
+                    self.accept()
+                elif fd == self.control.fileno():
+                    if self.on_control():
+                        return 0  # the runtime saw the container end
+                elif fd == self.wake_r:
                     try:
-                        data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 4)
-                    except OSError:
-                        continue
-                if not fds:
-                    continue
-                for extra in fds[1:]:
-                    os.close(extra)
-                lfd = fds[0]
-                try:
-                    pid = int(loads(data.decode()).get("pid", 0))
-                except (ValueError, AttributeError):
-                    pid = 0
-                sync = set_sync_wakeup(lfd)
-                if pid:
-                    try:
-                        P.seize(pid, P.PTRACE_O_EXITKILL)
-                        traced.add(pid)
-                    except OSError as e:
-                        report.event(pid, "-", -1, (), "error",
-                                     detail=f"cannot seize for fail-closed: {e.strerror}")
-                listeners[lfd] = pid
-                poller.register(lfd, IN)
-                had = True
-                if control_open:
-                    try:
-                        _send(control, {"t": "attached", "pid": pid, "sync": sync})
+                        os.read(self.wake_r, 512)
                     except OSError:
                         pass
-            elif fd == control.fileno():
-                try:
-                    data = control.recv(4096)
-                except OSError:
-                    data = b""
-                if not data:
-                    control_open = False
-                    poller.unregister(fd)
-                    if not sup.detach and had:
-                        return 0  # the runtime saw the container end
-            elif fd == wake_r:
-                try:
-                    os.read(wake_r, 512)
-                except OSError:
-                    pass
-                reap_traced(traced)
+                    reap_traced(self.traced)
+
+    def accept(self) -> None:
+        """A listener handed over (the runtime's OCI seccomp-agent protocol): seize its
+        process for EXITKILL, then watch it."""
+        import select
+        import socket
+
+        from contain.jsonio import loads
+        from contain.linux import ptrace as P
+        from contain.linux.unotify import set_sync_wakeup
+
+        conn, _ = self.server.accept()
+        with conn:
+            conn.settimeout(10)
+            try:
+                data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 4)
+            except OSError:
+                return
+        if not fds:
+            return
+        for extra in fds[1:]:
+            os.close(extra)
+        lfd = fds[0]
+        try:
+            pid = int(loads(data.decode()).get("pid", 0))
+        except (ValueError, AttributeError):
+            pid = 0
+        sync = set_sync_wakeup(lfd)
+        if pid:
+            try:
+                P.seize(pid, P.PTRACE_O_EXITKILL)
+                self.traced.add(pid)
+            except OSError as e:
+                self.report.event(pid, "-", -1, (), "error",
+                                  detail=f"cannot seize for fail-closed: {e.strerror}")
+        self.listeners[lfd] = pid
+        self.poller.register(lfd, select.POLLIN)
+        self.had = True
+        if self.control_open:
+            try:
+                _send(self.control, {"t": "attached", "pid": pid, "sync": sync})
+            except OSError:
+                pass
+
+    def on_control(self) -> bool:
+        """The runtime closed its end: True when that means the end (foreground)."""
+        try:
+            data = self.control.recv(4096)
+        except OSError:
+            data = b""
+        if data:
+            return False
+        self.control_open = False
+        self.poller.unregister(self.control.fileno())
+        return not self.sup.detach and self.had

@@ -71,34 +71,9 @@ def supervised_profile(seccomp: dict[str, Any] | None, policy: SyscallPolicy, mo
                             else {"defaultAction": "SCMP_ACT_ALLOW"})
     named = set(policy.rules)
     skip = named | set(ALWAYS_KERNEL) | (set(NOT_NOTIFIABLE) if mode == "notify" else set())
-    rules: list[dict[str, Any]] = []
     default_allows = base.get("defaultAction") in _ALLOWING
     supervise_rest = policy.default.action != "allow" or policy.route_all
-    covered: set[str] = set()
-    for rule in base.get("syscalls") or []:
-        names = [n for n in rule.get("names") or [] if n not in named]
-        if not names:
-            continue
-        r = dict(rule, names=names)
-        if supervise_rest:
-            if default_allows:
-                # everything is enumerated below; keep only unconditional denials
-                if r.get("action") in _ALLOWING or r.get("args"):
-                    continue
-                covered.update(names)
-            elif r.get("action") in _ALLOWING:
-                notify_names = [n for n in names if n not in ALWAYS_KERNEL and
-                                (n not in NOT_NOTIFIABLE or mode != "notify")]
-                keep = [n for n in names if n not in notify_names]
-                if keep:
-                    rules.append(dict(r, names=keep))
-                if notify_names:
-                    r = {"names": notify_names, "action": action}
-                    if rule.get("args"):
-                        r["args"] = rule["args"]
-                else:
-                    continue
-        rules.append(r)
+    rules, covered = _profile_rules(base, named, mode, action, supervise_rest, default_allows)
     if supervise_rest and default_allows:
         rest = sorted(n for n in all_syscalls() if n not in skip and n not in covered)
         rules.append({"names": rest, "action": action})
@@ -120,10 +95,43 @@ def supervised_profile(seccomp: dict[str, Any] | None, policy: SyscallPolicy, mo
     if mode == "notify":
         base["listenerPath"] = listener_path
         base.pop("listenerMetadata", None)
-        # a dying workload must not hang in the kernel waiting for a supervisor's answer
-        flags = [f for f in base.get("flags") or [] if f != "SECCOMP_FILTER_FLAG_TSYNC"]
-        base["flags"] = flags
     return base
+
+
+def _profile_rules(base: dict[str, Any], named: set[str], mode: str, action: str,
+                   supervise_rest: bool, default_allows: bool
+                   ) -> tuple[list[dict[str, Any]], set[str]]:
+    """The profile's own rules, for the syscalls the policy does not name: unchanged, or
+    (a supervised default) their ALLOW rules turned into supervised ones; and the names
+    kept denied in the kernel."""
+    rules: list[dict[str, Any]] = []
+    covered: set[str] = set()
+    for rule in base.get("syscalls") or []:
+        names = [n for n in rule.get("names") or [] if n not in named]
+        if not names:
+            continue
+        r = dict(rule, names=names)
+        if not supervise_rest:
+            rules.append(r)
+        elif default_allows:
+            # everything is enumerated by the caller; keep only unconditional denials
+            if r.get("action") not in _ALLOWING and not r.get("args"):
+                covered.update(names)
+                rules.append(r)
+        elif r.get("action") not in _ALLOWING:
+            rules.append(r)
+        else:
+            supervised = [n for n in names if n not in ALWAYS_KERNEL and
+                          (n not in NOT_NOTIFIABLE or mode != "notify")]
+            keep = [n for n in names if n not in supervised]
+            if keep:
+                rules.append(dict(r, names=keep))
+            if supervised:
+                sr: dict[str, Any] = {"names": supervised, "action": action}
+                if rule.get("args"):
+                    sr["args"] = rule["args"]
+                rules.append(sr)
+    return rules, covered
 
 
 def apply(spec: dict[str, Any], policy: SyscallPolicy, mode: str,

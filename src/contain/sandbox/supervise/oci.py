@@ -105,7 +105,7 @@ def create_supervised(root: str, cid: str, bundle: str, spec: Spec,
 def run_supervised(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOptions,
                    detach: bool, keep: bool) -> int:
     """``run`` of an annotated container."""
-    from contain.process.foreground import run_container
+    from contain.container.run import run_container
 
     sup = supervisor_of(spec, bundle, root, cid, detach=detach)
     spec = _supervised_spec(sup, spec)

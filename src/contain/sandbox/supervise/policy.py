@@ -222,10 +222,8 @@ def _decode_args(obj: Any, path: str) -> list[ArgCond]:
     return out
 
 
-def decode_rule(obj: Any, path: str, name: str | None = None) -> Rule:
-    """One rule: an action name, or a table with ``action`` and its fields."""
-    from contain.sandbox.supervise.handlers import HANDLERS
-
+def _rule_table(obj: Any, path: str) -> dict[str, Any]:
+    """The table form of a rule: an action name or a callable stands for one."""
     if isinstance(obj, str):
         obj = {"action": obj}
     elif callable(obj):
@@ -237,6 +235,13 @@ def decode_rule(obj: Any, path: str, name: str | None = None) -> Rule:
         raise SpecError(f"{path}.action", "required field is missing")
     if action not in ACTIONS:
         raise SpecError(f"{path}.action", f"unknown action {action!r} ({', '.join(ACTIONS)})")
+    return obj
+
+
+def decode_rule(obj: Any, path: str, name: str | None = None) -> Rule:
+    """One rule: an action name, or a table with ``action`` and its fields."""
+    obj = _rule_table(obj, path)
+    action = obj["action"]
     rule = Rule(action, where=path)
     handler_opts: dict[str, Any] = {}
     for key, value in obj.items():
@@ -252,22 +257,7 @@ def decode_rule(obj: Any, path: str, name: str | None = None) -> Rule:
     if "args" in obj:
         rule.args = _decode_args(obj["args"], f"{path}.args")
     if action == "emulate":
-        handler = obj.get("handler")
-        if handler is None:
-            raise SpecError(f"{path}.handler", "required for action 'emulate' "
-                            f"({', '.join(sorted(HANDLERS))})")
-        spec = HANDLERS.get(handler)
-        if spec is None:
-            raise SpecError(f"{path}.handler",
-                            f"unknown handler {handler!r} ({', '.join(sorted(HANDLERS))})")
-        if name is not None and spec.syscalls and name not in spec.syscalls:
-            raise SpecError(f"{path}.handler", f"handler {handler!r} emulates "
-                            f"{', '.join(spec.syscalls)}, not {name}")
-        rule.handler = handler
-        rule.options = spec.decode(handler_opts, path)
-        from contain.sandbox.supervise.handlers import check_options
-
-        check_options(handler, rule.options, path)
+        _decode_emulate(rule, obj.get("handler"), handler_opts, path, name)
     elif "handler" in obj:
         raise SpecError(f"{path}.handler", "handler is only for action 'emulate'")
     if action == "ask":
@@ -279,6 +269,25 @@ def decode_rule(obj: Any, path: str, name: str | None = None) -> Rule:
     elif "callback" in obj:
         raise SpecError(f"{path}.callback", "callback is only for action 'ask'")
     return rule
+
+
+def _decode_emulate(rule: Rule, handler: Any, opts: dict[str, Any], path: str,
+                    name: str | None) -> None:
+    from contain.sandbox.supervise.handlers import HANDLERS, check_options
+
+    if handler is None:
+        raise SpecError(f"{path}.handler", "required for action 'emulate' "
+                        f"({', '.join(sorted(HANDLERS))})")
+    spec = HANDLERS.get(handler)
+    if spec is None:
+        raise SpecError(f"{path}.handler",
+                        f"unknown handler {handler!r} ({', '.join(sorted(HANDLERS))})")
+    if name is not None and spec.syscalls and name not in spec.syscalls:
+        raise SpecError(f"{path}.handler", f"handler {handler!r} emulates "
+                        f"{', '.join(spec.syscalls)}, not {name}")
+    rule.handler = handler
+    rule.options = spec.decode(opts, path)
+    check_options(handler, rule.options, path)
 
 
 class SyscallPolicy:

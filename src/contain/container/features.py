@@ -1,9 +1,14 @@
-"""The OCI features document (``contain features``), generated from what contain supports."""
+"""The OCI features document (``contain features``), generated from what contain supports.
+
+It describes the runtime as a whole (mount options, capabilities, cgroups, seccomp), so
+it lives at the layer that sees all of those, above rootfs/, cgroups/ and security/.
+"""
 
 from __future__ import annotations
 
 import os
 
+from contain.meta import SPEC_VERSION, VERSION
 from contain.spec.config import (
     HOOK_KINDS,
     NAMESPACE_TYPES,
@@ -21,9 +26,9 @@ OPERATORS = ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_C
 
 
 def _mount_options() -> list[str]:
-    from contain.rootfs.mounts import _FLAGS, EXTRA, PROPAGATION, RECURSIVE
+    from contain.rootfs.mounts import EXTRA, MOUNT_FLAGS, PROPAGATION, RECURSIVE
 
-    return sorted({*_FLAGS, *PROPAGATION, *RECURSIVE, *EXTRA})
+    return sorted({*MOUNT_FLAGS, *PROPAGATION, *RECURSIVE, *EXTRA})
 
 
 def _capabilities() -> list[str]:
@@ -63,7 +68,7 @@ def features() -> dict[str, Any]:
         })
     return {
         "ociVersionMin": "1.0.0",
-        "ociVersionMax": "1.2.0",
+        "ociVersionMax": SPEC_VERSION,
         "hooks": list(HOOK_KINDS),
         "mountOptions": _mount_options(),
         "linux": {
@@ -78,7 +83,7 @@ def features() -> dict[str, Any]:
             "mountExtensions": {"idmap": {"enabled": True}},
         },
         "annotations": {
-            "io.github.contain.version": "0.1.0",
+            "io.github.contain.version": VERSION,
             "io.github.contain.libseccomp.version": libseccomp or "",
             "io.github.contain.arch": os.uname().machine,
         },

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from contain.inspect import SCHEMA, classes, runners, taxonomy
+from contain.inspect import SCHEMA, classes, taxonomy
+from contain.measure import runners
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,8 +19,11 @@ def measured_columns(facts: dict[str, Any] | None, probe: dict[str, Any] | None
                      ) -> dict[str, Any]:
     """The extra columns the survey calls for, from the same measurements."""
     out: dict[str, Any] = {"namespaces_private": None, "capabilities_kept": None,
-                           "syscalls_reachable": None, "cgroup_limits": None}
+                           "syscalls_reachable": None, "cgroup_limits": None,
+                           "seccomp": None}
     if facts is not None:
+        # filtering (a kernel-only deny list) or interception (calls handed to user space)
+        out["seccomp"] = facts["seccomp"].get("kind")
         out["namespaces_private"] = sorted(k for k, v in facts["namespaces"].items()
                                            if v.get("private"))
         out["capabilities_kept"] = facts["capabilities"]["sets"]["effective"]["count"]
@@ -52,6 +56,9 @@ def row_for(tech: runners.Tech, result: dict[str, Any], host_probe: dict[str, An
         "facts": facts,
         "probe": probe,
     })
+    from contain.inspect.survey import compare
+
+    row["survey"] = compare(row)
     return row
 
 
@@ -68,7 +75,10 @@ def classify(names: list[str] | None = None, quick: bool = False,
         techs = runners.select(names)
     if quick and not names:  # the KVM platform can only time out on a machine without KVM
         techs = [t for t in techs if t.key != "runsc-kvm"]
+    from contain.inspect import virt
+
     _, host_probe = probe_mod.run_here()
+    machine = virt.detect()
     me = procfs.inspect_pid(os.getpid())
     baseline = classes.baseline_from(me)
     work = runners.Work()
@@ -99,7 +109,7 @@ def classify(names: list[str] | None = None, quick: bool = False,
         "schema": CLASSIFY_SCHEMA,
         "inspect_schema": SCHEMA,
         "host": {"kernel": host_probe["kernel"], "virtualised":
-                 host_probe["cpu"]["hypervisor_flag"], "hardware_view":
+                 bool(machine["guest"]), "machine": machine, "hardware_view":
                  host_probe["hardware_view"], "paravirt": host_probe["paravirt"],
                  "syscalls_reachable": [host_probe["syscalls"]["reachable"],
                                         host_probe["syscalls"]["tried"]]},

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from contain.measure.interference import Limits
+
 
 class Work:
     """A scratch directory with a busybox rootfs, bundles and runtime roots."""
@@ -33,6 +35,9 @@ class Work:
         self.dir = tempfile.mkdtemp(prefix="contain-classify-", dir=base or "/run")
         self._rootfs: str | None = None
         self.cleanups: list[Callable[[], None]] = []
+        # where the instances' cgroups go (interference runs them inside a cgroup that
+        # stands for a small machine)
+        self.cgroup_parent = "/contain-classify"
 
     def rootfs(self) -> str:
         if self._rootfs is None:
@@ -51,7 +56,7 @@ class Work:
         cfg["process"]["args"] = argv
         cfg["process"]["terminal"] = False
         cfg["root"]["path"] = self.rootfs()
-        cfg.setdefault("linux", {})["cgroupsPath"] = f"/contain-classify/{name}"
+        cfg.setdefault("linux", {})["cgroupsPath"] = f"{self.cgroup_parent}/{name}"
         if oci_version:
             cfg["ociVersion"] = oci_version
         with open(os.path.join(path, "config.json"), "w") as f:
@@ -166,6 +171,59 @@ class Tech:
         """Where the workload lives on the host when TOKEN does not find it."""
         return []
 
+    def with_limits(self, limits: Limits) -> Tech:
+        """This technology with *limits* on its workload: by its own means where it has
+        them (OCI resources, flags), else inside a cgroup the measurer makes."""
+        return CgroupWrapped(self, limits)
+
+
+class CgroupWrapped(Tech):
+    """A technology without limits of its own (bubblewrap), started inside a cgroup
+    made here with the limits (a shell joins it, then execs the technology)."""
+
+    def __init__(self, inner: Tech, limits: Limits) -> None:
+        self.inner = inner
+        self.limits = limits
+        self.key, self.label, self.binary = inner.key, inner.label, inner.binary
+        self.comment = f"{inner.comment}, in a cgroup made by the measurer"
+        self.timeout = inner.timeout
+        self.managers: dict[str, Any] = {}
+
+    def path(self) -> str | None:
+        return self.inner.path()
+
+    def missing(self) -> str | None:
+        return self.inner.missing()
+
+    def command(self, work: Work, name: str, argv: list[str]) -> list[str]:
+        from contain.cgroups import new_manager
+        from contain.spec.config import Resources
+
+        mgr = new_manager(f"{work.cgroup_parent}/{name}", name)
+        mgr.create()
+        self.managers[name] = mgr
+        mgr.set(Resources.decode(self.limits.resources(), "$.linux.resources"))
+        procs = [os.path.join(p, "cgroup.procs") for p in mgr.paths().values()]
+        join = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; '\
+               'exec "$@"'
+        return ["/bin/sh", "-c", join, "sh", *procs, "--",
+                *self.inner.command(work, name, argv)]
+
+    def cleanup(self, work: Work, name: str) -> None:
+        self.inner.cleanup(work, name)
+        mgr = self.managers.pop(name, None)
+        if mgr is not None:
+            try:
+                mgr.kill_all(9)
+            except Exception:  # best effort: the cgroup may be gone already
+                pass
+            for _ in range(50):
+                try:
+                    mgr.destroy()
+                    break
+                except Exception:  # busy while the killed tasks exit
+                    time.sleep(0.02)
+
 
 class OCIRuntime(Tech):
     """runc, crun, and the like: ``X --root R run --bundle B ID``."""
@@ -188,6 +246,16 @@ class OCIRuntime(Tech):
     def root(self, work: Work) -> str:
         return os.path.join(work.dir, f"state-{self.key}")
 
+    def with_limits(self, limits: Limits) -> Tech:
+        import copy
+
+        limited = copy.copy(self)
+        cfg = _deep_copy(self.config if self.config is not None else default_config())
+        cfg.setdefault("linux", {})["resources"] = {
+            **(cfg["linux"].get("resources") or {}), **limits.resources()}
+        limited.config = cfg
+        return limited
+
     def command(self, work: Work, name: str, argv: list[str]) -> list[str]:
         bundle = work.bundle(name, argv, self.config, oci_version=self.oci_version)
         return [self.path() or self.binary, "--root", self.root(work), *self.extra, "run",
@@ -198,7 +266,7 @@ class OCIRuntime(Tech):
 
         subprocess.run([self.path() or self.binary, "--root", self.root(work), *self.extra,
                         "delete", "--force", name], capture_output=True, timeout=30)
-        remove_cgroup(f"/contain-classify/{name}")
+        remove_cgroup(f"{work.cgroup_parent}/{name}")
 
     def host_pids(self, work: Work, name: str) -> list[int]:
         import subprocess
@@ -238,7 +306,7 @@ class ContainRun(OCIRuntime):
         return contain_launcher()
 
     def version(self) -> str:
-        from contain.cli.main import VERSION
+        from contain.meta import VERSION
 
         return VERSION
 
@@ -263,12 +331,24 @@ class ContainSandbox(Tech):
         return contain_launcher()
 
     def version(self) -> str:
-        from contain.cli.main import VERSION
+        from contain.meta import VERSION
 
         return VERSION
 
     def command(self, work: Work, name: str, argv: list[str]) -> list[str]:
         return [self.path() or "contain", "sandbox", *self.flags, "--", *argv]
+
+    def with_limits(self, limits: Limits) -> Tech:
+        flags = list(self.flags)
+        if limits.memory is not None:
+            flags += ["--memory", str(limits.memory)]
+        if limits.cpus is not None:
+            flags += ["--cpus", str(limits.cpus)]
+        if limits.pids is not None:
+            flags += ["--pids", str(limits.pids)]
+        limited = ContainSandbox(tuple(flags), key=self.key, label=self.label)
+        limited.comment = self.comment
+        return limited
 
 
 class Bwrap(Tech):
@@ -313,6 +393,27 @@ class Podman(Tech):
         subprocess.run([*self._base(work), "rm", "--force", name], capture_output=True,
                        timeout=30)
 
+    def with_limits(self, limits: Limits) -> Tech:
+        limited = LimitedPodman()
+        limited.flags = []
+        if limits.memory is not None:
+            limited.flags += ["--memory", str(limits.memory), "--memory-swap",
+                              str(limits.memory)]
+        if limits.cpus is not None:
+            limited.flags += ["--cpus", str(limits.cpus)]
+        if limits.pids is not None:
+            limited.flags += ["--pids-limit", str(limits.pids)]
+        return limited
+
+
+class LimitedPodman(Podman):
+    flags: list[str] = []
+
+    def command(self, work: Work, name: str, argv: list[str]) -> list[str]:
+        cmd = super().command(work, name, argv)
+        at = cmd.index("--rootfs")
+        return [*cmd[:at], *self.flags, *cmd[at:]]
+
 
 class Containerd(Tech):
     key = "containerd"
@@ -347,12 +448,20 @@ class Containerd(Tech):
 
 
 def contain_launcher() -> str | None:
-    """The contain command: the launcher next to this interpreter, else on PATH."""
+    """The contain command that is running this code: the command line that started us
+    (``.venv/bin/contain classify``), the launcher of the checkout or virtualenv this
+    package lives in, the one next to the interpreter, else the one on PATH."""
     import sys
 
-    here = os.path.join(os.path.dirname(sys.executable), "contain")
-    if os.access(here, os.X_OK):
-        return here
+    argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(argv0) == "contain" and os.access(argv0, os.X_OK):
+        return argv0
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../contain
+    checkout = os.path.dirname(os.path.dirname(package))  # src/contain -> the checkout
+    for cand in (os.path.join(checkout, ".venv", "bin", "contain"),
+                 os.path.join(os.path.dirname(sys.executable), "contain")):
+        if os.access(cand, os.X_OK):
+            return cand
     return shutil.which("contain")
 
 
@@ -470,7 +579,7 @@ def run_probe(tech: Tech, work: Work, baseline: dict[str, Any] | None = None,
             how = "the process the runtime reports (the workload is not visible on the host)"
         if pids:
             try:
-                facts = procfs.inspect_pid(pids[0], descendants=True)
+                facts = procfs.inspect_pid(pids[0], descendants=True, surface=True)
                 facts["found_as"] = how
                 out["facts"] = facts
             except ContainError as exc:

@@ -1,0 +1,237 @@
+"""Behaviours where runc was right and contain differed, found by trying runc case by case
+(issue 14, item 6). Each test runs real containers; what runc does is said in the
+docstring."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Bundle, contain_cmd, run_contain, unique_id
+
+
+def run(state_root: Path, bundle: Bundle, **kw: object) -> subprocess.CompletedProcess[str]:
+    return run_contain(state_root, "run", "--bundle", str(bundle.path), unique_id("par"),
+                       **kw)  # type: ignore[arg-type]
+
+
+def test_new_network_namespace_has_loopback_up(make_bundle: Callable[..., Bundle],
+                                               state_root: Path) -> None:
+    """runc brings `lo` up in a network namespace it creates: 127.0.0.1 works at once."""
+    bundle = make_bundle(["/bin/sh", "-c", "cat /sys/class/net/lo/flags; "
+                          "nc -l -p 7777 & sleep 0.3; "
+                          "echo hi | nc -w 2 127.0.0.1 7777 && echo connected; wait"])
+    proc = run(state_root, bundle)
+    assert proc.returncode == 0, proc.stderr
+    flags = int(proc.stdout.split()[0], 16)
+    assert flags & 0x1, proc.stdout  # IFF_UP
+    assert "hi" in proc.stdout.split() and "connected" in proc.stdout.split()
+
+
+def test_device_outside_dev(make_bundle: Callable[..., Bundle], state_root: Path) -> None:
+    """linux.devices may put a node anywhere in the container (the spec and runc allow
+    /foo-dev); the device cgroup rules still apply to it."""
+    bundle = make_bundle(["/bin/sh", "-c", "stat -c '%F %t:%T %a' /foo-dev /mnt/null2; "
+                          "echo x > /foo-dev && echo written"])
+    bundle.config["root"]["readonly"] = False
+    bundle.config["linux"]["devices"] = [
+        {"path": "/foo-dev", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666},
+        {"path": "/mnt/null2", "type": "c", "major": 1, "minor": 3, "fileMode": 0o640}]
+    bundle.config["linux"]["resources"] = {"devices": [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"}]}
+    bundle.write()
+    proc = run(state_root, bundle)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    if os.environ.get("CONTAIN_UML_LANE") == "1":  # hostfs masks modes with UML's umask
+        lines[:2] = [ln.rsplit(" ", 1)[0] + " -" for ln in lines[:2]]
+        assert lines[:2] == ["character special file 1:3 -"] * 2, lines
+    else:
+        assert lines[0] == "character special file 1:3 666", lines
+        assert lines[1] == "character special file 1:3 640", lines
+    assert lines[2] == "written"
+    bundle.config["linux"]["devices"] = [
+        {"path": "foo-dev", "type": "c", "major": 1, "minor": 3}]
+    bundle.write()
+    proc = run(state_root, bundle)
+    assert proc.returncode == 1 and "$.linux.devices[0].path" in proc.stderr
+
+
+def test_log_file_that_cannot_be_opened_fails(state_root: Path, tmp_path: Path) -> None:
+    """runc fails when --log cannot be opened; the messages must not go to stderr in its
+    stead (the engine reads the log file)."""
+    bad = tmp_path / "no-such-dir" / "log.json"
+    proc = run_contain(state_root, "--log", str(bad), "--log-format", "json", "list")
+    assert proc.returncode == 1
+    assert f"--log {bad}: No such file or directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    good = tmp_path / "log.json"
+    proc = run_contain(state_root, "--log", str(good), "list")
+    assert proc.returncode == 0 and good.exists()
+
+
+@pytest.fixture
+def sleeper(make_bundle: Callable[..., Bundle], state_root: Path) -> Iterator[str]:
+    bundle = make_bundle(["/bin/sleep", "100"])
+    cid = unique_id("par")
+    with open(os.devnull, "rb") as null, tempfile.TemporaryFile() as out:
+        proc = subprocess.run([*contain_cmd(), "--root", str(state_root), "run", "-d",
+                               "--bundle", str(bundle.path), cid],
+                              stdin=null, stdout=out, stderr=out, timeout=60)
+        out.seek(0)
+        assert proc.returncode == 0, out.read().decode()
+    yield cid
+    run_contain(state_root, "delete", "--force", cid)
+
+
+def test_exec_without_terminal_has_its_own_session(sleeper: str, state_root: Path) -> None:
+    """runc's exec makes the process a session and group leader inside the container
+    with or without a terminal; without it getpgrp() named a process outside (0)."""
+    proc = run_contain(state_root, "exec", sleeper, "/bin/sh", "-c",
+                       "echo $$; cut -d' ' -f5,6 /proc/$$/stat")
+    assert proc.returncode == 0, proc.stderr
+    pid, pgrp, sid = proc.stdout.split()
+    assert pgrp == pid and sid == pid, proc.stdout
+
+
+def test_exec_into_a_sub_cgroup(sleeper: str, state_root: Path) -> None:
+    """runc 1.2's exec --cgroup [CTRL:]SUBPATH runs the process in an existing
+    sub-cgroup of the container; a missing one or an escaping path is an error."""
+    saved = json.loads((state_root / sleeper / "state.json").read_text())["cgroup"]
+    v2 = saved["layout"] == "v2"
+    key = "unified" if v2 else "pids"
+    sub = Path(saved["paths"][key]) / "side"
+    sub.mkdir()
+    try:
+        spec = "side" if v2 else "pids:side"
+        proc = run_contain(state_root, "exec", "--cgroup", spec, sleeper, "/bin/cat",
+                           "/proc/self/cgroup")
+        assert proc.returncode == 0, proc.stderr
+        line = next(ln for ln in proc.stdout.splitlines()
+                    if (ln.startswith("0::") if v2 else ":pids:" in ln))
+        assert line.endswith("/side"), proc.stdout
+        for bad, text in (("nosuch", "no such sub-cgroup"), ("../x", "relative path"),
+                          ("pids:", "relative path")):
+            proc = run_contain(state_root, "exec", "--cgroup", bad, sleeper, "/bin/true")
+            assert proc.returncode == 1 and text in proc.stderr, (bad, proc.stderr)
+    finally:
+        sub.rmdir()
+
+
+def test_hook_without_env_gets_the_runtimes(make_bundle: Callable[..., Bundle],
+                                            state_root: Path, tmp_path: Path) -> None:
+    """A hook without `env` runs with the runtime's environment (runc and crun); one
+    with `env` gets exactly that."""
+    out = tmp_path / "env"
+    bundle = make_bundle(["/bin/true"])
+    bundle.config["hooks"] = {"createRuntime": [
+        {"path": "/bin/sh", "args": ["sh", "-c", f"env > {out}"]},
+        {"path": "/bin/sh", "args": ["sh", "-c", f"env > {out}.given"], "env": ["ONLY=1"]}]}
+    bundle.write()
+    env = {**os.environ, "PARITY_MARK": "from-the-runtime"}
+    proc = run(state_root, bundle, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "PARITY_MARK=from-the-runtime" in out.read_text().splitlines()
+    given = Path(f"{out}.given").read_text()
+    assert "ONLY=1" in given and "PARITY_MARK" not in given
+
+
+def test_tmpfs_without_mode_takes_the_directorys(make_bundle: Callable[..., Bundle],
+                                                 state_root: Path) -> None:
+    """runc: a tmpfs without mode= gets the mode of the directory it covers (0712 here,
+    not the kernel's 1777); mode= wins; a directory the runtime makes keeps 1777."""
+    bundle = make_bundle(["/bin/stat", "-c", "%a", "/covered", "/given", "/made"])
+    for d in ("covered", "given"):
+        (bundle.rootfs / d).mkdir()
+        os.chmod(bundle.rootfs / d, 0o712)
+    bundle.config["mounts"] += [
+        {"destination": "/covered", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]},
+        {"destination": "/given", "type": "tmpfs", "source": "tmpfs",
+         "options": ["mode=755"]},
+        {"destination": "/made", "type": "tmpfs", "source": "tmpfs"}]
+    bundle.write()
+    proc = run(state_root, bundle)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["712", "755", "1777"]
+
+
+def test_sched_deadline(make_bundle: Callable[..., Bundle], state_root: Path) -> None:
+    """process.scheduler SCHED_DEADLINE is set with sched_setattr (runc does); the
+    process's policy is 6 (SCHED_DEADLINE); parameters the kernel refuses are one line."""
+    if not os.path.exists("/proc/self/sched"):
+        pytest.skip("no /proc/<pid>/sched (CONFIG_SCHED_DEBUG)")
+    bundle = make_bundle(["/bin/grep", "-E", "^(policy|dl\\.)", "/proc/self/sched"])
+    bundle.config["process"]["scheduler"] = {
+        "policy": "SCHED_DEADLINE", "runtime": 2_000_000, "deadline": 50_000_000,
+        "period": 100_000_000, "flags": ["SCHED_FLAG_RESET_ON_FORK"]}
+    bundle.write()
+    proc = run(state_root, bundle)
+    assert proc.returncode == 0, proc.stderr
+    fields = {ln.split(":")[0].strip(): ln.split(":")[1].strip()
+              for ln in proc.stdout.splitlines()}
+    assert fields["policy"] == "6", proc.stdout  # (dl.runtime is what is left of it)
+    bundle.config["process"]["scheduler"] = {
+        "policy": "SCHED_DEADLINE", "runtime": 90_000_000, "deadline": 50_000_000,
+        "period": 100_000_000}
+    bundle.write()
+    proc = run(state_root, bundle)  # runtime > deadline: the kernel's EINVAL, one line
+    assert proc.returncode == 1
+    assert "process.scheduler: SCHED_DEADLINE: sched_setattr: Invalid argument" in proc.stderr
+
+
+def test_sysctl_kernel_hostname_refused(make_bundle: Callable[..., Bundle],
+                                        state_root: Path) -> None:
+    """runc refuses linux.sysctl kernel.hostname (the hostname field sets it);
+    kernel.domainname, which has no field of its own, stays allowed."""
+    bundle = make_bundle(["/bin/cat", "/proc/sys/kernel/domainname"])
+    bundle.config["linux"]["sysctl"] = {"kernel.hostname": "x"}
+    bundle.write()
+    cid = unique_id("par")
+    proc = run_contain(state_root, "run", "--bundle", str(bundle.path), cid)
+    assert proc.returncode == 1
+    assert "$.linux.sysctl.kernel.hostname" in proc.stderr and "hostname field" in proc.stderr
+    assert not (state_root / cid).exists()
+    bundle.config["linux"]["sysctl"] = {"kernel.domainname": "example.org"}
+    bundle.write()
+    proc = run(state_root, bundle)
+    assert proc.returncode == 0 and proc.stdout.strip() == "example.org", proc.stderr
+
+
+def test_join_a_mount_namespace_by_path(make_bundle: Callable[..., Bundle],
+                                        state_root: Path) -> None:
+    """runc joins a mount namespace given by path and sets the rootfs up inside it (the
+    runtime-tools program linux_ns_path); the runtime's own is refused (it is the host's
+    tree, where a rootfs must not be mounted)."""
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private",
+                               "sleep", "100"])
+    try:
+        path = f"/proc/{holder.pid}/ns/mnt"
+        deadline = 50
+        while os.readlink(path) == os.readlink("/proc/self/ns/mnt") and deadline:
+            import time
+
+            time.sleep(0.1)
+            deadline -= 1
+        bundle = make_bundle(["/bin/readlink", "/proc/self/ns/mnt"])
+        ns = bundle.config["linux"]["namespaces"]
+        i = next(i for i, n in enumerate(ns) if n["type"] == "mount")
+        ns[i]["path"] = path
+        bundle.write()
+        proc = run(state_root, bundle)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == os.readlink(path)
+        ns[i]["path"] = "/proc/self/ns/mnt"
+        bundle.write()
+        proc = run(state_root, bundle)
+        assert proc.returncode == 1
+        assert f"$.linux.namespaces[{i}].path" in proc.stderr and "own mount" in proc.stderr
+    finally:
+        holder.kill()
+        holder.wait()
