@@ -104,13 +104,14 @@ def cmd_create(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
     with warm.warming():  # first: the cgroup-attach lock warms while we parse and import
         from contain.container.lifecycle import create, load_bundle
 
+        options = _create_options(ctx, opts)  # (bad flags first, before the bundle)
         bundle, spec = load_bundle(opts["bundle"] or os.getcwd())
         if _supervised(spec):
             from contain.sandbox.supervise.oci import create_supervised
 
-            create_supervised(ctx.root, args[0], bundle, spec, _create_options(ctx, opts))
+            create_supervised(ctx.root, args[0], bundle, spec, options)
             return 0
-        create(ctx.root, args[0], bundle, _create_options(ctx, opts), spec=spec)
+        create(ctx.root, args[0], bundle, options, spec=spec)
     return 0
 
 

@@ -9,6 +9,7 @@ what a supervisor that acts for many workloads at once wants.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from contain.linux import native as ctypes
@@ -84,7 +85,7 @@ def thread_pidfd(tid: int) -> int:
     try:
         return os.pidfd_open(tid, PIDFD_THREAD)
     except OSError as e:
-        if e.errno != 22:  # EINVAL: no PIDFD_THREAD, or tid is not a leader
+        if e.errno != errno.EINVAL:  # no PIDFD_THREAD, or tid is not a leader
             raise
     return os.pidfd_open(tid)
 

@@ -22,6 +22,7 @@ target resolved inside its root. ``uname`` answers from the policy's values.
 from __future__ import annotations
 
 import os
+from errno import EACCES, EBADF, EEXIST, EFAULT, EINVAL, ELOOP, ENOENT, ENOSYS, ENOTDIR, EPERM
 
 from contain.errors import SpecError
 
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-EPERM, ENOENT, EFAULT, EEXIST, ENOTDIR, EINVAL, EACCES, ENOSYS, ELOOP = (
-    1, 2, 14, 17, 20, 22, 13, 38, 40)
 
 
 class Result:
@@ -374,7 +373,7 @@ def _open(t: Target, opts: dict[str, Any]) -> Result:
         try:
             base = _proc_open(t.pid, f"fd/{dirfd}", os.O_PATH)
         except OSError:
-            return Result(error=9)  # EBADF
+            return Result(error=EBADF)
     try:
         with InRoot(t.pid):
             return _open_in_root(base, path, flags, mode, paths, default, deny_errno)
@@ -483,7 +482,7 @@ def _mknod(t: Target, opts: dict[str, Any]) -> Result:
         try:
             base = _proc_open(t.pid, f"fd/{dirfd}", os.O_PATH)
         except OSError:
-            return Result(error=9)
+            return Result(error=EBADF)
     umask = _umask_of(t.pid)
     try:
         with InRoot(t.pid, extra_caps=extra):

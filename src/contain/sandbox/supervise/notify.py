@@ -17,6 +17,7 @@ closed listener fails with ENOSYS.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from contain.sandbox.supervise.handlers import Gone, Target
@@ -30,8 +31,7 @@ if TYPE_CHECKING:
     from contain.sandbox.supervise.policy import Call, Rule, SyscallPolicy
     from contain.sandbox.supervise.record import Recorder, Report
 
-ENOSYS = 38
-ENOENT = 2
+ENOSYS = errno.ENOSYS
 
 
 class NotifyTarget(Target):
@@ -94,7 +94,7 @@ class NotifySupervisor:
         try:
             n = u.notif_recv(listener)
         except OSError as e:
-            if e.errno in (ENOENT, 4, 11):  # the target died first; EINTR; EAGAIN
+            if e.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):  # the target died first
                 return
             raise
         name = self.name_of(n.nr)
@@ -130,7 +130,7 @@ class NotifySupervisor:
         try:
             notif_send(listener, nid, val, error, flags)
         except OSError as e:
-            if e.errno != ENOENT:  # the target went away meanwhile: nothing to answer
+            if e.errno != errno.ENOENT:  # the target went away meanwhile: nothing to answer
                 raise
 
     def _emulate(self, listener: int, n: Notification, name: str, rule: Rule) -> None:
@@ -145,7 +145,7 @@ class NotifySupervisor:
                 fd = u.notif_addfd(listener, n.id, result.fd, 0, u.SECCOMP_ADDFD_FLAG_SEND,
                                    os.O_CLOEXEC if result.cloexec else 0)
             except OSError as e:
-                if e.errno in (ENOENT, 4):  # gone, or interrupted by a signal
+                if e.errno in (errno.ENOENT, errno.EINTR):  # gone, or interrupted by a signal
                     return
                 self._send(listener, n.id, error=e.errno or 24)
                 return

@@ -41,7 +41,7 @@ OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE"
        "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ")
 _RULE_KEYS = ("action", "errno", "handler", "args", "callback")
 
-EPERM = 1
+EPERM = _errno.EPERM
 
 
 class ArgCond:

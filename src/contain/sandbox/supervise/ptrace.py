@@ -20,6 +20,7 @@ can still change memory, so handlers act only on their own copy (see handlers).
 
 from __future__ import annotations
 
+import errno as _errno
 import os
 
 from contain.sandbox.supervise.handlers import Target
@@ -149,7 +150,7 @@ class Tracer:
             return
         if action == "kill":
             self.report.event(pid, name, nr, args, "kill", rule=rule.where)
-            self._skip(pid, regs, -38)
+            self._skip(pid, regs, -_errno.ENOSYS)
             os.kill(pid, 9)
             return
         if action == "emulate":
@@ -179,7 +180,7 @@ class Tracer:
         elif act == "return":
             self._skip(pid, regs, value)
         elif act == "kill":
-            self._skip(pid, regs, -38)
+            self._skip(pid, regs, -_errno.ENOSYS)
             os.kill(pid, 9)
 
     @staticmethod
