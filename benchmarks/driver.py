@@ -37,10 +37,11 @@ from benchmarks.common import (
 OWN = ("lifecycle", "api_spawn", "throughput", "density", "pauseresume", "workload")
 #: benchmarks other modules of the project contribute, used when their file exists
 EXTERNAL = ("syscall_overhead", "cgroups", "engines", "isolation", "sandbox_policy",
-            "sandbox_net")
+            "sandbox_net", "supervise")
 ALL = (*OWN, *EXTERNAL)
 ALIASES = {"api": "api_spawn", "pause": "pauseresume", "syscall": "syscall_overhead",
-           "syscalls": "syscall_overhead", "workloads": "workload", "net": "sandbox_net"}
+           "syscalls": "syscall_overhead", "workloads": "workload", "net": "sandbox_net",
+           "supervisors": "supervise", "sandbox-class": "supervise"}
 
 
 def machine() -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -187,3 +188,52 @@ def test_runtime_error_reaches_user(podman: Podman) -> None:
         assert "/no/such/binary" in proc.stderr, f"{proc.stderr}\n{podman.diagnose(mark)}"
     finally:
         _rm(podman, name)
+
+
+@pytest.mark.parametrize("supervisor", ["notify", "ptrace"])
+def test_annotated_container_is_supervised(podman: Podman, tmp_path: Path,
+                                           supervisor: str) -> None:
+    """`podman run --annotation org.contain.supervise=...`: the workload runs in the
+    sandbox class (its mkdir is denied by contain's syscall supervisor and reported),
+    and no supervisor outlives the container."""
+    import json
+    import os
+
+    name = unique("pm")
+    report = tmp_path / "report.jsonl"
+    # podman reads --annotation values as CSV: a file, not inline JSON with its quotes
+    policy = tmp_path / "policy.toml"
+    policy.write_text('mkdir = { action = "deny", errno = "EROFS" }\n')
+    mark = podman.session.mark()
+    try:
+        proc = podman.podman(
+            "run", "--rm", "--name", name,
+            "--annotation", f"org.contain.supervise={policy}",
+            "--annotation", f"org.contain.supervisor={supervisor}",
+            "--annotation", f"org.contain.supervise.report={report}",
+            *podman.run_flags(), IMAGE_NAME,
+            "sh", "-c", "mkdir /tmp/x 2>&1; echo rc=$?")
+        why = podman.diagnose(mark)
+        assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{why}"
+        assert "Read-only file system" in proc.stdout and "rc=1" in proc.stdout, why
+    finally:
+        _rm(podman, name)
+    events = [json.loads(line) for line in report.read_text().splitlines()]
+    assert [(e["syscall"], e["action"], e["supervisor"]) for e in events] == [
+        ("mkdir", "deny", supervisor)]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = [p for p in os.listdir("/proc") if p.isdigit() and
+                _comm(p) == f"contain-{supervisor}"]
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, "a supervisor outlived its container"
+
+
+def _comm(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""

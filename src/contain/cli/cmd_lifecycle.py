@@ -92,13 +92,26 @@ def _create_options(ctx: Context, opts: dict[str, Any]) -> Any:
                          rootless=ctx.rootless == "true")
 
 
+def _supervised(spec: Any) -> bool:
+    """An annotation asks for a syscall supervisor (docs/supervise.md)."""
+    ann = spec.annotations
+    return bool(ann) and ("org.contain.supervise" in ann or "org.contain.record" in ann)
+
+
 def cmd_create(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
     from contain.cgroups import warm
 
     with warm.warming():  # first: the cgroup-attach lock warms while we parse and import
-        from contain.container.lifecycle import create
+        from contain.container.lifecycle import create, load_bundle
 
-        create(ctx.root, args[0], opts["bundle"] or os.getcwd(), _create_options(ctx, opts))
+        options = _create_options(ctx, opts)  # (bad flags first, before the bundle)
+        bundle, spec = load_bundle(opts["bundle"] or os.getcwd())
+        if _supervised(spec):
+            from contain.sandbox.supervise.oci import create_supervised
+
+            create_supervised(ctx.root, args[0], bundle, spec, options)
+            return 0
+        create(ctx.root, args[0], bundle, options, spec=spec)
     return 0
 
 
@@ -189,6 +202,11 @@ def cmd_run(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
 
         cid = args[0]
         bundle, spec = load_bundle(opts["bundle"] or os.getcwd())
+        if _supervised(spec):
+            from contain.sandbox.supervise.oci import run_supervised
+
+            return run_supervised(ctx.root, cid, bundle, spec, _create_options(ctx, opts),
+                                  detach=opts["detach"], keep=opts["keep"])
         return run_container(ctx.root, cid, bundle, spec, _create_options(ctx, opts),
                              detach=opts["detach"], keep=opts["keep"], forward_signals=True)
 

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from contain.container.store import ContainerRecord
 
 
-def start(root: str, cid: str) -> ContainerRecord:
-    """Release the init blocked on exec.fifo, then run the poststart hooks."""
+def start(root: str, cid: str, poststart: bool = True) -> ContainerRecord:
+    """Release the init blocked on exec.fifo, then run the poststart hooks (unless the
+    caller runs them itself)."""
     with store.Lock(store.container_dir(root, cid)):
         record = store.load(root, cid)
         status = record.status()
@@ -33,7 +34,8 @@ def start(root: str, cid: str) -> ContainerRecord:
         fifo = os.path.join(record.dir, store.FIFO_NAME)
         _release_fifo(fifo, record)
         os.unlink(fifo)
-    run_poststart(record)
+    if poststart:
+        run_poststart(record)
     return record
 
 
@@ -180,6 +182,7 @@ def delete(root: str, cid: str, force: bool = False) -> None:
             _wait_gone(record)
         if mgr is not None:
             mgr.destroy()
+        _stop_supervisor(record)
         store.remove_dir(path)
     hooks = record.config.get("hooks") or {}
     if hooks.get("poststop"):
@@ -192,6 +195,32 @@ def delete(root: str, cid: str, force: bool = False) -> None:
                       record.hook_state("stopped"))
         except HookError as exc:
             log.warning(str(exc))
+
+
+def _stop_supervisor(record: ContainerRecord) -> None:
+    """End the syscall supervisor of an annotated container (sandbox/supervise keeps
+    its pid, start time and socket in state.json), if it is still that process."""
+    info = record.extra.get("supervisor")
+    if not isinstance(info, dict) or not info.get("pid"):
+        return
+    pid = int(info["pid"])
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        pidfd = -1
+    if pidfd >= 0:
+        try:
+            if store.process_start_time(pid) == info.get("start"):
+                import _signal
+
+                _signal.pidfd_send_signal(pidfd, 9)
+        finally:
+            os.close(pidfd)
+    if info.get("socket"):
+        try:
+            os.unlink(info["socket"])
+        except OSError:
+            pass
 
 
 def _delete_corrupt(root: str, cid: str, exc: store.CorruptState) -> None:

@@ -20,6 +20,7 @@ from contain.process.foreground import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from contain.container.store import ContainerRecord
@@ -28,11 +29,14 @@ if TYPE_CHECKING:
 
 def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOptions,
                   detach: bool = False, keep: bool = False,
-                  forward_signals: bool = False) -> int:
+                  forward_signals: bool = False,
+                  after_create: Callable[[ContainerRecord], None] | None = None) -> int:
     """create + start (+ wait + delete unless detached); return the exit code.
 
     *forward_signals* replaces the caller's handlers of the usual termination signals
-    while the container runs (the CLI asks for it; it needs the main thread)."""
+    while the container runs (the CLI asks for it; it needs the main thread). With
+    *after_create* (a syscall supervisor attaching: sandbox/supervise), the container
+    is created waiting on exec.fifo, *after_create* is called, and only then started."""
     if spec.process is None:  # (create() says so too, but we look at it first)
         from contain.spec.decode import fail
 
@@ -48,7 +52,7 @@ def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOpti
             opts.console_fd = pair[1].fileno()
         if not detach:
             become_subreaper()
-        opts.start_now = True
+        opts.start_now = after_create is None
         try:
             record = create(root, cid, bundle, opts, spec=spec)
         except BaseException:
@@ -61,6 +65,11 @@ def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOpti
         if forward is not None:
             forward.attach(record.pid)
         try:
+            if after_create is not None:
+                from contain.container.control import start
+
+                after_create(record)
+                start(root, cid, poststart=False)
             code = _follow(record, pair, forward, detach)
         except BaseException:
             delete(root, cid, force=True)

@@ -144,8 +144,15 @@ def table_marks(facts: dict[str, Any] | None, probe: dict[str, Any] | None = Non
 
         # -- sandbox ----------------------------------------------------------------------
         tr = facts.get("tracer")
-        if tr:
-            out["Sandbox/ptrace"] = _mark(True, f"traced by pid {tr['pid']} ({tr['comm']})")
+        if tr and tr.get("notify_listeners"):
+            # a seccomp-notify supervisor: it traces only to take the workload down with it
+            out["Sandbox/ptrace"] = _mark(False, f"traced by pid {tr['pid']} ({tr['comm']}) "
+                                                 "only to be killed with it (EXITKILL)")
+        elif tr:
+            out["Sandbox/ptrace"] = _mark(True, f"traced by pid {tr['pid']} ({tr['comm']})"
+                                                + (": syscalls stop at its seccomp TRACE "
+                                                   "returns" if tr["comm"] == "contain-ptrace"
+                                                   else ""))
         elif desc.get("traced"):
             out["Sandbox/ptrace"] = _mark(True, f"{len(desc['traced'])} helper process(es) "
                                                 "traced by the runtime (ptrace interception)")
@@ -170,6 +177,13 @@ def _bpf_mark(facts: dict[str, Any], base: dict[str, Any], desc: dict[str, Any]
     sc = facts["seccomp"]
     filters = sc["filters"] - base["filters"]
     kind = sc.get("kind")
+    tr = facts.get("tracer") or {}
+    if tr.get("notify_listeners") and sc["mode"] == 2 and kind != "interception":
+        # the filter cannot be read (its supervisor traces the process, for EXITKILL),
+        # but the tracer holding notify listeners is the live receiver
+        return _mark(True, "seccomp filter with user-notification returns: supervisor pid "
+                           f"{tr['pid']} ({tr['comm']}) holds {tr['notify_listeners']} "
+                           "listener(s)")
     ev = sc.get("kind_evidence") or f"seccomp {sc['mode_name']}"
     if sc["mode"] != 2 or filters <= 0:
         if desc.get("seccomp_filtered"):

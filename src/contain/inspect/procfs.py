@@ -580,10 +580,23 @@ def lsm_facts(proc: _Proc) -> dict[str, Any]:
 # -- the whole process ----------------------------------------------------------------------
 
 def _tracer(pid: int) -> dict[str, Any] | None:
+    """Who traces the process, and whether that tracer is a syscall supervisor: it
+    holds seccomp user-notification listeners (contain's notify supervisor seizes its
+    workload only to kill it if it dies), or it is contain's ptrace supervisor."""
     if not pid:
         return None
     comm = _read_file(f"/proc/{pid}/comm")
-    return {"pid": pid, "comm": comm}
+    listeners = 0
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:seccomp notify":
+                    listeners += 1
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return {"pid": pid, "comm": comm, "notify_listeners": listeners}
 
 
 def _kvm_fds(proc: _Proc) -> int:
