@@ -52,6 +52,8 @@ def arm() -> None:
     closes its copy (an at-fork hook; :func:`disarm` also does it when no fork came)."""
     global _hooked
     import _signal as signal
+    import select  # noqa: F401  (the init's loop: after the switch to the sandbox's user
+    #                 the interpreter's own library may be out of reach, e.g. under /root)
 
     disarm()
     if not _hooked:
@@ -101,8 +103,13 @@ def fork_command(terminal: bool) -> None:
         return
     try:
         _reap(pid, watch, old_mask)
-    except BaseException:  # never return into the caller's exec path
+    except BaseException as exc:  # never return into the caller's exec path
         _kill_all()
+        try:  # one line for whoever reads the sandbox's stderr: the init itself failed
+            os.write(2, f"contain: the sandbox's init failed: {type(exc).__name__}: "
+                        f"{exc}\n".encode(errors="replace"))
+        except OSError:
+            pass
         os._exit(255)
 
 
