@@ -70,7 +70,7 @@ def preload(plan: Plan) -> None:
     if proc.rlimits:
         import resource  # noqa: F401
     if proc.scheduler is not None:
-        import struct  # noqa: F401  (sched_setattr's struct, after pivot_root)
+        import struct  # (sched_setattr's struct, after pivot_root)
     if proc.terminal:
         import fcntl  # noqa: F401
         import struct  # noqa: F401  (console.set_winsize, after pivot_root)
