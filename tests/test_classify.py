@@ -237,3 +237,16 @@ def test_survey_rows_beside_the_measured_ones(default_rows: dict[str, dict[str, 
     text = render.table_text(doc)
     assert "The survey's Table 1 beside the measurements:" in text
     assert "runc ~ Docker 20.10" in text and "the same marks" in text
+
+
+def test_contain_supervised_rows_are_the_sandbox_class() -> None:
+    """contain's own sandbox-class rows: the notify supervisor gives the BPF mark (a
+    notify filter with a live receiver), the ptrace one the ptrace mark; both are set
+    beside the survey's rows they resemble."""
+    rows = measure([runners.supervised("notify"), runners.supervised("ptrace")])
+    notify, ptrace = rows["contain-supervise-notify"], rows["contain-supervise-ptrace"]
+    assert mark(notify, "Sandbox/BPF") is True and notify["class"]["name"] == "sandbox"
+    assert "contain-notify" in notify["marks"]["Sandbox/BPF"]["evidence"]
+    assert mark(ptrace, "Sandbox/ptrace") is True and ptrace["class"]["name"] == "sandbox"
+    assert notify["survey"]["survey"]["name"] == "bpfContain"
+    assert ptrace["survey"]["survey"]["comment"] == "with ptrace"

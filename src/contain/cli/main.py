@@ -163,7 +163,7 @@ def _check_log(path: str) -> None:
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
     except OSError as exc:
-        raise ContainError(f"--log {path}: {exc.strerror}") from None
+        raise ContainError(f"--log {path}: {exc.strerror}") from exc
 
 
 MAX_ERROR = 1000  # characters of an error line (the values it quotes are cut at 200)

@@ -165,7 +165,7 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         except store.CorruptState as exc:
             if not force:
                 raise ContainError(f"{exc} (`delete --force` removes what it can find)"
-                                   ) from None
+                                   ) from exc
             _delete_corrupt(root, cid, exc)
             return
         status = record.status()

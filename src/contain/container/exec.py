@@ -83,13 +83,13 @@ def build_process(base: Process | None, opts: ExecOptions) -> Process:
             with open(opts.process_file, "rb") as f:
                 raw = loads(f.read())
         except OSError as exc:
-            raise ContainError(f"--process {opts.process_file}: {exc.strerror}") from None
+            raise ContainError(f"--process {opts.process_file}: {exc.strerror}") from exc
         except ValueError as exc:
-            raise ContainError(f"--process {opts.process_file}: malformed JSON: {exc}") from None
+            raise ContainError(f"--process {opts.process_file}: malformed JSON: {exc}") from exc
         try:
             return Process.decode(raw, "$")
         except SpecError as exc:
-            raise ContainError(f"{opts.process_file}: {exc.path}: {exc.message}") from None
+            raise ContainError(f"{opts.process_file}: {exc.path}: {exc.message}") from exc
     if not opts.args:
         raise ContainError("exec: no command given (contain exec ID -- CMD ...)")
     if base is None:
@@ -114,9 +114,9 @@ def build_process(base: Process | None, opts: ExecOptions) -> Process:
                 uid, _, gid = opts.user.partition(":")
                 try:
                     uid_n, gid_n = int(uid), int(gid) if gid else None
-                except ValueError:
+                except ValueError as exc:
                     raise ContainError(f"invalid --user {opts.user!r}: uid[:gid] as "
-                                       "numbers") from None
+                                       "numbers") from exc
                 user.uid = _field(User, "uid", uid_n, "--user")
                 if gid_n is not None:
                     user.gid = _field(User, "gid", gid_n, "--user")
@@ -141,7 +141,7 @@ def build_process(base: Process | None, opts: ExecOptions) -> Process:
             proc.selinux_label = opts.process_label
         proc.validate("$.process")
     except ContainError as exc:
-        raise ContainError(f"exec: {exc}") from None
+        raise ContainError(f"exec: {exc}") from exc
     return proc
 
 
@@ -163,7 +163,7 @@ def _field(cls: type[Model], attr: str, value: Any, what: str) -> Any:
             try:
                 return codec(value, what)
             except SpecError as exc:
-                raise ContainError(f"{what}: {exc.message}") from None
+                raise ContainError(f"{what}: {exc.message}") from exc
     raise AssertionError(f"{cls.__name__} has no field {attr}")
 
 

@@ -61,12 +61,12 @@ def load_bundle(bundle: str) -> tuple[str, Spec]:
     try:
         with open(path, "rb") as f:
             data = f.read()
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         if not os.path.isdir(bundle):
-            raise NotFound(f"bundle {bundle}: no such directory") from None
-        raise NotFound(f"{path}: no such file") from None
+            raise NotFound(f"bundle {bundle}: no such directory") from exc
+        raise NotFound(f"{path}: no such file") from exc
     except OSError as exc:
-        raise ContainError(f"{path}: {exc.strerror}") from None
+        raise ContainError(f"{path}: {exc.strerror}") from exc
     return bundle, load_spec(data)
 
 
@@ -400,4 +400,4 @@ def write_pid_file(path: str, pid: int) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-        raise ContainError(f"--pid-file {path}: {exc.strerror}") from None
+        raise ContainError(f"--pid-file {path}: {exc.strerror}") from exc

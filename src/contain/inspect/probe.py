@@ -226,8 +226,8 @@ def parse(text: str) -> dict[str, Any]:
     lines = text.splitlines()
     try:
         start = lines.index(HEADER)
-    except ValueError:
-        raise ProbeError("no probe output (header '#contain-probe 1' missing)") from None
+    except ValueError as exc:
+        raise ProbeError("no probe output (header '#contain-probe 1' missing)") from exc
     if TRAILER not in lines[start:]:
         raise ProbeError("probe output is incomplete (the probe stopped before its end)")
     end = lines.index(TRAILER, start)

@@ -42,10 +42,10 @@ class _Proc:
         self.pid = pid
         try:
             self.fd = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise ProcessGone(f"process {pid} does not exist") from None
-        except PermissionError:
-            raise AccessDenied(f"process {pid}: permission denied reading /proc/{pid}") from None
+        except FileNotFoundError as exc:
+            raise ProcessGone(f"process {pid} does not exist") from exc
+        except PermissionError as exc:
+            raise AccessDenied(f"process {pid}: permission denied reading /proc/{pid}") from exc
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -69,7 +69,7 @@ class _Proc:
             if optional and exc.errno in (errno.ENOENT, errno.EACCES, errno.EPERM,
                                           errno.EINVAL, errno.ENOTDIR):
                 return None
-            raise self._fail(exc, name) from None
+            raise self._fail(exc, name) from exc
         try:
             chunks = []
             while True:
@@ -81,7 +81,7 @@ class _Proc:
             if optional and exc.errno in (errno.EINVAL, errno.EACCES, errno.EPERM,
                                           errno.ENOPROTOOPT):
                 return None
-            raise self._fail(exc, name) from None
+            raise self._fail(exc, name) from exc
         finally:
             os.close(fd)
         return b"".join(chunks).decode("utf-8", "replace")
@@ -92,23 +92,23 @@ class _Proc:
         except OSError as exc:
             if optional and exc.errno in (errno.ENOENT, errno.EACCES, errno.EPERM):
                 return None
-            raise self._fail(exc, name) from None
+            raise self._fail(exc, name) from exc
 
     def stat(self, name: str) -> os.stat_result:
         try:
             return os.stat(name, dir_fd=self.fd)
         except OSError as exc:
-            raise self._fail(exc, name) from None
+            raise self._fail(exc, name) from exc
 
     def listdir(self, name: str) -> list[str]:
         try:
             sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.fd)
         except OSError as exc:
-            raise self._fail(exc, name) from None
+            raise self._fail(exc, name) from exc
         try:
             return os.listdir(sub)
         except OSError as exc:
-            raise self._fail(exc, name) from None
+            raise self._fail(exc, name) from exc
         finally:
             os.close(sub)
 
@@ -779,9 +779,9 @@ def resolve_target(target: str, root: str) -> tuple[int, dict[str, Any] | None]:
 
     try:
         rec = store.load(root, target)
-    except NotFound:
+    except NotFound as exc:
         raise NotFound(f"no process or container {target!r} (not a pid, and no such "
-                       f"container in {root})") from None
+                       f"container in {root})") from exc
     if rec.pid <= 0 or not rec.init_alive():
         raise ProcessGone(f"container {target} has no running process")
     return rec.pid, {"id": rec.id, "config": rec.config, "bundle": rec.bundle}

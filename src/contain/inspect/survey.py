@@ -48,6 +48,10 @@ CORRESPONDS: dict[str, tuple[str, str, str]] = {
     "bwrap": ("Flatpak", "", "bubblewrap is the sandbox Flatpak runs applications in"),
     "contain-sandbox": ("Flatpak", "", "a host-root sandbox of bubblewrap's kind"),
     "runsc-ptrace": ("gVisor", "with ptrace", "the same technology and platform"),
+    "contain-supervise-ptrace": ("gVisor", "with ptrace", "a ptrace supervisor, as "
+                                 "gVisor's ptrace platform (without its own kernel)"),
+    "contain-supervise-notify": ("bpfContain", "", "system calls policed through "
+                                 "seccomp-BPF with decisions in user space"),
     "runsc-kvm": ("gVisor", "with KVM", "the same technology and platform"),
 }
 

@@ -268,11 +268,11 @@ def make_helper() -> int:
         fd = os.memfd_create("contain-exec", _MFD_CLOEXEC | _MFD_ALLOW_SEALING | _MFD_EXEC)
     except OSError as exc:
         if exc.errno != 22:  # EINVAL: a kernel before MFD_EXEC (6.3)
-            raise ExecGuardError(_memfd_refused(exc)) from None
+            raise ExecGuardError(_memfd_refused(exc)) from exc
         try:
             fd = os.memfd_create("contain-exec", _MFD_CLOEXEC | _MFD_ALLOW_SEALING)
         except OSError as exc2:
-            raise ExecGuardError(_memfd_refused(exc2)) from None
+            raise ExecGuardError(_memfd_refused(exc2)) from exc2
     try:
         view = memoryview(image)
         while view:

@@ -38,8 +38,8 @@ def parse_weights(text: str) -> dict[str, float]:
             raise ContainError(f"--weights: {part.strip()!r} is not NAME=NUMBER")
         try:
             w = float(value)
-        except ValueError:
-            raise ContainError(f"--weights: {name}={value!r}: not a number") from None
+        except ValueError as exc:
+            raise ContainError(f"--weights: {name}={value!r}: not a number") from exc
         if not 0 <= w <= 1000 or w != w:
             raise ContainError(f"--weights: {name}={value}: must be between 0 and 1000")
         names = ALIASES.get(name, (name,))

@@ -69,6 +69,8 @@ def preload(plan: Plan) -> None:
     proc = plan.process
     if proc.rlimits:
         import resource  # noqa: F401
+    if proc.scheduler is not None:
+        import struct  # (sched_setattr's struct, after pivot_root)
     if proc.terminal:
         import fcntl  # noqa: F401
         import struct  # noqa: F401  (console.set_winsize, after pivot_root)
@@ -196,14 +198,14 @@ def _join_namespaces(plan: Plan, fds: Handles) -> None:
             try:
                 fds.ns.append((flag, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
             except OSError as exc:
-                raise ContainError(f"namespace {path}: {exc.strerror}") from None
+                raise ContainError(f"namespace {path}: {exc.strerror}") from exc
         fds.ns.sort(key=lambda item: item[0] != c.CLONE_NEWUSER)
     for flag, fd in fds.ns:
         try:
             setns(fd, flag)
         except OSError as exc:
             raise ContainError(f"setns {os.readlink(f'/proc/self/fd/{fd}')}: "
-                               f"{os.strerror(exc.errno or 0)}") from None
+                               f"{os.strerror(exc.errno or 0)}") from exc
         os.close(fd)
     fds.ns = []
 
@@ -364,7 +366,7 @@ def _make_cwd(rootfs: str, cwd: str) -> None:
     try:
         os.close(resolve_in_root(root_fd, cwd, "dir"))
     except OSError as exc:
-        raise ContainError(f"process.cwd {cwd}: {exc.strerror or exc}") from None
+        raise ContainError(f"process.cwd {cwd}: {exc.strerror or exc}") from exc
     finally:
         os.close(root_fd)
 
@@ -374,11 +376,11 @@ def _write_sysctl(key: str, value: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     except OSError as exc:
-        raise ContainError(f"linux.sysctl.{key}: {exc.strerror}") from None
+        raise ContainError(f"linux.sysctl.{key}: {exc.strerror}") from exc
     try:
         os.write(fd, value.encode())
     except OSError as exc:
-        raise ContainError(f"linux.sysctl.{key}={value}: {exc.strerror}") from None
+        raise ContainError(f"linux.sysctl.{key}={value}: {exc.strerror}") from exc
     finally:
         os.close(fd)
 
@@ -415,11 +417,11 @@ def prepare_process(proc: Process, seccomp: SeccompProgram | None, preserve_fds:
     try:
         os.chdir(proc.cwd)
     except OSError as exc:
-        raise ContainError(f"process.cwd {proc.cwd}: {exc.strerror}") from None
+        raise ContainError(f"process.cwd {proc.cwd}: {exc.strerror}") from exc
     try:
         os.getcwd()
-    except OSError:
-        raise ContainError(f"process.cwd {proc.cwd}: outside the container's root") from None
+    except OSError as exc:
+        raise ContainError(f"process.cwd {proc.cwd}: outside the container's root") from exc
     if proc.rlimits:
         _set_rlimits(proc)
     if proc.scheduler is not None:
@@ -467,7 +469,7 @@ def _set_rlimits(proc: Process) -> None:
             resource.setrlimit(num, (_rlim(rl.soft), _rlim(rl.hard)))
         except (OSError, ValueError) as exc:
             raise ContainError(f"process.rlimits {rl.type} soft={rl.soft} hard={rl.hard}: "
-                               f"{getattr(exc, 'strerror', None) or exc}") from None
+                               f"{getattr(exc, 'strerror', None) or exc}") from exc
 
 
 def _rlim(v: int) -> int:
@@ -502,12 +504,12 @@ def _set_scheduler(proc: Process) -> None:
                           nice=sch.nice, priority=sch.priority, runtime=sch.runtime,
                           deadline=sch.deadline, period=sch.period)
         except OSError as exc:
-            raise ContainError(f"process.scheduler: {sch.policy}: {exc.strerror}") from None
+            raise ContainError(f"process.scheduler: {sch.policy}: {exc.strerror}") from exc
         return
     try:
         os.sched_setscheduler(0, policy, os.sched_param(sch.priority))
     except OSError as exc:
-        raise ContainError(f"process.scheduler: {sch.policy}: {exc.strerror}") from None
+        raise ContainError(f"process.scheduler: {sch.policy}: {exc.strerror}") from exc
 
 
 class _Filter:
@@ -543,7 +545,7 @@ def _set_identity(proc: Process, seccomp: SeccompProgram | None) -> list[str]:
             os.setresuid(user.uid, user.uid, user.uid)
         except OSError as exc:
             raise ContainError(f"process.user uid={user.uid} gid={user.gid}: "
-                               f"{exc.strerror}") from None
+                               f"{exc.strerror}") from exc
 
     needs_admin = seccomp is not None and not proc.no_new_privileges
     sets = caps_mod.resolve(proc.capabilities) if proc.capabilities is not None else None

@@ -227,9 +227,9 @@ class Spawner:
             # for that: a cgroup join of a dead process, a send to a closed channel)
             reported = parent.pending_error() if isinstance(exc, Exception) else None
             if reported is not None and not isinstance(exc, sync.ChildError):
-                raise reported from None
+                raise reported from exc
             if closed:
-                raise ContainError(f"{self.what} {why} before it was ready") from None
+                raise ContainError(f"{self.what} {why} before it was ready") from exc
             raise
         finally:
             parent.close()
@@ -348,7 +348,7 @@ def _fork(plan: Plan) -> int:
             try:
                 setns(fd, c.CLONE_NEWPID)
             except OSError as exc:
-                raise ContainError(f"setns {joined[0]}: {exc.strerror}") from None
+                raise ContainError(f"setns {joined[0]}: {exc.strerror}") from exc
             finally:
                 os.close(fd)
         else:
@@ -386,7 +386,7 @@ def write_id_maps(pid: int, spec: Spec) -> None:
             f.write(gid_lines)
     except OSError as exc:
         raise ContainError(f"linux.uidMappings/gidMappings: writing the id maps: "
-                           f"{exc.strerror}") from None
+                           f"{exc.strerror}") from exc
 
 
 def log_warnings(warnings: list[str] | None) -> None:
@@ -416,6 +416,6 @@ def take_fd(pid: int, fd: int) -> int:
         return pidfd_getfd(pidfd, fd)
     except OSError as exc:
         raise ContainError(f"cannot take the seccomp listener from {pid}: "
-                           f"{exc.strerror}") from None
+                           f"{exc.strerror}") from exc
     finally:
         os.close(pidfd)

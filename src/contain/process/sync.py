@@ -268,5 +268,5 @@ def connect_unix(path: str) -> _socket.socket:
         sock.connect(path)
     except OSError as exc:
         sock.close()
-        raise ContainError(f"connect to {path}: {exc.strerror}") from None
+        raise ContainError(f"connect to {path}: {exc.strerror}") from exc
     return sock

@@ -61,9 +61,9 @@ def check_text(value: str, path: str) -> str:
     if not value.isascii():
         try:
             value.encode("utf-8")
-        except UnicodeEncodeError:
+        except UnicodeEncodeError as exc:
             raise fail(path, f"is not valid Unicode text (a lone surrogate): {show(value)}"
-                       ) from None
+                       ) from exc
     return value
 
 

@@ -30,24 +30,24 @@ def load_document(text_or_path: str, what: str = "policy") -> tuple[Any, str]:
         try:
             return loads(stripped), f"{what} (inline JSON)"
         except ValueError as e:
-            raise ContainError(f"{what}: invalid JSON: {e}") from None
+            raise ContainError(f"{what}: invalid JSON: {e}") from e
     path = text_or_path
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise ContainError(f"{what} {path}: {e.strerror}") from None
+        raise ContainError(f"{what} {path}: {e.strerror}") from e
     if path.endswith(".toml"):
         import tomllib
 
         try:
             return tomllib.loads(data.decode()), path
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ContainError(f"{path}: invalid TOML: {e}") from None
+            raise ContainError(f"{path}: invalid TOML: {e}") from e
     try:
         return loads(data.decode()), path
     except (ValueError, UnicodeDecodeError) as e:
-        raise ContainError(f"{path}: invalid JSON: {e}") from None
+        raise ContainError(f"{path}: invalid JSON: {e}") from e
 
 
 def load_policy(source: Any) -> SyscallPolicy:
@@ -69,7 +69,7 @@ def load_policy(source: Any) -> SyscallPolicy:
         return pol
     except SpecError as e:
         if e.document == "config.json":
-            raise SpecError(e.path, e.message, document=name) from None
+            raise SpecError(e.path, e.message, document=name) from e
         raise
 
 
@@ -91,9 +91,9 @@ def supervisor_for(policy: Any, mode: str | None, *, root: str,
     if isinstance(report, int):
         try:
             os.fstat(report)
-        except OSError:
+        except OSError as exc:
             raise ContainError(f"--supervise-report {report}: not an open file "
-                               "descriptor") from None
+                               "descriptor") from exc
     if sum(x is not None and x != "" for x in (policy, record, enforce)) > 1:
         raise ContainError("--supervise, --record and --enforce exclude each other")
     profile = None
@@ -122,5 +122,5 @@ def _check_profile(doc: Any, name: str) -> dict[str, Any]:
     try:
         Seccomp.decode(doc, "$")
     except SpecError as e:
-        raise SpecError(e.path, e.message, document=name) from None
+        raise SpecError(e.path, e.message, document=name) from e
     return dict(doc)
