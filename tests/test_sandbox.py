@@ -84,6 +84,9 @@ def test_bind_rw_and_ro(state_root: Path, tmp_path: Path) -> None:
     ro = tmp_path / "ro"
     rw.mkdir()
     ro.mkdir()
+    # writable by the sandbox's user (uid 65534) also where the bind cannot be id-mapped
+    # to it (hostfs in the UML lane)
+    rw.chmod(0o777)
     (ro / "f").write_text("read me\n")
     # (destinations that exist on this host: see the next test)
     out = ok(sh(state_root, "echo written > /srv/out; cat /media/f; "
@@ -99,6 +102,7 @@ def test_bind_to_a_destination_the_host_lacks(state_root: Path, tmp_path: Path) 
     the mount point must be made some other way (runc's rootfs is writable; here it
     is not)."""
     assert not Path("/contain-test-dest").exists()
+    tmp_path.chmod(0o755)  # (readable by uid 65534 without an id-mapped bind too)
     out = ok(sh(state_root, "ls /contain-test-dest", "--bind",
                 f"{tmp_path}:/contain-test-dest"))
     assert not Path("/contain-test-dest").exists()

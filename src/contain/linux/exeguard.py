@@ -48,6 +48,7 @@ shape, without the copy, and it is independent of their code.
 from __future__ import annotations
 
 import _thread
+import errno
 import os
 import struct
 
@@ -267,7 +268,7 @@ def make_helper() -> int:
     try:
         fd = os.memfd_create("contain-exec", _MFD_CLOEXEC | _MFD_ALLOW_SEALING | _MFD_EXEC)
     except OSError as exc:
-        if exc.errno != 22:  # EINVAL: a kernel before MFD_EXEC (6.3)
+        if exc.errno != errno.EINVAL:  # a kernel before MFD_EXEC (6.3)
             raise ExecGuardError(_memfd_refused(exc)) from exc
         try:
             fd = os.memfd_create("contain-exec", _MFD_CLOEXEC | _MFD_ALLOW_SEALING)
@@ -311,7 +312,7 @@ def exec_guarded(path: str, args: list[str], env: dict[str, str]) -> NoReturn:
         os.execve(fd, argv, env)  # fexecve: execveat(fd, "", ..., AT_EMPTY_PATH)
     except OSError as exc:
         first = exc
-    if first.errno in (1, 13, 38):  # EPERM, EACCES, ENOSYS: execveat refused (seccomp)
+    if first.errno in (errno.EPERM, errno.EACCES, errno.ENOSYS):  # execveat refused
         try:
             os.execve(f"/proc/self/fd/{fd}", argv, env)
         except OSError:
