@@ -23,6 +23,7 @@ so the sandbox reaches it on its own loopback and has no other way out.
 from __future__ import annotations
 
 import _socket
+import errno
 import time
 
 from contain.errors import ContainError
@@ -361,7 +362,7 @@ class Proxy:
             except InterruptedError:
                 continue
             except OSError as exc:
-                if exc.errno in (24, 23, 105, 12):  # EMFILE ENFILE ENOBUFS ENOMEM
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     time.sleep(0.1)
                     continue
                 raise
