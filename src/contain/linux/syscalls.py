@@ -9,7 +9,6 @@ failed (and still catch it as the usual FileNotFoundError, PermissionError, ...)
 from __future__ import annotations
 
 import os
-import sys
 
 from contain.linux import native as ctypes
 from contain.linux.native import function
@@ -273,21 +272,16 @@ def sched_setattr(policy: int, *, flags: int = 0, nice: int = 0, priority: int =
 
 def loopback_up(name: str = "lo") -> None:
     """Set IFF_UP on interface *name* of the caller's network namespace (a new one has
-    its loopback down): SIOCGIFFLAGS then SIOCSIFFLAGS on a datagram socket (``_socket``
-    and a hand-made struct ifreq: the socket module costs milliseconds to import)."""
-    import _socket
+    its loopback down): SIOCGIFFLAGS then SIOCSIFFLAGS on a datagram socket."""
     import fcntl
+    import socket
+    import struct
 
-    ifname = name.encode().ljust(16, b"\0")  # ifr_name[16], then the union (24 bytes)
-    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
-    try:
-        got = fcntl.ioctl(s.fileno(), 0x8913, ifname + bytes(24))
-        flags = int.from_bytes(got[16:18], sys.byteorder)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        ifr = struct.pack("16sH22x", name.encode(), 0)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(s.fileno(), 0x8913, ifr))[1]
         if not flags & 0x1:  # IFF_UP
-            fcntl.ioctl(s.fileno(), 0x8914,
-                        ifname + (flags | 0x1).to_bytes(2, sys.byteorder) + bytes(22))
-    finally:
-        s.close()
+            fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sH22x", name.encode(), flags | 0x1))
 
 
 def personality(persona: int) -> int:
