@@ -53,12 +53,17 @@ def run_poststart(record: ContainerRecord) -> None:
 def _release_fifo(fifo: str, record: ContainerRecord) -> None:
     import select
 
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    # the pidfd first: opening the fifo lets the process run, and one that exits at once
+    # may be reaped by its parent (an engine's shim) before a pidfd could be opened
     try:
         pidfd = os.pidfd_open(record.pid)
     except OSError as exc:
-        os.close(fd)
         raise WrongState("cannot start a container that has stopped") from exc
+    try:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except BaseException:
+        os.close(pidfd)
+        raise
     try:
         while True:
             ready, _, _ = select.select([fd, pidfd], [], [], 5.0)
