@@ -116,6 +116,15 @@ def _parse_junit(path: Path) -> list[tuple[str, str, str]]:
     return cases
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the pytest that started UML dies (killed by
+    a CI timeout, say), so that the lane stops running. (UML's idle helper processes
+    outlive their kernel then; the normal paths kill UML's whole group.)"""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def boot(out: Path, args: list[str], timeout: float = BOOT_TIMEOUT,
          command: str | None = None) -> Lane:
     """Boot UML with an init running the inner pytest over *args* (or a shell
@@ -137,7 +146,7 @@ def boot(out: Path, args: list[str], timeout: float = BOOT_TIMEOUT,
            f"init={init}", "con=null", "con0=fd:0,fd:1"]
     with open(console, "wb") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
