@@ -550,7 +550,7 @@ def contain_argv() -> list[str]:
     # what scripts/make-launcher writes, inline: isolated mode, no site, our src first
     return [sys.executable, "-I", "-S", "-c",
             f"import sys; sys.path.insert(0, {str(SRC)!r}); "
-            "from contain.cli.main import main; sys.exit(main())"]
+            "from contain.cli.main import run; run()"]
 
 
 def runtime_version(argv: Sequence[str]) -> str:

@@ -155,6 +155,33 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def run() -> None:
+    """The entry point of the ``contain`` command (the launcher and the packaged
+    script): :func:`main`, then :func:`leave`."""
+    leave(main())
+
+
+def leave(status: int) -> None:
+    """Exit with *status*, without the interpreter's finalization when nothing needs it.
+
+    Tearing down the modules, the objects and the allocator at exit costs a light
+    command ~1.5 ms of CPU, a fifth of what the interpreter's start costs
+    (docs/performance.md). The command's output is flushed first; when something may
+    still want to run at exit (an ``atexit`` callback, a ``threading`` thread to join)
+    or a flush fails (the interpreter then reports it, as usual), the normal exit is
+    taken."""
+    import os
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        sys.exit(status)
+    if "atexit" in sys.modules or "threading" in sys.modules:
+        sys.exit(status)
+    os._exit(status & 0xFF)
+
+
 def _check_log(path: str) -> None:
     """A --log file that cannot be opened fails the command (runc), instead of the
     messages going to stderr where the engine does not look."""
