@@ -102,8 +102,6 @@ def usage_text() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from contain import log
-
     argv = sys.argv[1:] if argv is None else argv
     debug = False
     try:
@@ -111,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         debug = gopts["debug"]
         if gopts["log_format"] not in ("text", "json"):
             raise UsageError(f"invalid log format {gopts['log_format']!r}: text or json")
-        if gopts["log"]:
-            _check_log(gopts["log"])
-        log.configure(gopts["log"], gopts["log_format"], debug)
+        _configure_log(gopts["log"], gopts["log_format"], debug)
         if gopts["version"]:
             sys.stdout.write(version_text())
             return 0
@@ -151,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         text = message(exc)
         if not isinstance(exc, (ContainError, OSError)):  # a bug of ours
             text += " (run with --debug for details)"
+        from contain import log
+
         log.error(one_line(text))
         return 1
 
@@ -180,6 +178,15 @@ def leave(status: int) -> None:
     if "atexit" in sys.modules or "threading" in sys.modules:
         sys.exit(status)
     os._exit(status & 0xFF)
+
+
+def _configure_log(path: str | None, fmt: str, debug: bool) -> None:
+    if path:
+        _check_log(path)
+    if path or fmt != "text" or debug:  # else the log's defaults: imported when a line is due
+        from contain import log
+
+        log.configure(path, fmt, debug)
 
 
 def _check_log(path: str) -> None:
