@@ -230,7 +230,7 @@ def main(runtimes: Sequence[str] | None = None, quick: bool = False,
     leftovers = session.close()
     runtime_info: dict[str, dict[str, Any]] = {
         rt.name: {"ok": True, "version": rt.version, "description": rt.describe(),
-                  "argv": list(getattr(rt, "argv", []) or [])}
+                  "argv": list(rt.argv) if isinstance(rt, OciRuntime) else []}
         for rt in session.runtimes}
     for name, err in session.failed.items():
         runtime_info[name] = {"ok": False, "error": err}
