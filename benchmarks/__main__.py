@@ -2,6 +2,6 @@
 
 import sys
 
-from benchmarks.driver import cli
+from .driver import cli
 
 sys.exit(cli())

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import sys
 
-from benchmarks import plots
-from benchmarks.common import (
+from . import plots
+from .common import (
     SRC,
     Result,
     Session,

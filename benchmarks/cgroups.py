@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.common import (
+from .common import (
     SRC,
     BenchError,
     Failures,

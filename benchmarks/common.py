@@ -31,7 +31,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-SRC = REPO / "src"
+#: the directory holding the measured ``contain`` package: the checkout's src/, or, when
+#: these modules run installed as ``contain.bench``, the site-packages above it
+SRC = REPO / "src" if (REPO / "src" / "contain").is_dir() else REPO.parent
+#: True when running as the installed ``contain.bench`` (no checkout around)
+INSTALLED = REPO.parent == SRC
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 CGROUP_BASE = Path("/sys/fs/cgroup")
 
@@ -540,17 +544,21 @@ class UnshareRuntime(Runtime):
 
 
 def contain_argv() -> list[str]:
-    """How to run contain: $CONTAIN_BIN, the fast launcher in .venv, or ``python -m contain``."""
+    """How to run contain: $CONTAIN_BIN, the fast launcher in .venv, the installed
+    ``contain`` command that runs us, or ``python -m contain``."""
     env = os.environ.get("CONTAIN_BIN")
     if env:
         return env.split()
     launcher = REPO / ".venv" / "bin" / "contain"
-    if launcher.exists():
+    if not INSTALLED and launcher.exists():
         return [str(launcher)]
+    command = os.path.abspath(sys.argv[0])
+    if INSTALLED and os.path.basename(command) == "contain" and os.access(command, os.X_OK):
+        return [command]
     # what scripts/make-launcher writes, inline: isolated mode, no site, our src first
     return [sys.executable, "-I", "-S", "-c",
             f"import sys; sys.path.insert(0, {str(SRC)!r}); "
-            "from contain.cli.main import main; sys.exit(main())"]
+            "from contain.cli.main import run; run()"]
 
 
 def runtime_version(argv: Sequence[str]) -> str:

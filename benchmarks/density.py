@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks import plots
-from benchmarks.common import (
+from . import plots
+from .common import (
     BenchError,
     Result,
     Runtime,

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import plots
-from benchmarks.common import (
+from . import plots
+from .common import (
     KNOWN_RUNTIMES,
     BenchError,
     OciRuntime,
@@ -34,7 +34,7 @@ from benchmarks.common import (
 )
 
 #: our own benchmarks, in order
-OWN = ("lifecycle", "api_spawn", "throughput", "density", "pauseresume", "workload")
+OWN = ("goals", "lifecycle", "api_spawn", "throughput", "density", "pauseresume", "workload")
 #: benchmarks other modules of the project contribute, used when their file exists
 EXTERNAL = ("syscall_overhead", "cgroups", "engines", "isolation", "sandbox_policy",
             "sandbox_net", "supervise")
@@ -100,7 +100,7 @@ def benchmark_module(name: str) -> Any:
     """The module for benchmark *name*, or None when an external one does not exist."""
     if name in EXTERNAL and not (Path(__file__).parent / f"{name}.py").exists():
         return None
-    return importlib.import_module(f"benchmarks.{name}")
+    return importlib.import_module(f"{__package__}.{name}")
 
 
 def as_result(name: str, value: Any) -> Result:
@@ -231,7 +231,8 @@ def main(runtimes: Sequence[str] | None = None, quick: bool = False,
             bar.message("interrupted: cleaning up and writing what was measured")
     leftovers = session.close()
     runtime_info: dict[str, dict[str, Any]] = {
-        rt.name: {"ok": True, "version": rt.version, "description": rt.describe()}
+        rt.name: {"ok": True, "version": rt.version, "description": rt.describe(),
+                  "argv": list(rt.argv) if isinstance(rt, OciRuntime) else []}
         for rt in session.runtimes}
     for name, err in session.failed.items():
         runtime_info[name] = {"ok": False, "error": err}

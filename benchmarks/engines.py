@@ -48,7 +48,7 @@ def _image_module() -> Any:
 
 
 def _rootfs(dest: Path) -> Path:
-    from benchmarks.common import build_busybox_rootfs
+    from .common import build_busybox_rootfs
 
     return build_busybox_rootfs(dest)
 
@@ -364,7 +364,7 @@ def table(data: dict[str, Any]) -> str:
 
 def run(session: Any) -> Any:
     """Entry point for `contain bench` (benchmarks/driver.py)."""
-    from benchmarks.common import Result
+    from .common import Result
 
     rounds = session.rounds or (5 if session.quick else 15)
     data = measure(rounds, session.progress)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from benchmarks.common import SRC, Result, Session
+from .common import SRC, Result, Session
 
 # the technologies of contain classify, by the names contain bench uses for runtimes
 _KEYS = {"contain": ("contain-run", "contain-sandbox"), "runc": ("runc",), "crun": ("crun",),

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 
-from benchmarks import plots
-from benchmarks.common import (
+from . import plots
+from .common import (
     BenchError,
     Failures,
     OciRuntime,

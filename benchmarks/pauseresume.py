@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import time
 
-from benchmarks import plots
-from benchmarks.common import (
+from . import plots
+from .common import (
     CGROUP_BASE,
     BenchError,
     OciRuntime,

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import (
+from .common import (
+    SRC,
     BenchError,
     OciRuntime,
     Result,
@@ -73,7 +74,6 @@ int main(int argc, char **argv) {
 """
 
 PROFILES = ("none", "default")
-SRC = Path(__file__).resolve().parent.parent / "src"
 
 
 def build_loop(scratch: Path) -> Path:
@@ -317,6 +317,6 @@ def run(session: Session) -> Result:
 
 
 if __name__ == "__main__":
-    from benchmarks.driver import cli
+    from .driver import cli
 
     sys.exit(cli(["--only", "syscall_overhead", *sys.argv[1:]]))

@@ -13,8 +13,8 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from benchmarks import plots
-from benchmarks.common import (
+from . import plots
+from .common import (
     BenchError,
     Failures,
     OciRuntime,

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import plots
-from benchmarks.common import (
+from . import plots
+from .common import (
     BUSYBOX,
     BenchError,
     Bundle,

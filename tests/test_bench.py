@@ -189,6 +189,40 @@ def test_bench_unknown_runtime_is_explained(tmp_path: Path) -> None:
     assert "nosuch" in doc["benchmarks"]["lifecycle"]["errors"]
 
 
+@pytest.mark.slow
+def test_bench_goals_quick(tmp_path: Path) -> None:
+    """The goals table: every goal of the performance issue as a ratio measured in this
+    run, with its spread and target; the entry points built and measured; nothing left."""
+    if not (shutil.which("runc") and shutil.which("bwrap")):
+        pytest.skip("runc and bubblewrap are the goals' peers")
+    out = tmp_path / "out"
+    before = bench_dirs()
+    proc = bench(out, "--quick", "--runtimes", "contain", "--only", "goals", "--rounds", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["meta"]["cleanup_problems"] == []
+    assert bench_dirs() == before
+    goals = doc["benchmarks"]["goals"]
+    assert goals["errors"] == {}, goals["errors"]
+    from benchmarks.goals import GOALS
+
+    ratios = goals["data"]["ratios"]
+    assert set(ratios) == set(GOALS)
+    for name, r in ratios.items():
+        assert 0 < r["p10"] <= r["median"] <= r["p90"], name
+        assert r["n"] >= 2 and len(r["per_round"]) == r["n"], name
+        assert r["a"]["median"] > 0 and r["b"]["median"] > 0, name
+    # the lifecycle is the sum of its five steps, round by round
+    samples = goals["data"]["samples"]
+    steps = [samples[f"contain.{s}"] for s in ("create", "start", "state", "kill", "delete")]
+    assert samples["contain.lifecycle"] == pytest.approx([sum(x) for x in zip(*steps, strict=True)])
+    assert set(goals["data"]["entry_points"]) == {"launcher", "packaged", "console"}
+    report = (out / "report.md").read_text()
+    for what, _, _, reads in GOALS.values():
+        assert what in report and reads in report
+    assert report.count("**x") == len(GOALS)
+
+
 def test_bench_bad_benchmark_name(tmp_path: Path) -> None:
     proc = bench(tmp_path, "--only", "nosuch")
     assert proc.returncode == 1

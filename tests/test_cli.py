@@ -195,3 +195,20 @@ def test_flag_forms(state_root: Path, make_bundle: Callable[..., Bundle]) -> Non
     proc = subprocess.run([*contain_cmd(), f"--root={state_root}", "list", "-q"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout == ""
+
+
+@pytest.mark.parametrize("setup, expect_out", [
+    ("", "out"),  # nothing at exit: the fast way, the output still flushed
+    ("import atexit; atexit.register(lambda: print('atexit ran'))\n", "outatexit ran\n"),
+    ("import threading\n", "out"),
+])
+def test_leave_flushes_and_keeps_exit_work(setup: str, expect_out: str) -> None:
+    """The entry point's exit skips the interpreter's finalization, but never the
+    command's buffered output, its status, or an atexit callback someone registered."""
+    code = (f"import sys; sys.path.insert(0, {str(SRC)!r})\n{setup}"
+            "from contain.cli.main import leave\n"
+            "sys.stdout.write('out'); sys.stderr.write('err')\n"
+            "leave(300)\n")
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                       text=True, timeout=60)
+    assert (p.returncode, p.stdout, p.stderr) == (300 & 0xFF, expect_out, "err")

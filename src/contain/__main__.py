@@ -1,7 +1,5 @@
 """``python -m contain``."""
 
-import sys
+from contain.cli.main import run
 
-from contain.cli.main import main
-
-sys.exit(main())
+run()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 _state = {"path": None, "format": "text", "debug": False}
 _LEVELS = {"debug": 0, "info": 1, "warning": 2, "error": 3, "fatal": 4}
@@ -25,6 +24,8 @@ def debug_enabled() -> bool:
 
 
 def _now() -> str:
+    import time
+
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 

@@ -3,8 +3,8 @@
 A :class:`Manager` is a container's cgroup: one directory per v1 hierarchy (v1 and
 hybrid), plus the cgroup2 directory (v2 and hybrid). Which files a resource goes to is
 decided by :mod:`contain.cgroups.resources`; stats by :mod:`contain.cgroups.stats`;
-events by :mod:`contain.cgroups.events`. This module stays small because ``state`` and
-``list`` import it to ask :meth:`Manager.is_frozen`.
+events by :mod:`contain.cgroups.events`. ``state``, ``kill`` and ``list`` do not import
+it: the container store reads the freezer state from the saved paths itself.
 
 cgroupsPath follows runc's cgroupfs driver: an absolute path hangs from each hierarchy's
 mount point, a relative one from the runtime's own cgroup in that hierarchy, and the
@@ -429,6 +429,13 @@ def _rmdir_quiet(d: str) -> bool:
 
 def _remove_tree(d: str) -> str | None:
     """rmdir *d* and its sub-cgroups, deepest first, retrying EBUSY for a while."""
+    try:  # the usual case, a leaf cgroup with no task left: one rmdir, no directory scan
+        os.rmdir(d)
+        return None
+    except FileNotFoundError:
+        return None
+    except OSError:
+        pass
     import time
 
     dirs: list[str] = []

@@ -1,8 +1,9 @@
 """``contain bench``: side-by-side benchmarks against runc, crun, runsc, bubblewrap.
 
-The benchmarks live in the source checkout's ``benchmarks/`` package, next to ``src/``;
-they (and matplotlib, for the plots) are imported inside the command only, so no other
-command pays for them.
+The benchmarks live in the source checkout's ``benchmarks/`` package, next to ``src/``,
+and are installed with the package as ``contain.bench`` (pyproject's package-dir), so
+that a user who installed contain can benchmark it too. They (and matplotlib, for the
+plots) are imported inside the command only, so no other command pays for them.
 """
 
 from __future__ import annotations
@@ -43,14 +44,36 @@ COMMANDS = {
 }
 
 
-def _benchmarks_package() -> str:
-    """The directory holding the ``benchmarks`` package: the checkout that holds our src/."""
+def _checkout() -> str | None:
+    """The source checkout that holds our src/ and a ``benchmarks`` package, if any."""
     here = os.path.dirname(os.path.abspath(__file__))  # .../src/contain/cli
     repo = os.path.dirname(os.path.dirname(os.path.dirname(here)))
-    if not os.path.isfile(os.path.join(repo, "benchmarks", "driver.py")):
-        raise ContainError(f"bench: no benchmarks/ package next to {repo}/src "
-                           "(contain bench runs from a source checkout)")
-    return repo
+    if os.path.isfile(os.path.join(repo, "benchmarks", "driver.py")):
+        return repo
+    return None
+
+
+def _driver() -> tuple[Any, type[Exception]]:
+    """The driver's ``main`` and ``BenchError``: the checkout's ``benchmarks`` (the files
+    ``python -m benchmarks`` and the tests use) when we run from one, else the copy
+    installed with the package (``contain.bench``)."""
+    repo = _checkout()
+    if repo is not None:
+        if sys.flags.no_site:
+            _add_site_packages(repo)
+        if repo not in sys.path:
+            sys.path.insert(0, repo)
+        name = "benchmarks"
+    else:
+        name = "contain.bench"
+    try:
+        driver = __import__(f"{name}.driver", fromlist=["main"])
+        common = __import__(f"{name}.common", fromlist=["BenchError"])
+    except ImportError as exc:
+        where = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        raise ContainError(f"bench: the benchmarks are not installed with {where} "
+                           f"({exc}); reinstall the package or run from a checkout") from exc
+    return driver.main, common.BenchError
 
 
 def _add_site_packages(repo: str) -> None:
@@ -68,14 +91,7 @@ def _add_site_packages(repo: str) -> None:
 
 
 def bench(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
-    repo = _benchmarks_package()
-    if sys.flags.no_site:
-        _add_site_packages(repo)
-    if repo not in sys.path:
-        sys.path.insert(0, repo)
-    from benchmarks.common import BenchError
-    from benchmarks.driver import main
-
+    main, bench_error = _driver()
     try:
         return main(
             runtimes=[r for r in opts["runtimes"].split(",") if r.strip()],
@@ -86,5 +102,5 @@ def bench(ctx: Any, opts: dict[str, Any], args: list[str]) -> int:
             density_n=opts["density"] or None,
             progress=not opts["no_progress"],
         )
-    except BenchError as exc:
+    except bench_error as exc:
         raise ContainError(f"bench: {exc}") from exc

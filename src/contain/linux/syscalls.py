@@ -272,16 +272,25 @@ def sched_setattr(policy: int, *, flags: int = 0, nice: int = 0, priority: int =
 
 def loopback_up(name: str = "lo") -> None:
     """Set IFF_UP on interface *name* of the caller's network namespace (a new one has
-    its loopback down): SIOCGIFFLAGS then SIOCSIFFLAGS on a datagram socket."""
-    import fcntl
-    import socket
-    import struct
+    its loopback down): SIOCGIFFLAGS then SIOCSIFFLAGS on a datagram socket.
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-        ifr = struct.pack("16sH22x", name.encode(), 0)
-        flags = struct.unpack("16sH22x", fcntl.ioctl(s.fileno(), 0x8913, ifr))[1]
+    ``_socket`` and a hand-built ``struct ifreq`` (16-byte name, native short flags, 22
+    bytes of padding): the ``socket`` module would import enum, selectors and
+    collections, ~2 ms of every container's start."""
+    import _socket
+    import fcntl
+    import sys
+
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    try:
+        ifname = name.encode()[:15].ljust(16, b"\0")
+        ifr = fcntl.ioctl(s.fileno(), 0x8913, ifname + bytes(24))  # SIOCGIFFLAGS
+        flags = int.from_bytes(ifr[16:18], sys.byteorder)
         if not flags & 0x1:  # IFF_UP
-            fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sH22x", name.encode(), flags | 0x1))
+            fcntl.ioctl(s.fileno(), 0x8914,  # SIOCSIFFLAGS
+                        ifname + (flags | 0x1).to_bytes(2, sys.byteorder) + bytes(22))
+    finally:
+        s.close()
 
 
 def personality(persona: int) -> int:
