@@ -21,7 +21,7 @@ import socketserver
 import sys
 import threading
 
-from benchmarks.common import (
+from .common import (
     Result,
     Session,
     contain_argv,

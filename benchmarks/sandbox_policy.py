@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import (
+from .common import (
     Result,
     Session,
     contain_argv,
@@ -78,7 +78,7 @@ def api_samples(session: Session, root: Path, proj: Path, secret: Path, n: int,
     Python per call), in a child so that a failure cannot take the driver down."""
     import json
 
-    from benchmarks.common import SRC
+    from .common import SRC
 
     code = (API_CHILD.replace("@SRC@", repr(str(SRC))).replace("@N@", str(n))
             .replace("@PROJ@", repr(str(proj))).replace("@SECRET@", repr(str(secret)))

@@ -27,7 +27,7 @@ import subprocess
 import sys
 from typing import Any
 
-from benchmarks.common import (
+from .common import (
     BenchError,
     OciRuntime,
     Result,
@@ -36,7 +36,7 @@ from benchmarks.common import (
     oci_config,
     rotate,
 )
-from benchmarks.syscall_overhead import build_loop, default_seccomp, parse_ns
+from .syscall_overhead import build_loop, default_seccomp, parse_ns
 
 CASES = (
     # (label, supervisor, policy, answered)
@@ -248,6 +248,6 @@ def _table(session: Session, result: Result, contain: OciRuntime, runsc: OciRunt
 
 
 if __name__ == "__main__":
-    from benchmarks.driver import cli
+    from .driver import cli
 
     sys.exit(cli(["--only", "supervise", *sys.argv[1:]]))
