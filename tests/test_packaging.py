@@ -22,8 +22,8 @@ def test_pyproject_lists_every_package() -> None:
     """pyproject lists the packages (contain.bench is mapped from benchmarks/, which
     packages.find cannot do): a new package under src/contain must be added there."""
     conf = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    found = {"contain"} | {f"contain.{p.name}" for p in (SRC / "contain").iterdir()
-                           if (p / "__init__.py").is_file()}
+    found = {".".join(p.parent.relative_to(SRC).parts)
+             for p in (SRC / "contain").rglob("__init__.py")}
     assert set(conf["packages"]) == found | {"contain.bench"}
     assert conf["package-dir"]["contain.bench"] == "benchmarks"
     assert conf["script-files"] == ["scripts/contain"]
