@@ -65,6 +65,17 @@ def _native_seconds(tech: Tech, work: Work, plan: Plan) -> float | None:
     return times[len(times) // 2] if times else None
 
 
+def containment(itf: dict[str, Any], limit: int) -> float | None:
+    """The memory hog's peak as a multiple of its limit; None when the peak was not seen
+    where the technology keeps the workload (a hog that asks for twice the machine
+    reaches its own limit at least: a peak under half of it means the cgroup read was
+    not the workload's -- Podman's own cgroup parent, gVisor's Sentry)."""
+    peak = (itf.get("hogs", {}).get("memory") or {}).get("hog_peak_mb")
+    if peak is None or peak < (limit >> 20) / 2:
+        return None
+    return round(peak / (limit >> 20), 2)
+
+
 def measure_isolation(names: list[str] | None = None, *, quick: bool = False,
                       weights: dict[str, float] | None = None,
                       progress: Callable[[str], None] | None = None,
@@ -110,9 +121,7 @@ def measure_isolation(names: list[str] | None = None, *, quick: bool = False,
         itf = m["interference"]
         axes["surface"][key] = m["surface"]["score"]
         axes["interference"][key] = itf.get("mean_slowdown_pct")
-        peak = (itf.get("hogs", {}).get("memory") or {}).get("hog_peak_mb")
-        axes["containment"][key] = (round(peak / (plan.limits_memory >> 20), 2)
-                                    if peak is not None else None)
+        axes["containment"][key] = containment(itf, plan.limits_memory)
         axes["startup"][key] = m["startup_ms"]
         axes["overhead"][key] = m["overhead"]
     w = weights or rank.parse_weights("")

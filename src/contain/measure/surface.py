@@ -75,9 +75,12 @@ def _host_kernel_version() -> str:
 
 
 def _score(s: dict[str, Any]) -> float | None:
+    """None when the host system calls could not be measured (a traced process's filters
+    cannot be read): the other parts alone would flatter it."""
     parts: list[float] = []
-    if s["syscalls_to_host_kernel"] is not None and s["syscalls_total"]:
-        parts.append(s["syscalls_to_host_kernel"] / s["syscalls_total"])
+    if s["syscalls_to_host_kernel"] is None or not s["syscalls_total"]:
+        return None
+    parts.append(s["syscalls_to_host_kernel"] / s["syscalls_total"])
     if s["capabilities"] is not None:
         from contain.inspect import caps
 
