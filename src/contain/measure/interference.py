@@ -261,6 +261,13 @@ def _beside(tech: Tech, work: Work, hog: str, tag: str, machine: Machine | _NoMa
         times = [_victim_seconds(tech, work, f"ci-{tech.key}-{hog}{i}-{tag}", machine,
                                  victim_mb, victim_mem, 120) for i in range(runs)]
     finally:
+        # TERM first: a runtime that forwards it (contain sandbox) removes its state;
+        # SIGKILL of the runtime would leave its state directory behind
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except OSError:
