@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Bundle, contain_cmd, unique_id
+from conftest import Bundle, contain_cmd, unique_id, wait_for
 from test_errors import contain, one_line_error
 from test_hostile import _processes_running
 
@@ -84,7 +84,8 @@ def test_corrupt_state_json(case: str, make_bundle: Callable[..., Bundle],
     good = _start(state_root, good_bundle)
     bad = _start(state_root, bad_bundle)
     try:
-        assert _processes_running(f"sleep {marker}")
+        # start returns once the init is released, not once it has exec'd the sleep
+        wait_for(lambda: _processes_running(f"sleep {marker}"))
         state = state_root / bad / "state.json"
         corrupted = CORRUPTIONS[case](state.read_text(), bad)
         state.write_bytes(corrupted.encode(errors="surrogateescape"))
