@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from contain.cli.args import Command, Flag
@@ -61,6 +60,8 @@ COMMANDS = {
 
 
 def cmd_spec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    import os
+
     from contain.jsonio import dumps
     from contain.spec.defaults import default_spec
 
@@ -92,6 +93,12 @@ def _create_options(ctx: Context, opts: dict[str, Any]) -> Any:
                          rootless=ctx.rootless == "true")
 
 
+def _cwd() -> str:
+    import posix  # (os is not imported at module level: the light commands need none of it)
+
+    return posix.getcwd()
+
+
 def _supervised(spec: Any) -> bool:
     """An annotation asks for a syscall supervisor (docs/supervise.md)."""
     ann = spec.annotations
@@ -105,7 +112,7 @@ def cmd_create(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         from contain.container.lifecycle import create, load_bundle
 
         options = _create_options(ctx, opts)  # (bad flags first, before the bundle)
-        bundle, spec = load_bundle(opts["bundle"] or os.getcwd())
+        bundle, spec = load_bundle(opts["bundle"] or _cwd())
         if _supervised(spec):
             from contain.sandbox.supervise.oci import create_supervised
 
@@ -201,7 +208,7 @@ def cmd_run(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         from contain.container.run import run_container
 
         cid = args[0]
-        bundle, spec = load_bundle(opts["bundle"] or os.getcwd())
+        bundle, spec = load_bundle(opts["bundle"] or _cwd())
         if _supervised(spec):
             from contain.sandbox.supervise.oci import run_supervised
 
