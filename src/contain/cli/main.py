@@ -27,6 +27,13 @@ REGISTRY: dict[str, str] = {
     "bench": "cmd_bench",
 }
 
+# commands that set up or look at containers and exit: the cyclic garbage collector is
+# kept off while they run (see _collector_off); run and sandbox turn it back on once
+# their container runs (container/run.py), the others (bench, inspect, events, exec ...)
+# keep it on throughout
+SETUP_COMMANDS = frozenset(("create", "start", "state", "kill", "delete", "list", "spec",
+                            "features", "pause", "resume", "update", "ps", "run", "sandbox"))
+
 GLOBAL_FLAGS = (
     Flag("--root", default=None, help="root directory for storage of container state"),
     Flag("--log", default=None, help="set the log file to write runtime logs to"),
@@ -126,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         name = rest[0]
         if name not in REGISTRY:
             raise UsageError(f"unknown command {name!r} (see contain --help)")
+        if name in SETUP_COMMANDS:
+            _collector_off()
         cmd, handler = _load(name)
         flags = (*cmd.flags, Flag("--help,-h", "bool", help="show help"))
         opts, args = parse(rest[1:], flags, interspersed=cmd.interspersed)
@@ -151,6 +160,32 @@ def main(argv: list[str] | None = None) -> int:
 
         log.error(one_line(text))
         return 1
+
+
+def _collector_off() -> None:
+    """No cyclic garbage collection in this process, for a command that sets up and
+    exits: importing its ~40-55 modules (code objects, functions, classes) triggers
+    collections that walk every object made so far, ~1-1.5 ms of CPU for a create or a
+    sandbox (docs/performance.md), and the few cycles such a command makes are freed
+    when it exits. A forked child that stays a Python process (a sandbox's init, a
+    supervisor, the network's helpers) gets the collector back at once, with what
+    exists at the fork frozen (gc.freeze: the module-level objects of the imports,
+    which live until the exit anyway, are then never walked again)."""
+    import gc
+    import posix
+
+    if gc.isenabled():
+        gc.disable()
+        posix.register_at_fork(after_in_child=collector_back)
+
+
+def collector_back() -> None:
+    """The collector on again after _collector_off, without a first collection that
+    would walk everything made meanwhile (it is frozen: kept, never collected)."""
+    import gc
+
+    gc.freeze()
+    gc.enable()
 
 
 def run() -> None:
