@@ -177,3 +177,25 @@ def _reap() -> None:
             return
         if pid == 0:
             return
+
+
+def test_create_sweeps_claims_of_killed_creates(make_bundle: Callable[..., Bundle],
+                                                state_root: Path) -> None:
+    """A create SIGKILLed between making its temporary claim directory and renaming it
+    into place leaves a `.new-<pid>-*` directory; the next create removes it once that
+    pid is gone, and leaves a live creator's alone."""
+    dead = subprocess.Popen(["/bin/true"])
+    dead.wait()
+    state_root.mkdir(parents=True, exist_ok=True)
+    abandoned = state_root / f".new-{dead.pid}-0badc0de"
+    abandoned.mkdir()
+    (abandoned / "state.json").write_text("{}")
+    alive = state_root / f".new-{os.getpid()}-0badc0de"
+    alive.mkdir()
+    try:
+        cid = _start(state_root, make_bundle(["/bin/true"]))
+        contain(state_root, "delete", "--force", cid)
+        assert not abandoned.exists()
+        assert alive.exists()
+    finally:
+        alive.rmdir()
