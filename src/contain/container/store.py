@@ -303,17 +303,17 @@ def _sweep_abandoned_claims(root: str) -> None:
     """Remove the temporary claim directories of creates that were killed before their
     rename (named after the creator's pid: gone when that pid is)."""
     try:
-        names = [n for n in os.listdir(root) if n.startswith(_CLAIM_PREFIX)]
+        names = [n for n in posix.listdir(root) if n.startswith(_CLAIM_PREFIX)]
     except OSError:
         return
     for name in names:
         try:
             pid = int(name[len(_CLAIM_PREFIX):].split("-", 1)[0])
-            os.kill(pid, 0)
+            posix.kill(pid, 0)
         except ValueError:
             continue  # not ours
         except ProcessLookupError:
-            remove_dir(os.path.join(root, name))
+            remove_dir(join(root, name))
         except PermissionError:
             pass  # alive, another user's
 
