@@ -213,14 +213,19 @@ def test_delete_of_a_stopped_container_kills_what_its_cgroup_still_holds(
     pid = contain.state(cid)["pid"]
     sleepers = wait_for(lambda: _children(pid) if len(_children(pid)) == 2 else None)
     with open(f"/proc/{sleepers[0]}/cgroup") as f:
-        pids_cgroup = next(line.split(":", 2)[2].strip() for line in f
-                           if line.split(":")[1] == "pids")
+        lines = [line.rstrip("\n").split(":", 2) for line in f]
+    # the sleepers' cgroup directory: in the pids hierarchy (v1, hybrid), else the one
+    # cgroup2 tree (pure v2: the user-mode Linux lane)
+    v1 = [path for _, ctrls, path in lines if "pids" in ctrls.split(",")]
+    cgroup_dir = (f"/sys/fs/cgroup/pids{v1[0]}" if v1 else
+                  f"/sys/fs/cgroup{next(path for hid, _, path in lines if hid == '0')}")
+    assert os.path.isdir(cgroup_dir)
     contain.ok("kill", cid, "KILL")  # the init only: the sleepers stay
     wait_for(lambda: contain.status(cid) == "stopped")
     assert not any(gone(p) for p in sleepers)
     contain.ok("delete", cid)
     wait_for(lambda: all(gone(p) for p in sleepers), timeout=10)
-    assert not os.path.exists(f"/sys/fs/cgroup/pids{pids_cgroup}")
+    assert not os.path.exists(cgroup_dir)
     assert fails(contain("state", cid))
 
 
