@@ -109,6 +109,8 @@ def usage_text() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line's work (the caller exits with the status it returns: a setup
+    command leaves the garbage collector off, see _collector_off)."""
     argv = sys.argv[1:] if argv is None else argv
     debug = False
     try:
@@ -176,16 +178,22 @@ def _collector_off() -> None:
 
     if gc.isenabled():
         gc.disable()
-        posix.register_at_fork(after_in_child=collector_back)
+        _collector["off"] = True
+        if not _collector["hooked"]:
+            posix.register_at_fork(after_in_child=_child_collector)
+            _collector["hooked"] = True
 
 
-def collector_back() -> None:
-    """The collector on again after _collector_off, without a first collection that
-    would walk everything made meanwhile (it is frozen: kept, never collected)."""
-    import gc
+_collector = {"off": False, "hooked": False}
 
-    gc.freeze()
-    gc.enable()
+
+def _child_collector() -> None:
+    if _collector["off"]:  # (a fork while the collector was off for the set-up)
+        _collector["off"] = False
+        import gc
+
+        gc.freeze()  # what the set-up made: kept, never walked (no first full collection)
+        gc.enable()
 
 
 def run() -> None:

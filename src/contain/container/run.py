@@ -66,7 +66,7 @@ def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOpti
             forward.attach(record.pid)
         # the container runs, maybe for long (a pty relayed, a network proxy served):
         # the garbage collector the CLI kept off during the set-up is back, what the
-        # set-up made frozen rather than walked once more (cli/main.py, collector_back)
+        # set-up made frozen rather than walked once more (cli/main.py)
         import gc
 
         if not gc.isenabled():

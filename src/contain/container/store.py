@@ -30,7 +30,9 @@ MAX_ID_LEN = 1024
 
 def join(directory: str, name: str) -> str:
     """os.path.join of a directory and a name that is no absolute path."""
-    return directory + name if directory.endswith("/") else f"{directory}/{name}"
+    if not directory or directory.endswith("/"):
+        return directory + name
+    return f"{directory}/{name}"
 
 
 def is_dir(path: str) -> bool:
