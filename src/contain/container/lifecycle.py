@@ -168,14 +168,13 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
         raise ContainError("cannot use console socket if contain will not detach or "
                            "allocate tty")
     if proc.capabilities is not None:
+        from contain import log
         from contain.security.capabilities import check_capabilities
 
         # a name that is no capability at all is refused; one this kernel lacks is
         # warned about and skipped, as runc does
         for warning in check_capabilities(proc.capabilities, "$.process.capabilities",
                                           strict=True):
-            from contain import log  # (only then: one module less on every create)
-
             log.warning(warning)
     seccomp = None
     if linux.seccomp is not None:
