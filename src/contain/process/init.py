@@ -61,6 +61,7 @@ def preload(plan: Plan) -> None:
     if plan.spec.landlock() is not None:  # (enforced just before execve)
         from contain.security import landlock  # noqa: F401
     import contain.linux.syscalls
+    import contain.log  # (report_failure: a failure after pivot_root is told with it)
     import contain.security.capabilities
     from contain.linux.exeguard import arm
 
