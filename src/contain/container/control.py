@@ -182,6 +182,10 @@ def delete(root: str, cid: str, force: bool = False) -> None:
             _wait_gone(record)
         if mgr is not None:
             mgr.destroy()
+        if record.extra.get("rdt"):
+            from contain.container.rdt import remove
+
+            remove(record.extra["rdt"])
         _stop_supervisor(record)
         store.remove_dir(path)
     hooks = record.config.get("hooks") or {}

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from contain.process.spawn import Handles, Plan
     from contain.process.sync import Channel
     from contain.security.seccomp import SeccompProgram
-    from contain.spec.config import Personality, Process, Spec
+    from contain.spec.config import MemoryPolicy, Personality, Process, Spec
 
 
 def preload(plan: Plan) -> None:
@@ -84,6 +84,8 @@ def preload(plan: Plan) -> None:
         import contain.process.hooks
     if plan.seccomp is not None:
         import contain.security.seccomp
+    if plan.net_devices:
+        import contain.linux.netlink
     if proc.apparmor_profile or proc.selinux_label:
         import contain.security.lsm  # noqa: F401
 
@@ -186,6 +188,33 @@ def _stage_enter(ch: Channel, plan: Plan, fds: Handles) -> None:
                     f.write(f"{clock} {off.secs} {off.nanosecs}\n")
     if plan.forks:
         _fork_process(ch)
+    if plan.net_devices:  # (in the process: the parent opens our /proc/<pid>/ns/net)
+        ch.send(sync.NETDEV)
+        _configure_net_devices(ch.expect(sync.NETDEV_DONE).get("devices") or [])
+
+
+def _configure_net_devices(devices: list[dict[str, Any]]) -> None:
+    """linux.netDevices, inside: the parent moved each device into our network namespace
+    (the kernel drops a device's addresses on the way); give back its permanent global
+    ones and set it up, as the spec asks. A device keeps its index when it is free
+    here, which finds a name the kernel chose ("%d")."""
+    from contain.linux.netlink import Address, Route, link_index, link_name
+
+    with Route() as route:
+        for dev in devices:
+            name = dev["name"]
+            index = dev["index"]
+            found = link_name(index)
+            try:
+                if found is None or ("%d" not in name and found != name):
+                    index = link_index(name)  # (it took another index here)
+                    found = name
+                for addr in dev.get("addrs") or []:
+                    route.add_address(index, Address.from_json(addr))
+                route.set_up(index, True)
+            except OSError as exc:
+                raise ContainError(f"linux.netDevices.{dev['host']}: setting up {found or name}"
+                                   f" in the container: {exc.strerror}") from exc
 
 
 def _join_namespaces(plan: Plan, fds: Handles) -> None:
@@ -291,6 +320,13 @@ def _stage_exec(ch: Channel, plan: Plan, fds: Handles) -> None:
     """Stage 3 of an exec: in the container's cgroup (the parent's CGROUP), a console."""
     ch.expect(sync.CGROUP)
     proc = plan.process
+    affinity = proc.exec_cpu_affinity
+    if affinity is not None and affinity.final:  # (initial: the parent, before the join)
+        try:
+            os.sched_setaffinity(0, parse_cpulist(affinity.final))
+        except OSError as exc:
+            raise ContainError(f"process.execCPUAffinity.final {affinity.final!r}: "
+                               f"{exc.strerror}") from exc
     # a session (and process group) of its own inside the container, with or without a
     # terminal, as runc's exec does: getpgrp() must not name a process outside
     os.setsid()
@@ -309,7 +345,8 @@ def _stage_final(ch: Channel, plan: Plan, fds: Handles, state: dict[str, Any]) -
     warnings: list[str] = []
     env = prepare_process(proc, plan.seccomp, plan.preserve_fds, extra_env=plan.env_extra,
                           personality=linux.personality if linux is not None else None,
-                          warnings=warnings)
+                          warnings=warnings,
+                          memory_policy=linux.memory_policy if linux is not None else None)
     path = lookup_executable(proc.args[0], env)
     # Landlock (process.landlock): the ruleset is made now, before a notify filter
     # (send_ready) could hand its opens to a supervisor, and enforced last, below; an
@@ -411,7 +448,8 @@ _SCHED = {"SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3,
 def prepare_process(proc: Process, seccomp: SeccompProgram | None, preserve_fds: int,
                     extra_env: list[str] | tuple[str, ...] = (),
                     personality: Personality | None = None,
-                    warnings: list[str] | None = None) -> list[str]:
+                    warnings: list[str] | None = None,
+                    memory_policy: MemoryPolicy | None = None) -> list[str]:
     """Apply the process fields (cwd, rlimits, scheduling, user, capabilities,
     no_new_privs) in the order that keeps them; return the environment to exec with."""
     try:
@@ -435,8 +473,8 @@ def prepare_process(proc: Process, seccomp: SeccompProgram | None, preserve_fds:
         from contain.linux.syscalls import personality as set_personality
 
         set_personality(c.PERSONALITY_DOMAINS[personality.domain])
-    if proc.exec_cpu_affinity is not None and proc.exec_cpu_affinity.initial:
-        os.sched_setaffinity(0, parse_cpulist(proc.exec_cpu_affinity.initial))
+    if memory_policy is not None:
+        _set_memory_policy(memory_policy)
     if proc.apparmor_profile or proc.selinux_label:
         from contain.security.lsm import apply_on_exec
 
@@ -456,6 +494,22 @@ def prepare_process(proc: Process, seccomp: SeccompProgram | None, preserve_fds:
     if not any(e.startswith("HOME=") for e in env):
         env.append(f"HOME={home_of(proc.user.uid)}")
     return env
+
+
+def _set_memory_policy(policy: MemoryPolicy) -> None:
+    """linux.memoryPolicy: set_mempolicy(2), kept across execve and inherited by every
+    child (the host's nodes were checked at create: lifecycle.validate)."""
+    from contain.linux.syscalls import set_mempolicy
+    from contain.spec.config import MPOL_FLAGS, MPOL_MODES
+
+    mode = MPOL_MODES[policy.mode]
+    for flag in policy.flags:
+        mode |= MPOL_FLAGS[flag]
+    try:
+        set_mempolicy(mode, policy.node_set())
+    except OSError as exc:
+        raise ContainError(f"linux.memoryPolicy: set_mempolicy {policy.mode} "
+                           f"nodes={policy.nodes or ''!r}: {exc.strerror}") from exc
 
 
 def _set_rlimits(proc: Process) -> None:

@@ -118,6 +118,12 @@ class Plan:
         return any(flag in (c.CLONE_NEWPID, c.CLONE_NEWTIME) for flag, _ in self.join)
 
     @property
+    def net_devices(self) -> bool:
+        """linux.netDevices to move (create only): a NETDEV round in the protocol."""
+        linux = self.spec.linux
+        return self.mode == CREATE and linux is not None and bool(linux.net_devices)
+
+    @property
     def parent_hooks(self) -> bool:
         hooks = self.spec.hooks if self.mode == CREATE else None
         return hooks is not None and bool(hooks.prestart or hooks.create_runtime)
@@ -143,7 +149,7 @@ class Handles:
     """The fds of one spawn, opened by the parent and closed by :meth:`close` once the
     child has what it needs. Slots left at -1 are not in use."""
 
-    __slots__ = ("lock", "fifo", "console", "console_sock", "idmap_userns", "ns")
+    __slots__ = ("lock", "fifo", "console", "console_sock", "idmap_userns", "ns", "pidfd_sock")
 
     def __init__(self) -> None:
         self.lock = -1             # create: flock on the container directory
@@ -152,6 +158,7 @@ class Handles:
         self.console_sock: Any = None  # a console socket we connected (owned)
         self.idmap_userns: dict[int, int] = {}  # mount index -> user namespace fd
         self.ns: list[tuple[int, int]] = []     # exec: (clone flag, namespace fd) to join
+        self.pidfd_sock: Any = None  # --pidfd-socket: connected, gets the process's pidfd
 
     def close(self) -> None:
         for fd in (self.lock, self.fifo, *self.idmap_userns.values(),
@@ -160,8 +167,10 @@ class Handles:
                 os.close(fd)
         if self.console_sock is not None:
             self.console_sock.close()
+        if self.pidfd_sock is not None:
+            self.pidfd_sock.close()
         self.lock = self.fifo = self.console = -1
-        self.console_sock = None
+        self.console_sock = self.pidfd_sock = None
         self.idmap_userns = {}
         self.ns = []
 
@@ -194,6 +203,11 @@ class Spawner:
     def hand_listener(self, fd: int) -> None:
         """A seccomp notify listener taken from the process: give it to the agent."""
         os.close(fd)
+
+    def move_net_devices(self) -> list[dict[str, Any]]:
+        """linux.netDevices: the child has its network namespace (NETDEV); move them in,
+        and say what the child is to set up there."""
+        raise sync.ProtocolError("sync: no network devices in this spawn")
 
     # -- the driver --------------------------------------------------------------------------
 
@@ -238,8 +252,13 @@ class Spawner:
     def _drive(self, ch: sync.Channel) -> None:
         plan = self.plan
         mgr = self.setup_cgroup()
-        if mgr is not None and not plan.forks:
-            mgr.join(self.pid)
+        affinity = plan.process.exec_cpu_affinity if plan.mode == EXEC else None
+        initial = affinity.initial if affinity is not None else None
+        if not plan.forks:
+            if initial:
+                set_initial_affinity(self.pid, initial)
+            if mgr is not None:
+                mgr.join(self.pid)
         if plan.new_userns:
             ch.expect(sync.USERNS)
             write_id_maps(self.stage or self.pid, plan.spec)
@@ -248,8 +267,13 @@ class Spawner:
             self.pid = ch.expect(sync.PID)["pid"]
             os.waitpid(self.stage, 0)
             self.stage = 0
+            if initial:
+                set_initial_affinity(self.pid, initial)
             if mgr is not None:
                 mgr.join(self.pid)
+        if plan.net_devices:
+            ch.expect(sync.NETDEV)
+            ch.send(sync.NETDEV_DONE, devices=self.move_net_devices())
         ch.send(sync.CGROUP)
         if plan.hooks:
             ch.expect(sync.HOOKS)
@@ -259,6 +283,9 @@ class Spawner:
         if "listener_fd" in msg:
             self.hand_listener(take_fd(self.pid, msg["listener_fd"]))
         self.commit(msg)
+        if self.handles.pidfd_sock is not None:
+            send_pidfd(self.handles.pidfd_sock, self.pid,
+                       "standard" if plan.mode == CREATE else "setns")
         ch.send(sync.GO, start=plan.start_now)
 
     def _how_it_ended(self) -> str:
@@ -303,6 +330,35 @@ class Spawner:
                 except ChildProcessError:
                     pass
         self.stage = self.pid = 0
+
+
+def set_initial_affinity(pid: int, cpus: str) -> None:
+    """process.execCPUAffinity.initial: the CPUs the process runs on before it joins the
+    container's cgroup (set here, by the parent, before the join)."""
+    from contain.process.init import parse_cpulist
+
+    try:
+        os.sched_setaffinity(pid, parse_cpulist(cpus))
+    except OSError as exc:
+        raise ContainError(f"process.execCPUAffinity.initial {cpus!r}: "
+                           f"{exc.strerror}") from exc
+
+
+def send_pidfd(sock: Any, pid: int, name: str) -> None:
+    """--pidfd-socket: a pidfd of *pid* over the connected unix socket (SCM_RIGHTS, with
+    *name* as the payload: "standard" for a container's init, "setns" for an exec'd
+    process, the names runc sends), so the receiver can signal and wait on the process
+    without the race of a reused pid."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError as exc:
+        raise ContainError(f"--pidfd-socket: pidfd_open {pid}: {exc.strerror}") from exc
+    try:
+        sync.send_fd(sock.fileno(), pidfd, name)
+    except OSError as exc:
+        raise ContainError(f"--pidfd-socket: sending the pidfd: {exc.strerror}") from exc
+    finally:
+        os.close(pidfd)
 
 
 def kill_and_wait(pid: int) -> None:

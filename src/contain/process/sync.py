@@ -19,6 +19,9 @@ which they may come (``[...]``: only when the plan says so; both sides know the 
                                                       [S forks I into the PID/time ns]
             <---------------------------------------- [PID {pid}]        (S exits)
     [reap S, join I to the cgroup]
+            <---------------------------------------- [NETDEV]  (create, netDevices)
+    [move linux.netDevices into I's network ns]
+            ----------------------------------------> [NETDEV_DONE]
             ----------------------------------------> CGROUP
                                                       I: reads CGROUP at one point:
                                                          exec: before it forks I, or
@@ -75,6 +78,8 @@ if TYPE_CHECKING:
 USERNS = "userns"            # child -> parent: I unshared a user namespace; map its ids
 USERNS_DONE = "userns-done"  # parent -> child: uid_map and gid_map are written
 PID = "pid"                  # stage -> parent: {"pid"}: the process I forked; I exit now
+NETDEV = "netdev"            # init -> parent: my network namespace exists; move devices in
+NETDEV_DONE = "netdev-done"  # parent -> init: linux.netDevices are in it
 CGROUP = "cgroup"            # parent -> child: you are in the container's cgroup (if any)
 HOOKS = "hooks"              # init -> parent: rootfs mounted; run prestart, createRuntime
 HOOKS_DONE = "hooks-done"    # parent -> init: {"state"}: they ran; the hooks' state
@@ -82,7 +87,7 @@ READY = "ready"              # child -> parent: {"warnings"?, "listener_fd"?}: s
 GO = "go"                    # parent -> child: {"start"}: committed; go on (start now?)
 ERROR = "error"              # child -> parent: {"kind", "errno", "path", "msg"}: I failed
 
-KINDS = (USERNS, USERNS_DONE, PID, CGROUP, HOOKS, HOOKS_DONE, READY, GO, ERROR)
+KINDS = (USERNS, USERNS_DONE, PID, NETDEV, NETDEV_DONE, CGROUP, HOOKS, HOOKS_DONE, READY, GO, ERROR)
 
 CHUNK = 1 << 16  # bytes per packet (a message may take several)
 _HEADER = 4
@@ -262,11 +267,12 @@ def recv_fd(sock: _socket.socket) -> tuple[int, str]:
     raise ContainError("console socket: no file descriptor received")
 
 
-def connect_unix(path: str) -> _socket.socket:
+def connect_unix(path: str, what: str = "") -> _socket.socket:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         sock.connect(path)
     except OSError as exc:
         sock.close()
-        raise ContainError(f"connect to {path}: {exc.strerror}") from exc
+        prefix = f"{what}: " if what else ""
+        raise ContainError(f"{prefix}connect to {path}: {exc.strerror}") from exc
     return sock
