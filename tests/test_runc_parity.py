@@ -239,3 +239,76 @@ def test_join_a_mount_namespace_by_path(make_bundle: Callable[..., Bundle],
     finally:
         holder.kill()
         holder.wait()
+
+
+def _userns_bundle(make_bundle: Callable[..., Bundle], args: list[str]) -> Bundle:
+    """A container in a user namespace of its own: root is host uid/gid 100000."""
+    bundle = make_bundle(args)
+    cfg = bundle.config
+    cfg["linux"]["namespaces"].append({"type": "user"})
+    cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    # (/sys cannot be mounted without a network namespace of the user namespace's own)
+    cfg["mounts"] = [m for m in cfg["mounts"] if not m["destination"].startswith("/sys")]
+    (bundle.rootfs / "data").mkdir()  # (the root-owned rootfs is read-only to its root)
+    for p in (bundle.path, *bundle.path.parents):  # (pytest's directories are 0700)
+        if p in (Path("/tmp"), Path("/")):
+            break
+        p.chmod(p.stat().st_mode | 0o711)
+    return bundle
+
+
+def test_bind_source_is_opened_on_the_host(make_bundle: Callable[..., Bundle],
+                                           state_root: Path, tmp_path: Path) -> None:
+    """runc reaches a bind source from the host: one under a root-owned mode-000
+    directory binds into a container whose root is a host uid without access to it
+    (the container sees the source itself, not the directory above it)."""
+    locked = tmp_path / "locked"
+    (locked / "data").mkdir(parents=True)
+    (locked / "data" / "hello").write_text("hello\n")
+    (locked / "data").chmod(0o755)
+    (locked / "data" / "hello").chmod(0o644)
+    locked.chmod(0o000)
+    try:
+        bundle = _userns_bundle(make_bundle, ["/bin/cat", "/data/hello"])
+        bundle.config["mounts"].append({"destination": "/data", "type": "bind",
+                                        "source": str(locked / "data"),
+                                        "options": ["rbind", "ro"]})
+        bundle.write()
+        proc = run(state_root, bundle)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == "hello\n"
+        # a source that is missing is still one line naming the mount
+        bundle.config["mounts"][-1]["source"] = str(locked / "nope")
+        bundle.write()
+        proc = run(state_root, bundle)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert f"mounts[{len(bundle.config['mounts']) - 1}]" in proc.stderr, proc.stderr
+    finally:
+        locked.chmod(0o755)
+
+
+def test_idmapped_mount_in_a_user_namespace(make_bundle: Callable[..., Bundle],
+                                            state_root: Path, tmp_path: Path) -> None:
+    """runc sets MOUNT_ATTR_IDMAP from the host: inside the container's user namespace
+    mount_setattr fails with EPERM, because the kernel asks for CAP_SYS_ADMIN in the
+    user namespace that owns the filesystem's superblock (the host's, for a host
+    directory), which no process in the container has."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "mine").write_text("x")
+    os.chown(data / "mine", 0, 0)
+    bundle = _userns_bundle(make_bundle, ["/bin/sh", "-c", "ls -ln /data; "
+                                          "grep ' /data ' /proc/self/mountinfo"])
+    # on-disk 0 appears as host 100000, which is the container's root
+    bundle.config["mounts"].append({
+        "destination": "/data", "type": "bind", "source": str(data), "options": ["rbind"],
+        "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+        "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]})
+    bundle.write()
+    proc = run(state_root, bundle)
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln.split() for ln in proc.stdout.splitlines() if ln.endswith(" mine"))
+    assert line[2:4] == ["0", "0"], proc.stdout  # root's file, as the container's root
+    assert "idmapped" in proc.stdout

@@ -279,7 +279,9 @@ def _stage_init(ch: Channel, plan: Plan, fds: Handles) -> None:
     in_cgroup = _CgroupStep(ch, plan)
     setup.prepare(spec, plan.rootfs, plan.bundle, userns=plan.in_userns,
                   cgroupns=bool(plan.new_flags & c.CLONE_NEWCGROUP),
-                  before_cgroup=in_cgroup, idmap_userns=fds.idmap_userns)
+                  before_cgroup=in_cgroup, idmap_userns=fds.idmap_userns,
+                  ask_host=_HostMounts(ch, in_cgroup) if plan.host_binds else None,
+                  host_kinds=plan.host_binds)
     in_cgroup()
     _make_cwd(plan.rootfs, proc.cwd)
     if plan.hooks:
@@ -386,14 +388,40 @@ class _CgroupStep:
         self.ch = ch
         self.plan = plan
         self.done = False
+        self.received = False  # CGROUP read already (while waiting for a MOUNT_DONE)
 
     def __call__(self) -> None:
         if self.done:
             return
         self.done = True
-        self.ch.expect(sync.CGROUP)
+        if not self.received:
+            self.ch.expect(sync.CGROUP)
+            self.received = True
         if self.plan.new_flags & c.CLONE_NEWCGROUP:
             unshare(c.CLONE_NEWCGROUP)
+
+
+class _HostMounts:
+    """A bind mount the runtime does for us from the host (MOUNT / MOUNT_DONE): the
+    parent's CGROUP may come first, sent before our request; it is noted for the cgroup
+    step, which has not been taken yet."""
+
+    def __init__(self, ch: Channel, cgroup_step: _CgroupStep) -> None:
+        self.ch = ch
+        self.cgroup_step = cgroup_step
+
+    def __call__(self, index: int, fd: int) -> None:
+        self.ch.send(sync.MOUNT, index=index, fd=fd)
+        while True:
+            msg = self.ch.recv()
+            if msg["t"] == sync.CGROUP and not self.cgroup_step.received:
+                self.cgroup_step.received = True
+                continue
+            if msg["t"] != sync.MOUNT_DONE:
+                raise sync.ProtocolError(f"sync: expected 'mount-done', got {msg['t']!r}")
+            if msg.get("error"):
+                raise ContainError(str(msg["error"]))
+            return
 
 
 def _make_cwd(rootfs: str, cwd: str) -> None:

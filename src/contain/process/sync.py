@@ -31,6 +31,10 @@ which they may come (``[...]``: only when the plan says so; both sides know the 
                                                          without one), then
                                                          unshare(NEWCGROUP)
                                                       create: rootfs mounts
+            <---------------------------------------- [MOUNT {index, fd}]  (any number:
+    [a helper in I's mount namespace, with the            a bind source I cannot reach,
+     host's credentials, mounts onto I's fd]              an id-mapped bind in a userns)
+            ----------------------------------------> [MOUNT_DONE {error?}]
             <---------------------------------------- [HOOKS]          (create, hooks)
     [prestart, createRuntime hooks]
             ----------------------------------------> [HOOKS_DONE {state}]
@@ -78,6 +82,9 @@ if TYPE_CHECKING:
 USERNS = "userns"            # child -> parent: I unshared a user namespace; map its ids
 USERNS_DONE = "userns-done"  # parent -> child: uid_map and gid_map are written
 PID = "pid"                  # stage -> parent: {"pid"}: the process I forked; I exit now
+MOUNT = "mount"              # init -> parent: {"index", "fd"}: bind mounts[index] from the
+                             # host onto my fd (a source out of my reach, an id-mapped one)
+MOUNT_DONE = "mount-done"    # parent -> init: {"error"?}: done (or why not)
 NETDEV = "netdev"            # init -> parent: my network namespace exists; move devices in
 NETDEV_DONE = "netdev-done"  # parent -> init: linux.netDevices are in it
 CGROUP = "cgroup"            # parent -> child: you are in the container's cgroup (if any)
@@ -87,7 +94,8 @@ READY = "ready"              # child -> parent: {"warnings"?, "listener_fd"?}: s
 GO = "go"                    # parent -> child: {"start"}: committed; go on (start now?)
 ERROR = "error"              # child -> parent: {"kind", "errno", "path", "msg"}: I failed
 
-KINDS = (USERNS, USERNS_DONE, PID, NETDEV, NETDEV_DONE, CGROUP, HOOKS, HOOKS_DONE, READY, GO, ERROR)
+KINDS = (USERNS, USERNS_DONE, PID, NETDEV, NETDEV_DONE, CGROUP, MOUNT, MOUNT_DONE, HOOKS,
+         HOOKS_DONE, READY, GO, ERROR)
 
 CHUNK = 1 << 16  # bytes per packet (a message may take several)
 _HEADER = 4

@@ -13,6 +13,8 @@ from contain.rootfs.paths import fd_path, is_dir_fd, open_in_root, resolve_in_ro
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from contain.spec.config import Mount
 
 # option -> (clear?, flag)
@@ -147,13 +149,27 @@ def mount_entry(root_fd: int, m: Mount, index: int, bundle: str, ctx: MountConte
                 os.close(fd)
             if stat.S_ISDIR(st.st_mode):
                 opts.data.append(f"mode={stat.S_IMODE(st.st_mode):o}")
+    from_host = False
     if is_bind:
         source = _host_source(m.source or "", bundle)
+        host_kind = ctx.host_kinds.get(index) if ctx.ask_host is not None else None
+        # in a user namespace: an id-mapped bind needs the host's CAP_SYS_ADMIN (over the
+        # filesystem), and a source our root cannot reach the host's access to it
+        from_host = host_kind is not None and bool(m.uid_mappings)
+        src_st: os.stat_result | None = None
         try:
-            st = os.stat(source)
+            if not from_host:
+                src_st = os.stat(source)
+        except PermissionError as exc:
+            if host_kind is None:
+                raise ContainError(f"{where}: bind source {source}: {exc.strerror}") from exc
+            from_host = True
         except OSError as exc:
             raise ContainError(f"{where}: bind source {source}: {exc.strerror}") from exc
-        kind = "dir" if stat.S_ISDIR(st.st_mode) else "file"
+        if src_st is not None:
+            kind = "dir" if stat.S_ISDIR(src_st.st_mode) else "file"
+        else:
+            kind = host_kind or "dir"
     try:
         dest_fd = resolve_in_root(root_fd, m.destination, kind)
     except OSError as exc:
@@ -163,7 +179,10 @@ def mount_entry(root_fd: int, m: Mount, index: int, bundle: str, ctx: MountConte
         target = fd_path(dest_fd)
         if not is_bind and not is_dir_fd(dest_fd):
             raise ContainError(f"{where}: destination is not a directory")
-        if is_bind:
+        if from_host:
+            assert ctx.ask_host is not None
+            ctx.ask_host(index, dest_fd)
+        elif is_bind:
             _mount_bind(source, target, opts, m, where, ctx.idmap_userns.get(index, -1))
         elif fstype == "sysfs" or fstype == "mqueue":
             try:
@@ -211,14 +230,21 @@ def mount_entry(root_fd: int, m: Mount, index: int, bundle: str, ctx: MountConte
 class MountContext:
     """What the mount code needs to know about the container being set up."""
 
-    __slots__ = ("userns", "cgroupns", "rootfs", "idmap_userns")
+    __slots__ = ("userns", "cgroupns", "rootfs", "idmap_userns", "ask_host", "host_kinds")
 
     def __init__(self, userns: bool, cgroupns: bool, rootfs: str,
-                 idmap_userns: dict[int, int] | None = None) -> None:
+                 idmap_userns: dict[int, int] | None = None,
+                 ask_host: Callable[[int, int], None] | None = None,
+                 host_kinds: dict[int, str] | None = None) -> None:
         self.userns = userns
         self.cgroupns = cgroupns
         self.rootfs = rootfs
         self.idmap_userns = idmap_userns or {}  # mount index -> user namespace fd
+        # bind mounts the runtime on the host may do for us (a user namespace, a root
+        # runtime): mount index -> the source's kind as the host sees it; *ask_host*
+        # (index, destination fd) has it done
+        self.ask_host = ask_host
+        self.host_kinds = host_kinds or {}
 
     def reopen(self, root_fd: int, destination: str) -> int:
         """An O_PATH fd of the mount now on *destination*."""
@@ -248,6 +274,46 @@ def _mount_bind(source: str, target: str, opts: MountOptions, m: Mount, where: s
         mount(source, target, None, c.MS_BIND | (opts.flags & c.MS_REC))
     except OSError as exc:
         raise ContainError(f"{where}: bind mount {source}: {exc.strerror}") from exc
+
+
+def is_bind_mount(m: Mount) -> bool:
+    return m.type == "bind" or "bind" in m.options or "rbind" in m.options
+
+
+def host_kinds(mounts: list[Mount], bundle: str) -> dict[int, str]:
+    """For the runtime on the host, before the container exists: each bind mount's
+    index -> "dir" or "file" (its source as the host sees it; "dir" when the host
+    cannot see it either: the bind then fails with the host's reason)."""
+    out = {}
+    for i, m in enumerate(mounts):
+        if is_bind_mount(m):
+            try:
+                st = os.stat(_host_source(m.source or "", bundle))
+            except OSError:
+                out[i] = "dir"
+                continue
+            out[i] = "dir" if stat.S_ISDIR(st.st_mode) else "file"
+    return out
+
+
+def bind_from_host(m: Mount, index: int, bundle: str, target: str, userns: int) -> None:
+    """Bind mounts[index] onto *target* (a /proc/<pid>/fd/N of the container's init) as
+    a process with the host's credentials, in the container's mount namespace (so the
+    source is resolved in the init's copy of the host's mounts, whose submounts stay
+    locked): the source need not be reachable from the container's user namespace,
+    and MOUNT_ATTR_IDMAP, which needs CAP_SYS_ADMIN over the filesystem, can be set."""
+    opts = parse_options(m.options)
+    source = _host_source(m.source or "", bundle)
+    where = f"mounts[{index}] ({m.destination})"
+    if m.uid_mappings:
+        from contain.rootfs.idmap import mount_idmapped
+
+        mount_idmapped(source, target, m, opts.flags & c.MS_REC != 0, userns)
+        return
+    try:
+        mount(source, target, None, c.MS_BIND | (opts.flags & c.MS_REC))
+    except OSError as exc:
+        raise ContainError(f"{where}: bind source {source}: {exc.strerror}") from exc
 
 
 def _copy_up(below: int, top: str) -> None:

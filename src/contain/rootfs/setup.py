@@ -39,7 +39,9 @@ DEV_SYMLINKS = (("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
 
 def prepare(spec: Spec, rootfs: str, bundle: str, userns: bool, cgroupns: bool,
             before_cgroup: Callable[[], None] | None = None,
-            idmap_userns: dict[int, int] | None = None) -> None:
+            idmap_userns: dict[int, int] | None = None,
+            ask_host: Callable[[int, int], None] | None = None,
+            host_kinds: dict[int, str] | None = None) -> None:
     """Everything before pivot_root: propagation, self-bind, mounts, /dev.
     *before_cgroup* is called before the first cgroup filesystem is mounted."""
     linux = spec.linux
@@ -55,7 +57,7 @@ def prepare(spec: Spec, rootfs: str, bundle: str, userns: bool, cgroupns: bool,
     mount(rootfs, rootfs, None, c.MS_BIND | c.MS_REC)
     root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        ctx = MountContext(userns, cgroupns, rootfs, idmap_userns)
+        ctx = MountContext(userns, cgroupns, rootfs, idmap_userns, ask_host, host_kinds)
         dev_is_bind = False
         for i, m in enumerate(spec.mounts):
             if before_cgroup is not None and m.type in ("cgroup", "cgroup2"):
