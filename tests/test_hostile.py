@@ -293,8 +293,8 @@ def test_valid_cpu_affinity_is_not_the_inits(make_bundle: Callable[..., Bundle],
                                              state_root: Path) -> None:
     """execCPUAffinity is for exec'd processes (the spec: not applicable to the init);
     tests/test_runtime_spec13.py checks that exec applies it."""
-    ours = next(ln.split()[1] for ln in open("/proc/self/status")
-                if ln.startswith("Cpus_allowed_list:"))
+    with open("/proc/self/status") as f:
+        ours = next(ln.split()[1] for ln in f if ln.startswith("Cpus_allowed_list:"))
     bundle = make_bundle(["/bin/sh", "-c", "grep Cpus_allowed_list /proc/self/status"])
     bundle.config["process"]["execCPUAffinity"] = {"initial": "0"}
     bundle.write()
