@@ -312,3 +312,53 @@ def test_idmapped_mount_in_a_user_namespace(make_bundle: Callable[..., Bundle],
     line = next(ln.split() for ln in proc.stdout.splitlines() if ln.endswith(" mine"))
     assert line[2:4] == ["0", "0"], proc.stdout  # root's file, as the container's root
     assert "idmapped" in proc.stdout
+
+
+def test_masked_file_is_not_bound_through_a_dev_null_symlink(
+        make_bundle: Callable[..., Bundle], state_root: Path, tmp_path: Path) -> None:
+    """runc's CVE-2025-31133: a masked file is covered by binding /dev/null; when /dev
+    comes from the image (a bind) and its null is a symlink, a bind of that path would
+    put what it names -- /proc/sys/kernel/core_pattern, writable -- over the masked file.
+    contain opens /dev/null inside the root and refuses anything but the 1:3 device."""
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "null").symlink_to("/proc/sys/kernel/core_pattern")
+    bundle = make_bundle(["/bin/cat", "/etc/passwd"])
+    bundle.config["mounts"].append({"destination": "/dev", "type": "bind",
+                                    "source": str(dev), "options": ["rbind"]})
+    bundle.config["linux"]["maskedPaths"] = ["/etc/passwd"]
+    bundle.write()
+    proc = run(state_root, bundle)
+    assert proc.returncode == 1, proc.stdout
+    assert "/dev/null is not the null device" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_empty_home_is_replaced(make_bundle: Callable[..., Bundle], state_root: Path) -> None:
+    """runc 1.3 treats an empty HOME= as unset: HOME comes from the container's
+    /etc/passwd for the process's user."""
+    bundle = make_bundle(["/bin/sh", "-c", "echo \"[$HOME]\""])
+    bundle.config["process"]["env"].append("HOME=")
+    bundle.write()
+    proc = run(state_root, bundle)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["[/root]"]
+
+
+def test_user_sysctls_need_a_user_namespace(make_bundle: Callable[..., Bundle],
+                                            state_root: Path) -> None:
+    """runc 1.4 allows user.* sysctls for a container with a user namespace of its own
+    (they are that namespace's); without one they would be the host's: refused."""
+    bundle = _userns_bundle(make_bundle, ["/bin/cat", "/proc/sys/user/max_user_namespaces"])
+    bundle.config["linux"]["sysctl"] = {"user.max_user_namespaces": "7"}
+    bundle.write()
+    proc = run(state_root, bundle)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["7"]
+    bundle.config["linux"]["namespaces"] = [
+        n for n in bundle.config["linux"]["namespaces"] if n["type"] != "user"]
+    del bundle.config["linux"]["uidMappings"], bundle.config["linux"]["gidMappings"]
+    bundle.write()
+    proc = run(state_root, bundle)
+    assert proc.returncode == 1
+    assert "$.linux.sysctl.user.max_user_namespaces" in proc.stderr, proc.stderr

@@ -29,7 +29,7 @@ NS_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts":
             "user": "user", "cgroup": "cgroup", "time": "time"}
 _SYSCTL_NS = (("kernel.shm", "ipc"), ("kernel.msg", "ipc"), ("kernel.sem", "ipc"),
               ("fs.mqueue.", "ipc"), ("net.", "network"), ("kernel.hostname", "uts"),
-              ("kernel.domainname", "uts"))
+              ("kernel.domainname", "uts"), ("user.", "user"))
 
 
 class CreateOptions:

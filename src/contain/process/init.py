@@ -519,7 +519,8 @@ def prepare_process(proc: Process, seccomp: SeccompProgram | None, preserve_fds:
         warnings.extend(problems)
     env = list(proc.env)
     env.extend(extra_env)
-    if not any(e.startswith("HOME=") for e in env):
+    if not any(e.startswith("HOME=") and e != "HOME=" for e in env):  # (empty: unset, runc)
+        env = [e for e in env if e != "HOME="]
         env.append(f"HOME={home_of(proc.user.uid)}")
     return env
 

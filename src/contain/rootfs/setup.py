@@ -183,13 +183,18 @@ def finish(spec: Spec) -> None:
     linux = spec.linux
     assert linux is not None
     root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    null = -1
     try:
         for path in linux.readonly_paths:
             _readonly(root_fd, path)
         for path in linux.masked_paths:
-            _mask(root_fd, path)
+            if null < 0:
+                null = _dev_null(root_fd)
+            _mask(root_fd, path, null)
     finally:
         os.close(root_fd)
+        if null >= 0:
+            os.close(null)
     if linux.rootfs_propagation in ("shared", "rshared", "unbindable", "runbindable"):
         from contain.rootfs.mounts import PROPAGATION
 
@@ -219,7 +224,24 @@ def _readonly(root_fd: int, path: str) -> None:
         os.close(fd)
 
 
-def _mask(root_fd: int, path: str) -> None:
+def _dev_null(root_fd: int) -> int:
+    """An O_PATH fd of the container's /dev/null, checked to be the null device: a file is
+    masked by binding it, and a /dev/null that is a symlink (a /dev bound from the image)
+    would bind whatever it names -- /proc/sys/kernel/core_pattern, writable (runc's
+    CVE-2025-31133)."""
+    try:
+        fd = open_in_root(root_fd, "/dev/null")
+    except OSError as exc:
+        raise ContainError(f"maskedPaths: /dev/null: {exc.strerror}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+        os.close(fd)
+        raise ContainError("maskedPaths: the container's /dev/null is not the null device "
+                           "(1:3); refused to mask with it")
+    return fd
+
+
+def _mask(root_fd: int, path: str, null: int) -> None:
     try:
         fd = open_in_root(root_fd, path)
     except OSError as exc:
@@ -232,7 +254,7 @@ def _mask(root_fd: int, path: str) -> None:
             mount("tmpfs", target, "tmpfs", c.MS_RDONLY, "size=0k")
         else:
             try:
-                mount("/dev/null", target, None, c.MS_BIND)
+                mount(fd_path(null), target, None, c.MS_BIND)
             except OSError as exc:
                 raise ContainError(f"maskedPaths {path}: {exc.strerror}") from exc
     finally:
