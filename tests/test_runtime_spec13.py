@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Bundle, contain_cmd, fails, ok, run_contain, unique_id, wait_for
+from conftest import (
+    Bundle,
+    contain_cmd,
+    fails,
+    ok,
+    reap_zombies,
+    run_contain,
+    unique_id,
+    wait_for,
+)
 
 
 def run(state_root: Path, bundle: Bundle, *flags: str,
@@ -53,12 +62,7 @@ def delete_reaping(state_root: Path, cid: str) -> None:
     run_contain(state_root, "delete", "--force", cid)
 
     def gone() -> bool:
-        while True:
-            try:
-                if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                    break
-            except ChildProcessError:
-                break
+        reap_zombies()
         return not pid or not os.path.exists(f"/proc/{pid}/cmdline") or \
             open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] in "ZX"
 
