@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Bundle, contain_cmd, run_contain, unique_id
+from conftest import Bundle, contain_cmd, reap_zombies, run_contain, unique_id, wait_for
 
 
 def run(state_root: Path, bundle: Bundle, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -362,3 +362,34 @@ def test_user_sysctls_need_a_user_namespace(make_bundle: Callable[..., Bundle],
     proc = run(state_root, bundle)
     assert proc.returncode == 1
     assert "$.linux.sysctl.user.max_user_namespaces" in proc.stderr, proc.stderr
+
+
+def test_sigkill_reaches_every_process_without_a_pid_namespace(
+        make_bundle: Callable[..., Bundle], state_root: Path) -> None:
+    """runc 1.2 (kill -a deprecated): SIGKILL to a container without a PID namespace of
+    its own kills all its processes, not only the init (whose death would not take the
+    others with it)."""
+    bundle = make_bundle(["/bin/sh", "-c", "sleep 100 & sleep 100 & wait"])
+    bundle.config["linux"]["namespaces"] = [
+        n for n in bundle.config["linux"]["namespaces"] if n["type"] != "pid"]
+    bundle.write()
+    cid = unique_id("par")
+    with open(os.devnull, "rb") as null, tempfile.TemporaryFile() as out:
+        proc = subprocess.run([*contain_cmd(), "--root", str(state_root), "run", "-d",
+                               "--bundle", str(bundle.path), cid],
+                              stdin=null, stdout=out, stderr=out, timeout=60)
+        assert proc.returncode == 0
+    try:
+        def pids() -> str:
+            return run_contain(state_root, "ps", "--format", "json", cid).stdout.strip()
+
+        wait_for(lambda: len(json.loads(pids() or "[]")) == 3)
+        assert run_contain(state_root, "kill", cid, "KILL").returncode == 0
+
+        def all_gone() -> bool:
+            reap_zombies()  # (the sleeps are ours once their shell is gone)
+            return json.loads(pids() or "[]") == []
+
+        wait_for(all_gone)
+    finally:
+        run_contain(state_root, "delete", "--force", cid)
