@@ -393,3 +393,35 @@ def test_sigkill_reaches_every_process_without_a_pid_namespace(
         wait_for(all_gone)
     finally:
         run_contain(state_root, "delete", "--force", cid)
+
+
+def test_recursive_atime_options(make_bundle: Callable[..., Bundle], state_root: Path,
+                                 tmp_path: Path) -> None:
+    """runc 1.4.1 applies the recursive access-time options (rnoatime, rstrictatime,
+    rnodiratime ...; mount_setattr wants the whole atime mask cleared to set one) and
+    rnosymfollow, to a bind and every mount below it."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(src / "sub")], check=True)
+    try:
+        bundle = make_bundle(["/bin/sh", "-c", "grep ' /data' /proc/self/mountinfo"])
+        bundle.config["mounts"].append({"destination": "/data", "type": "bind",
+                                        "source": str(src), "options": [
+                                            "rbind", "rnoatime", "rnodiratime",
+                                            "rnosymfollow"]})
+        bundle.write()
+        proc = run(state_root, bundle)
+        assert proc.returncode == 0, proc.stderr
+        opts = {ln.split()[4]: set(ln.split()[5].split(",")) for ln in proc.stdout.splitlines()}
+        assert set(opts) == {"/data", "/data/sub"}, proc.stdout
+        for mp, have in opts.items():
+            assert {"noatime", "nodiratime", "nosymfollow"} <= have, (mp, have)
+        bundle.config["mounts"][-1]["options"] = ["rbind", "rstrictatime"]
+        bundle.write()
+        proc = run(state_root, bundle)
+        assert proc.returncode == 0, proc.stderr
+        for ln in proc.stdout.splitlines():
+            have = set(ln.split()[5].split(","))
+            assert not have & {"noatime", "relatime"}, ln  # strictatime shows as neither
+    finally:
+        subprocess.run(["umount", str(src / "sub")], check=True)

@@ -41,12 +41,20 @@ PROPAGATION: dict[str, int] = {
     "slave": c.MS_SLAVE, "rslave": c.MS_SLAVE | c.MS_REC,
     "unbindable": c.MS_UNBINDABLE, "runbindable": c.MS_UNBINDABLE | c.MS_REC,
 }
-# recursive attributes, applied with mount_setattr(AT_RECURSIVE): option -> (set, clear)
-RECURSIVE: dict[str, tuple[int, int]] = {
-    "rro": (c.MOUNT_ATTR_RDONLY, 0), "rrw": (0, c.MOUNT_ATTR_RDONLY),
-    "rnosuid": (c.MOUNT_ATTR_NOSUID, 0), "rsuid": (0, c.MOUNT_ATTR_NOSUID),
-    "rnodev": (c.MOUNT_ATTR_NODEV, 0), "rdev": (0, c.MOUNT_ATTR_NODEV),
-    "rnoexec": (c.MOUNT_ATTR_NOEXEC, 0), "rexec": (0, c.MOUNT_ATTR_NOEXEC),
+# recursive attributes, applied with mount_setattr(AT_RECURSIVE): option -> (clear?, attr)
+RECURSIVE: dict[str, tuple[bool, int]] = {
+    "rro": (False, c.MOUNT_ATTR_RDONLY), "rrw": (True, c.MOUNT_ATTR_RDONLY),
+    "rnosuid": (False, c.MOUNT_ATTR_NOSUID), "rsuid": (True, c.MOUNT_ATTR_NOSUID),
+    "rnodev": (False, c.MOUNT_ATTR_NODEV), "rdev": (True, c.MOUNT_ATTR_NODEV),
+    "rnoexec": (False, c.MOUNT_ATTR_NOEXEC), "rexec": (True, c.MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (False, c.MOUNT_ATTR_NODIRATIME),
+    "rdiratime": (True, c.MOUNT_ATTR_NODIRATIME),
+    "rrelatime": (False, c.MOUNT_ATTR_RELATIME), "rnorelatime": (True, c.MOUNT_ATTR_RELATIME),
+    "rnoatime": (False, c.MOUNT_ATTR_NOATIME), "ratime": (True, c.MOUNT_ATTR_NOATIME),
+    "rstrictatime": (False, c.MOUNT_ATTR_STRICTATIME),
+    "rnostrictatime": (True, c.MOUNT_ATTR_STRICTATIME),
+    "rnosymfollow": (False, c.MOUNT_ATTR_NOSYMFOLLOW),
+    "rsymfollow": (True, c.MOUNT_ATTR_NOSYMFOLLOW),
 }
 # options of our own, not passed to the kernel
 EXTRA = ("tmpcopyup", "idmap", "ridmap", "copy-symlink")
@@ -54,7 +62,7 @@ EXTRA = ("tmpcopyup", "idmap", "ridmap", "copy-symlink")
 
 class MountOptions:
     __slots__ = ("flags", "clear", "propagation", "data", "recursive_set", "recursive_clear",
-                 "extra")
+                 "recursive", "extra")
 
     def __init__(self) -> None:
         self.flags = 0
@@ -63,6 +71,7 @@ class MountOptions:
         self.data: list[str] = []
         self.recursive_set = 0
         self.recursive_clear = 0
+        self.recursive = False  # a recursive option was given (rrelatime sets no bit)
         self.extra: set[str] = set()
 
     @property
@@ -85,9 +94,17 @@ def parse_options(options: list[str]) -> MountOptions:
         elif opt in PROPAGATION:
             out.propagation.append(PROPAGATION[opt])
         elif opt in RECURSIVE:
-            s, cl = RECURSIVE[opt]
-            out.recursive_set |= s
-            out.recursive_clear |= cl
+            clear, attr = RECURSIVE[opt]
+            if clear:
+                out.recursive_clear |= attr
+                out.recursive_set &= ~attr
+            else:
+                out.recursive_set |= attr
+                out.recursive_clear &= ~attr
+            if attr & c.MOUNT_ATTR__ATIME == attr:
+                # an access-time mode is set with the whole mask cleared (mount_setattr(2))
+                out.recursive_clear |= c.MOUNT_ATTR__ATIME
+            out.recursive = True
         elif opt in EXTRA:
             out.extra.add(opt)
         else:
@@ -216,7 +233,7 @@ def mount_entry(root_fd: int, m: Mount, index: int, bundle: str, ctx: MountConte
             remount_bind(top, rest)
         for prop in opts.propagation:
             mount(None, top, None, prop)
-        if opts.recursive_set or opts.recursive_clear:
+        if opts.recursive:
             from contain.linux.syscalls import mount_setattr
 
             mount_setattr(new_fd, "", c.AT_EMPTY_PATH | c.AT_RECURSIVE,
