@@ -289,6 +289,8 @@ def test_bind_source_is_opened_on_the_host(make_bundle: Callable[..., Bundle],
         locked.chmod(0o755)
 
 
+@pytest.mark.skipif(os.environ.get("CONTAIN_UML_LANE") == "1",
+                    reason="hostfs has no id-mapped mounts (docs/hosts.md)")
 def test_idmapped_mount_in_a_user_namespace(make_bundle: Callable[..., Bundle],
                                             state_root: Path, tmp_path: Path) -> None:
     """runc sets MOUNT_ATTR_IDMAP from the host: inside the container's user namespace
@@ -425,3 +427,19 @@ def test_recursive_atime_options(make_bundle: Callable[..., Bundle], state_root:
             assert not have & {"noatime", "relatime"}, ln  # strictatime shows as neither
     finally:
         subprocess.run(["umount", str(src / "sub")], check=True)
+
+
+def test_console_keeps_the_devpts_group(make_bundle: Callable[..., Bundle],
+                                        state_root: Path) -> None:
+    """runc 1.4 gives the container's pty to the process's uid and leaves its group to
+    the devpts mount (gid=5 in the default config), which need not be mapped."""
+    from test_terminal import _pty_run
+
+    bundle = make_bundle(["/bin/sh", "-c", "stat -c 'owner %u %g' $(tty)"])
+    bundle.config["process"]["terminal"] = True
+    bundle.config["process"]["user"] = {"uid": 1000, "gid": 1000}
+    bundle.write()
+    code, out = _pty_run([*contain_cmd(), "--root", str(state_root), "run", "--bundle",
+                          str(bundle.path), unique_id("par")], feed=[])
+    assert code == 0, out
+    assert "owner 1000 5" in out, out
