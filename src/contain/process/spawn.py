@@ -287,12 +287,11 @@ class Spawner:
         try:
             if plan.hooks:
                 self._expect_serving(ch, sync.HOOKS)
+                self._close_mount_helper()  # (the rootfs is done)
                 ch.send(sync.HOOKS_DONE, state=self.run_hooks())
             msg = self._expect_serving(ch, sync.READY)
         finally:
-            if self.mount_helper is not None:
-                self.mount_helper.close()
-                self.mount_helper = None
+            self._close_mount_helper()
         log_warnings(msg.get("warnings"))
         if "listener_fd" in msg:
             self.hand_listener(take_fd(self.pid, msg["listener_fd"]))
@@ -320,6 +319,11 @@ class Spawner:
         if msg["t"] == sync.ERROR:
             raise sync.child_error(msg)
         raise sync.ProtocolError(f"sync: expected {kind!r}, got {msg['t']!r}")
+
+    def _close_mount_helper(self) -> None:
+        if self.mount_helper is not None:
+            self.mount_helper.close()
+            self.mount_helper = None
 
     def _how_it_ended(self) -> str:
         """'was killed by signal N' / 'exited with status N' (or less, when the process
