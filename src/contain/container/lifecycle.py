@@ -115,7 +115,8 @@ def validate(spec: Spec, bundle: str) -> str:
                    f"the container has no {owner} namespace of its own")
             raise fail(f"$.linux.sysctl.{key}", f"refused: {why}")
     if linux.net_devices:
-        _check_net_devices(linux.net_devices)
+        netns = linux.namespace("network")
+        _check_net_devices(linux.net_devices, new_netns=netns is not None and not netns.path)
     if linux.memory_policy is not None:
         _check_memory_policy(linux.memory_policy)
     if linux.intel_rdt is not None:
@@ -134,10 +135,17 @@ def validate(spec: Spec, bundle: str) -> str:
     return rootfs
 
 
-def _check_net_devices(devices: dict[str, Any]) -> None:
+def _check_net_devices(devices: dict[str, Any], new_netns: bool) -> None:
     """linux.netDevices: the runtime (root) moves them from its own network namespace,
-    so each must be there now."""
+    so each must be there now. The kernel renames a device after it has moved it: a name
+    taken inside fails only then, and the device is lost with the namespace; a new
+    namespace holds only lo, so that case is refused here."""
     from contain.spec.decode import fail, key
+
+    for host, dev in devices.items():
+        if new_netns and (dev.name or host) == "lo":
+            raise fail(f"$.linux.netDevices.{key(host)}" + (".name" if dev.name else ""),
+                       "lo is the name of the new network namespace's loopback")
 
     if os.geteuid() != 0:
         raise fail("$.linux.netDevices", "moving network devices needs root (not "
@@ -413,10 +421,10 @@ class _CreateSpawner(Spawner):
             run_hooks("createRuntime", hooks.create_runtime, state)
         return record.hook_state("created")
 
-    def move_net_devices(self) -> list[dict[str, Any]]:
+    def move_net_devices(self, taken: list[str]) -> list[dict[str, Any]]:
         linux = self.plan.spec.linux
         assert linux is not None
-        return move_net_devices(self.pid, linux.net_devices)
+        return move_net_devices(self.pid, linux.net_devices, taken)
 
     def hand_listener(self, fd: int) -> None:
         from contain.security.seccomp import send_listener
@@ -445,7 +453,8 @@ class _CreateSpawner(Spawner):
         store.save(record)
 
 
-def move_net_devices(pid: int, devices: dict[str, Any]) -> list[dict[str, Any]]:
+def move_net_devices(pid: int, devices: dict[str, Any],
+                     taken: list[str] | tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """linux.netDevices: move each device from our network namespace into that of *pid*
     (renamed in the same request), as runc does: down first, its permanent global
     addresses noted (the kernel drops them on the move), for the init to add back and
@@ -454,6 +463,11 @@ def move_net_devices(pid: int, devices: dict[str, Any]) -> list[dict[str, Any]]:
     go with it), as the spec says."""
     from contain.linux.netlink import IFA_F_PERMANENT, RT_SCOPE_UNIVERSE, Route, link_index
 
+    for host, dev in devices.items():  # (before any move: the kernel renames after it)
+        name = dev.name or host
+        if "%d" not in name and name in taken:
+            raise ContainError(f"linux.netDevices.{host}: {name} exists in the container's "
+                               "network namespace already")
     out = []
     ns_fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:

@@ -189,32 +189,48 @@ def _stage_enter(ch: Channel, plan: Plan, fds: Handles) -> None:
     if plan.forks:
         _fork_process(ch)
     if plan.net_devices:  # (in the process: the parent opens our /proc/<pid>/ns/net)
-        ch.send(sync.NETDEV)
-        _configure_net_devices(ch.expect(sync.NETDEV_DONE).get("devices") or [])
+        import _socket
+
+        # the names taken here: a rename onto one would fail only after the move
+        before = [name for _, name in _socket.if_nameindex()]
+        ch.send(sync.NETDEV, taken=before)
+        _configure_net_devices(ch.expect(sync.NETDEV_DONE).get("devices") or [], before)
 
 
-def _configure_net_devices(devices: list[dict[str, Any]]) -> None:
+def _configure_net_devices(devices: list[dict[str, Any]], before: list[str]) -> None:
     """linux.netDevices, inside: the parent moved each device into our network namespace
     (the kernel drops a device's addresses on the way); give back its permanent global
-    ones and set it up, as the spec asks. A device keeps its index when it is free
-    here, which finds a name the kernel chose ("%d")."""
-    from contain.linux.netlink import Address, Route, link_index, link_name
+    ones and set it up, as the spec asks. A name with "%d" is the kernel's choice: the
+    new link whose name fits the pattern (the one that kept its index, if one did)."""
+    import _socket
+    import re
 
+    from contain.linux.netlink import Address, Route
+
+    now = {name: index for index, name in _socket.if_nameindex()}
+    new = [name for name in now if name not in before]
+    claimed: set[str] = set()
     with Route() as route:
         for dev in devices:
             name = dev["name"]
-            index = dev["index"]
-            found = link_name(index)
+            found: str | None = name if name in now else None
+            if "%d" in name:
+                pattern = re.compile(re.escape(name).replace("%d", r"\d+") + r"\Z")
+                fits = [n for n in new if n not in claimed and pattern.match(n)]
+                same = [n for n in fits if now[n] == dev["index"]]
+                choice = same or fits
+                found = choice[0] if choice else None
+            if found is None:
+                raise ContainError(f"linux.netDevices.{dev['host']}: {name} is not in the "
+                                   "container's network namespace after the move")
+            claimed.add(found)
             try:
-                if found is None or ("%d" not in name and found != name):
-                    index = link_index(name)  # (it took another index here)
-                    found = name
                 for addr in dev.get("addrs") or []:
-                    route.add_address(index, Address.from_json(addr))
-                route.set_up(index, True)
+                    route.add_address(now[found], Address.from_json(addr))
+                route.set_up(now[found], True)
             except OSError as exc:
-                raise ContainError(f"linux.netDevices.{dev['host']}: setting up {found or name}"
-                                   f" in the container: {exc.strerror}") from exc
+                raise ContainError(f"linux.netDevices.{dev['host']}: setting up {found} in "
+                                   f"the container: {exc.strerror}") from exc
 
 
 def _join_namespaces(plan: Plan, fds: Handles) -> None:

@@ -213,9 +213,9 @@ class Spawner:
         """A seccomp notify listener taken from the process: give it to the agent."""
         os.close(fd)
 
-    def move_net_devices(self) -> list[dict[str, Any]]:
-        """linux.netDevices: the child has its network namespace (NETDEV); move them in,
-        and say what the child is to set up there."""
+    def move_net_devices(self, taken: list[str]) -> list[dict[str, Any]]:
+        """linux.netDevices: the child has its network namespace (NETDEV; *taken*: the
+        names in it); move them in, and say what the child is to set up there."""
         raise sync.ProtocolError("sync: no network devices in this spawn")
 
     # -- the driver --------------------------------------------------------------------------
@@ -281,8 +281,8 @@ class Spawner:
             if mgr is not None:
                 mgr.join(self.pid)
         if plan.net_devices:
-            ch.expect(sync.NETDEV)
-            ch.send(sync.NETDEV_DONE, devices=self.move_net_devices())
+            taken = ch.expect(sync.NETDEV).get("taken") or []
+            ch.send(sync.NETDEV_DONE, devices=self.move_net_devices(taken))
         ch.send(sync.CGROUP)
         try:
             if plan.hooks:
