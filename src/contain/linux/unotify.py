@@ -14,8 +14,12 @@ import os
 
 from contain.linux import native as ctypes
 from contain.linux.seccomp import (  # noqa: F401  (re-exported for the supervisors)
+    _NOTIF,
+    _NOTIF_RESP,
     SECCOMP_ADDFD_FLAG_SEND,
     SECCOMP_ADDFD_FLAG_SETFD,
+    SECCOMP_IOCTL_NOTIF_RECV,
+    SECCOMP_IOCTL_NOTIF_SEND,
     SECCOMP_USER_NOTIF_FLAG_CONTINUE,
     Notification,
     _ioc,
@@ -50,6 +54,41 @@ def set_sync_wakeup(listener_fd: int) -> bool:
     except OSError:
         return False
     return True
+
+
+class Receiver:
+    """The supervisor's receive/answer pair without per-call buffers or wrappers: one
+    preallocated struct seccomp_notif (zeroed before each receive, as the kernel
+    insists), the raw ioctl (OSError as it comes: the loop handles ENOENT and EINTR),
+    and the answer packed straight into its ioctl.
+
+    ``recv(fd)`` returns the struct's fields as a tuple: (id, pid, flags, nr, arch,
+    instruction_pointer, arg0..arg5)."""
+
+    __slots__ = ("answer", "recv")
+
+    def __init__(self) -> None:
+        import fcntl
+
+        buf = bytearray(_NOTIF.size)
+        zero = bytes(_NOTIF.size)
+        ioctl = fcntl.ioctl
+        unpack = _NOTIF.unpack_from
+        pack = _NOTIF_RESP.pack
+        recv_req = SECCOMP_IOCTL_NOTIF_RECV
+        send_req = SECCOMP_IOCTL_NOTIF_SEND
+
+        def recv(fd: int) -> tuple[int, ...]:
+            buf[:] = zero
+            ioctl(fd, recv_req, buf, True)
+            return unpack(buf)
+
+        def answer(fd: int, nid: int, val: int, error: int, flags: int) -> None:
+            """NOTIF_SEND: *error* is a negative errno (0: return *val*)."""
+            ioctl(fd, send_req, pack(nid, val, error, flags))
+
+        self.recv = recv
+        self.answer = answer
 
 
 def _raw(name: str, *args: int) -> int:
