@@ -203,6 +203,51 @@ print(n, sorted(opened.items()))
     assert "/etc/shadow" not in rest
 
 
+FIFO_SCRIPT = r"""
+import os, signal, threading, time
+# a stuck supervisor: the workload ends itself (it is PID 1: no default action)
+signal.signal(signal.SIGALRM, lambda *a: os._exit(3))
+signal.alarm(25)
+os.mkfifo('/tmp/fifo')
+got = []
+def reader():
+    fd = os.open('/tmp/fifo', os.O_RDONLY)  # waits for a writer, at the supervisor
+    got.append(os.read(fd, 16).decode()); os.close(fd)
+t = threading.Thread(target=reader); t.start()
+deadline = time.monotonic() + 20
+while True:  # the reader's openat is with the supervisor (still in the call)
+    with open(f'/proc/self/task/{t.native_id}/syscall') as f:
+        if f.read().split()[0] == '257':
+            break
+    assert time.monotonic() < deadline
+    time.sleep(0.01)
+# its notification is queued before the next ones (the supervisor takes them in order)
+print(os.uname().release, flush=True)  # emulated: answered while the reader waits
+with open('/etc/hostname') as f:  # an emulated open, too
+    f.read()
+fd = os.open('/tmp/fifo', os.O_WRONLY)
+os.write(fd, b'through'); os.close(fd)
+t.join()
+print(got[0], flush=True)
+"""
+
+
+def test_fifo_open_does_not_block_the_supervisor(state_root: Path, tmp_path: Path) -> None:
+    """An emulated open of a FIFO waits for its other end in a worker: another thread's
+    supervised calls are answered meanwhile, and the open completes when a writer
+    comes."""
+    pol = write_policy(tmp_path, {
+        "openat": {"action": "emulate", "handler": "open", "default": "ro",
+                   "paths": {"/tmp": "rw", "/proc": "rw"}},
+        "uname": {"action": "emulate", "handler": "uname", "release": "9.9-fifo"},
+    })
+    report = tmp_path / "r.jsonl"
+    out = ok(supervised(state_root, pol, FIFO_SCRIPT, "notify", report, timeout=120))
+    assert out.split() == ["9.9-fifo", "through"]
+    fifo_opens = [e for e in events(report) if e.get("detail") == "/tmp/fifo"]
+    assert len(fifo_opens) == 2 and all(int(str(e["result"])) >= 0 for e in fifo_opens)
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for tid in os.listdir(f"/proc/{pid}/task"):

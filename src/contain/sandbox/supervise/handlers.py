@@ -37,15 +37,20 @@ class Result:
     """What a handler answers: ``value`` (a return value), ``error`` (a positive
     errno) or ``fd`` (to install in the workload, the call returning its number)."""
 
-    __slots__ = ("cloexec", "detail", "error", "fd", "value")
+    __slots__ = ("cloexec", "creds", "detail", "error", "fd", "fifo", "value")
 
     def __init__(self, value: int = 0, error: int = 0, fd: int = -1, cloexec: bool = False,
-                 detail: str = "") -> None:
+                 detail: str = "", fifo: tuple[int, int] | None = None) -> None:
         self.value = value
         self.error = error
         self.fd = fd
         self.cloexec = cloexec
         self.detail = detail
+        # an open that may block (a FIFO without O_NONBLOCK): (an O_PATH fd of the
+        # decided inode, the open flags), opened later as ``creds`` -- by a worker, so
+        # that the supervisor's other notifications keep flowing
+        self.fifo = fifo
+        self.creds: Any = None
 
 
 class Gone(Exception):
@@ -375,8 +380,10 @@ def _open(t: Target, opts: dict[str, Any]) -> Result:
         except OSError:
             return Result(error=EBADF)
     try:
-        with InRoot(t.pid):
-            return _open_in_root(base, path, flags, mode, paths, default, deny_errno)
+        with InRoot(t.pid) as inside:
+            result = _open_in_root(base, path, flags, mode, paths, default, deny_errno)
+            result.creds = inside.creds
+            return result
     except OSError as e:
         return Result(error=e.errno or EACCES, detail=str(e))
     finally:
@@ -428,14 +435,24 @@ def _open_in_root(base: int, path: str, flags: int, mode: int, paths: dict[str, 
             return Result(error=ELOOP, detail=where)
         if flags & os.O_DIRECTORY and not stat.S_ISDIR(st.st_mode):
             return Result(error=ENOTDIR, detail=where)
+        reopen = (flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW)) | os.O_CLOEXEC
+        if stat.S_ISFIFO(st.st_mode) and not flags & os.O_NONBLOCK and \
+                flags & os.O_ACCMODE != os.O_RDWR:
+            # this open waits for the other end: not here (see Result.fifo)
+            return Result(fifo=(os.dup(pfd), reopen), cloexec=cloexec, detail=where)
         # reopen this very inode (not the path again) with the workload's flags; the
         # permission check happens now, with the workload's credentials
-        fd = os.open(f"thread-self/fd/{pfd}",
-                     (flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW)) | os.O_CLOEXEC,
-                     dir_fd=_host_proc())
+        fd = reopen_as(pfd, reopen)
         return Result(fd=fd, cloexec=cloexec, detail=where)
     finally:
         os.close(pfd)
+
+
+def reopen_as(pfd: int, flags: int) -> int:
+    """Open the inode of O_PATH fd *pfd* with *flags* (through the host's
+    /proc/thread-self/fd: unaffected by a chroot of another thread), with the calling
+    thread's credentials."""
+    return os.open(f"thread-self/fd/{pfd}", flags, dir_fd=_host_proc())
 
 
 def _named_in_root(where: str, fd: int) -> bool:

@@ -114,6 +114,11 @@ class NotifySupervisor:
         self.answer = rx.answer
         # syscall number -> its ready answer, or None: the general path
         self.fast: dict[int, Fast | None] = {}
+        # FIFO opens in workers: (listener, notification id) -> (O_PATH fd, flags)
+        self.waiting: dict[tuple[int, int], tuple[int, int]] = {}
+        import threading
+
+        self.lock = threading.Lock()
 
     def _compile(self, nr: int) -> Fast | None:
         """The ready answer for every call of *nr*, when there is one."""
@@ -206,12 +211,21 @@ class NotifySupervisor:
                 raise
 
     def _emulate(self, listener: int, n: _Received, name: str, rule: Rule) -> None:
-        from contain.linux import unotify as u
         from contain.sandbox.supervise.handlers import run
 
         assert rule.handler is not None
         target = NotifyTarget(listener, n, name, self.hostname)
         result = run(rule.handler, target, rule.options)
+        if result.fifo is not None:
+            self._open_later(listener, n, name, rule, result)
+            return
+        self._install(listener, n, name, rule, result)
+
+    def _install(self, listener: int, n: _Received, name: str, rule: Rule,
+                 result: Any) -> None:
+        """Answer an emulation with its result (installing its fd, if any)."""
+        from contain.linux import unotify as u
+
         if result.fd >= 0:
             try:
                 fd = u.notif_addfd(listener, n.id, result.fd, 0, u.SECCOMP_ADDFD_FLAG_SEND,
@@ -233,6 +247,63 @@ class NotifySupervisor:
             self._send(listener, n.id, error=result.error)
         else:
             self._send(listener, n.id, val=result.value)
+
+    def _open_later(self, listener: int, n: _Received, name: str, rule: Rule,
+                    result: Any) -> None:
+        """An open that waits for the FIFO's other end, done by a worker thread (as
+        the workload's credentials: they are per thread) so that the other
+        notifications keep flowing; the worker answers the notification itself when the
+        open returns. If the call goes away meanwhile (the workload was interrupted or
+        died), the loop's :meth:`unblock` opens the other end once, so the worker ends."""
+        import threading
+
+        pfd, flags = result.fifo
+        creds = result.creds
+        key = (listener, n.id)
+        with self.lock:
+            self.waiting[key] = (pfd, flags)
+
+        def work() -> None:
+            from contain.linux.unotify import become, restore
+            from contain.sandbox.supervise.handlers import Result, reopen_as
+
+            try:
+                try:
+                    become(creds)
+                    fd = reopen_as(pfd, flags)
+                    done = Result(fd=fd, cloexec=result.cloexec, detail=result.detail)
+                except OSError as e:
+                    done = Result(error=e.errno or errno.EACCES, detail=result.detail)
+                finally:
+                    restore()
+                    with self.lock:  # from now on unblock() leaves this one alone
+                        self.waiting.pop(key, None)
+                self._install(listener, n, name, rule, done)
+            except Exception:  # the notification is gone: nothing to answer
+                pass
+            finally:
+                with self.lock:
+                    self.waiting.pop(key, None)
+                os.close(pfd)
+
+        threading.Thread(target=work, daemon=True, name="contain-fifo-open").start()
+
+    def unblock(self) -> None:
+        """Workers waiting on a FIFO for a call that is no longer there (the workload
+        was interrupted, or died): open the other end once, non-blocking, which lets
+        their open return. Under the lock, so never after a worker's open returned."""
+        from contain.linux.unotify import notif_id_valid
+        from contain.sandbox.supervise.handlers import reopen_as
+
+        with self.lock:
+            for (listener, nid), (pfd, flags) in self.waiting.items():
+                try:
+                    if notif_id_valid(listener, nid):
+                        continue
+                    other = os.O_RDONLY if flags & os.O_ACCMODE == os.O_WRONLY else os.O_WRONLY
+                    os.close(reopen_as(pfd, other | os.O_NONBLOCK | os.O_CLOEXEC))
+                except OSError:  # nobody at the other end any more
+                    pass
 
     def _ask(self, listener: int, n: _Received, name: str, rule: Rule) -> None:
         from contain.linux import unotify as u
