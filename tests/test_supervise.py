@@ -203,6 +203,67 @@ print(n, sorted(opened.items()))
     assert "/etc/shadow" not in rest
 
 
+OPENAT2_SCRIPT = r"""
+import ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+NR_OPENAT2 = 437
+def openat2(dirfd, path, flags=0, resolve=0, size=24, extra=b''):
+    how = ctypes.create_string_buffer(struct.pack('=QQQ', flags, 0, resolve) + extra)
+    fd = libc.syscall(NR_OPENAT2, dirfd, path.encode(), how, size)
+    if fd < 0:
+        return 'e%d' % ctypes.get_errno()
+    data = os.read(fd, 5) if not flags & os.O_PATH else b''
+    os.close(fd)
+    return data.decode(errors='replace').strip() or 'ok'
+BENEATH, IN_ROOT, NO_SYMLINKS, NO_MAGICLINKS, NO_XDEV = 0x08, 0x10, 0x04, 0x02, 0x01
+os.makedirs('/tmp/jail/etc')
+with open('/tmp/jail/etc/passwd', 'w') as f:
+    f.write('jail\n')
+os.symlink('/etc/passwd', '/tmp/jail/link')
+os.symlink('/etc/passwd', '/tmp/plainlink')
+jail = os.open('/tmp/jail', os.O_PATH)
+etc = os.open('/etc', os.O_PATH)
+print('beneath', openat2(etc, 'passwd', 0, BENEATH), openat2(etc, '../etc/passwd', 0, BENEATH),
+      openat2(etc, '/etc/passwd', 0, BENEATH), openat2(jail, 'link', 0, BENEATH))
+print('in_root', openat2(jail, 'link', 0, IN_ROOT), openat2(jail, '/etc/passwd', 0, IN_ROOT),
+      openat2(jail, '../../etc/passwd', 0, IN_ROOT))
+print('no_symlinks', openat2(-100, '/tmp/plainlink', 0, NO_SYMLINKS),
+      openat2(-100, '/etc/passwd', 0, NO_SYMLINKS))
+fd0 = os.open('/etc/passwd', os.O_RDONLY)
+print('no_magiclinks', openat2(-100, '/proc/self/fd/%d' % fd0, 0, NO_MAGICLINKS),
+      openat2(-100, '/proc/self/fd/%d' % fd0, 0, 0))
+print('no_xdev', openat2(-100, '/proc/self/status', 0, NO_XDEV),
+      openat2(-100, '/tmp/jail/etc/passwd', 0, NO_XDEV))
+print('bad', openat2(-100, '/etc/passwd', 0, BENEATH | IN_ROOT), openat2(-100, '/etc/passwd',
+      0, 0x400), openat2(-100, '/etc/passwd', 0, 0, 32, b'\1' + bytes(7)),
+      openat2(-100, '/etc/passwd', 0, 0, 16))
+root = os.open('/', os.O_PATH)
+print('policy', openat2(root, '/etc/../etc/shadow', 0, IN_ROOT), openat2(etc, 'shadow', 0, BENEATH))
+"""
+
+
+def test_openat2_resolve_flags(state_root: Path, tmp_path: Path) -> None:
+    """openat2's RESOLVE_* flags under the open path policy mean what they mean
+    without supervision (the supervisor resolves with openat2 and the same flags, in the
+    workload's root), and the policy still decides on the resolved path."""
+    pol = write_policy(tmp_path, {
+        "openat2": {"action": "emulate", "handler": "open", "default": "ro",
+                    "paths": {"/etc/shadow": "deny", "/tmp": "rw", "/proc": "rw"}},
+    })
+    plain = ok(run_contain(state_root, "sandbox", "--", PY, "-c", OPENAT2_SCRIPT,
+                           timeout=90)).splitlines()
+    got = ok(supervised(state_root, pol, OPENAT2_SCRIPT, "notify", timeout=90)).splitlines()
+    # without supervision the sandbox's user may not read /etc/shadow either
+    assert got[:-1] == plain[:-1], (got, plain)
+    assert got[0].split() == ["beneath", "root:", "e18", "e18", "e18"]
+    assert got[1].split() == ["in_root", "jail", "jail", "jail"]
+    assert got[2].split() == ["no_symlinks", "e40", "root:"]
+    assert got[3].split() == ["no_magiclinks", "e40", "root:"]
+    assert got[4].split()[0:2] == ["no_xdev", "e18"]
+    assert got[5].split() == ["bad", "e22", "e22", "e7", "e22"]
+    assert got[6].split() == ["policy", "e13", "e13"]
+
+
 FIFO_SCRIPT = r"""
 import os, signal, threading, time
 # a stuck supervisor: the workload ends itself (it is PID 1: no default action)
