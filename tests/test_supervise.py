@@ -394,6 +394,20 @@ def test_malformed_policy_files(state_root: Path, tmp_path: Path) -> None:
     assert proc.returncode == 1 and "invalid supervisor 'strace'" in proc.stderr
 
 
+def test_ptrace_supervisor_refuses_an_unknown_machine() -> None:
+    """The ptrace supervisor reads x86_64 registers only: on another machine it is
+    refused by name, before anything starts (the notify supervisor has no such limit)."""
+    from contain.errors import SpecError
+    from contain.sandbox.supervise.filter import check_policy
+    from contain.sandbox.supervise.policy import SyscallPolicy
+
+    policy = SyscallPolicy.decode({"mkdir": "deny"}, "$.syscalls")
+    with pytest.raises(SpecError, match="registers of x86_64 only, not aarch64"):
+        check_policy(policy, "ptrace", machine="aarch64")
+    check_policy(policy, "notify", machine="aarch64")
+    check_policy(policy, "ptrace", machine="x86_64")
+
+
 def test_toml_sandbox_policy_table(state_root: Path, tmp_path: Path) -> None:
     path = tmp_path / "sandbox.toml"
     path.write_text('[syscalls]\ndefault = "allow"\nmkdir = { action = "deny", '

@@ -86,6 +86,20 @@ def event_message(pid: int) -> int:
     return int(out.value)
 
 
+#: The machines whose register file the ptrace supervisor knows: where a stopped system
+#: call keeps its number, its arguments and its return value. x86_64 only:
+#: PTRACE_GETREGS/SETREGS of struct user_regs_struct, the number in orig_rax (set to -1
+#: to skip the call), arguments rdi, rsi, rdx, r10, r8, r9, the return in rax. aarch64
+#: would read struct user_pt_regs with PTRACE_GETREGSET NT_PRSTATUS (arguments x0-x5,
+#: the number in x8, the return in x0) but can change the number only through
+#: PTRACE_SETREGSET NT_ARM_SYSTEM_CALL; that path is not built, since it cannot be
+#: tested on the machines here: the supervisor refuses other machines by name.
+SYSCALL_REGISTERS = {
+    "x86_64": {"number": "orig_rax", "args": ("rdi", "rsi", "rdx", "r10", "r8", "r9"),
+               "return": "rax"},
+}
+
+
 # struct user_regs_struct (x86_64): 27 unsigned longs, in this order
 REG_NAMES = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax",
              "rcx", "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss",

@@ -24,6 +24,7 @@ decided by the profile.
 from __future__ import annotations
 
 import copy
+import os
 
 from contain.errors import SpecError
 
@@ -40,14 +41,24 @@ ALWAYS_KERNEL = ("exit", "exit_group", "rt_sigreturn", "restart_syscall")
 _ALLOWING = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
 
 
-def check_policy(policy: SyscallPolicy, mode: str) -> None:
-    """Refuse what the chosen supervisor cannot do, naming the field."""
+def check_policy(policy: SyscallPolicy, mode: str, machine: str | None = None) -> None:
+    """Refuse what the chosen supervisor cannot do, naming the field (*machine*: this
+    one's, by default)."""
     from contain.sandbox.supervise.handlers import HANDLERS
 
     path, doc = policy.path, policy.document
     if mode not in ("notify", "ptrace"):
         raise SpecError("supervisor", f"unknown supervisor {mode!r}: notify or ptrace",
                         document="options")
+    if mode == "ptrace":
+        from contain.linux.ptrace import SYSCALL_REGISTERS
+
+        machine = machine or os.uname().machine
+        if machine not in SYSCALL_REGISTERS:
+            known = ", ".join(SYSCALL_REGISTERS)
+            raise SpecError("supervisor", f"the ptrace supervisor knows the registers of "
+                            f"{known} only, not {machine}: use the notify supervisor",
+                            document="options")
     for name, rules in policy.rules.items():
         for i, rule in enumerate(rules):
             where = f"{path}.{name}" + (f"[{i}]" if len(rules) > 1 else "")
