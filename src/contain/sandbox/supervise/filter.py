@@ -41,9 +41,16 @@ ALWAYS_KERNEL = ("exit", "exit_group", "rt_sigreturn", "restart_syscall")
 _ALLOWING = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
 
 
-def check_policy(policy: SyscallPolicy, mode: str, machine: str | None = None) -> None:
-    """Refuse what the chosen supervisor cannot do, naming the field (*machine*: this
-    one's, by default)."""
+#: handlers that act as the workload inside its root: chroot, setfsuid/setgroups to its
+#: ids, CAP_MKNOD lent, a mount in its namespaces -- root's privileges on the host
+ROOT_HANDLERS = ("open", "mknod", "mount")
+
+
+def check_policy(policy: SyscallPolicy, mode: str, machine: str | None = None,
+                 euid: int | None = None) -> None:
+    """Refuse what the chosen supervisor cannot do, naming the field (*machine* and
+    *euid*: this one's and ours, by default)."""
+    euid = os.geteuid() if euid is None else euid
     from contain.sandbox.supervise.handlers import HANDLERS
 
     path, doc = policy.path, policy.document
@@ -66,6 +73,12 @@ def check_policy(policy: SyscallPolicy, mode: str, machine: str | None = None) -
                 raise SpecError(f"{where}.action", f"{name} cannot be supervised by the "
                                 "notify supervisor (the runtime hands the listener over "
                                 "with it); use --supervisor ptrace", document=doc)
+            if rule.handler in ROOT_HANDLERS and euid != 0:
+                raise SpecError(f"{where}.handler", f"handler {rule.handler!r} needs a "
+                                "supervisor running as root (it enters the workload's root "
+                                "and takes its credentials); a rootless supervisor can "
+                                "allow, deny, log, kill, ask and emulate uname and return",
+                                document=doc)
             if mode == "ptrace" and rule.handler and not HANDLERS[rule.handler].ptrace:
                 raise SpecError(f"{where}.handler", f"handler {rule.handler!r} needs the "
                                 "notify supervisor (ptrace cannot install a file descriptor)",
