@@ -698,6 +698,27 @@ def test_benchmark_runs(tmp_path: Path) -> None:
     assert med["notify, getppid emulated (return)"] > 10 * med["notify, getppid unsupervised"]
 
 
+@pytest.mark.slow
+def test_workload_benchmark_runs(tmp_path: Path) -> None:
+    """benchmarks/supervise_workload.py, quick: every workload measured under every
+    member (the supervisors with their realistic policies, runsc-ptrace beside them)."""
+    out = tmp_path / "out"
+    proc = subprocess.run([*contain_cmd(), "bench", "--out", str(out), "--no-progress",
+                           "--quick", "--runtimes", "contain", "--only", "supervise_workload"],
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())["benchmarks"]["supervise_workload"]
+    med = res["data"]["median"]
+    members = ["native", "contain (container class)", "notify, realistic policy",
+               "notify, + open path policy", "ptrace, realistic policy"]
+    if shutil.which("runsc"):
+        members.append("runsc --platform=ptrace")
+    for workload in ("syscalls", *(("cpu", "memory", "fileio") if shutil.which("sysbench")
+                                   else ())):
+        for m in members:
+            assert med[workload].get(m, 0) > 0, (workload, m, res.get("errors"))
+
+
 @BOTH
 def test_default_deny_fails_cleanly(state_root: Path, tmp_path: Path, supervisor: str) -> None:
     """A policy that denies everything: exit, exit_group and rt_sigreturn stay allowed
