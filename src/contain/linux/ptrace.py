@@ -124,6 +124,45 @@ def set_regs(pid: int, regs: Regs) -> None:
     ptrace(PTRACE_SETREGS, pid, 0, ctypes.byref(regs), "PTRACE_SETREGS")
 
 
+class RegsIO:
+    """The ptrace supervisor's hot path: one preallocated register file and ptrace(2)
+    with declared argument types (no ctypes objects made per call).
+
+    ``get(pid)`` reads the stopped tracee's registers into ``regs`` and returns it;
+    ``put(pid)`` writes ``regs`` back; ``cont(pid, sig)`` resumes it. OSError as
+    :func:`ptrace` raises it."""
+
+    __slots__ = ("cont", "get", "put", "regs")
+
+    def __init__(self) -> None:
+        raw = ctypes.function("ptrace", ctypes.c_long, argtypes=(
+            ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p))
+        regs = Regs()
+        addr = ctypes.addressof(regs)
+
+        def fail(what: str, pid: int) -> OSError:
+            err = ctypes.get_errno()
+            return OSError(err, f"ptrace({what}) of {pid}: {os.strerror(err)}")
+
+        def get(pid: int) -> Regs:
+            if raw(PTRACE_GETREGS, pid, None, addr) < 0:
+                raise fail("PTRACE_GETREGS", pid)
+            return regs
+
+        def put(pid: int) -> None:
+            if raw(PTRACE_SETREGS, pid, None, addr) < 0:
+                raise fail("PTRACE_SETREGS", pid)
+
+        def cont(pid: int, sig: int = 0) -> None:
+            if raw(PTRACE_CONT, pid, None, sig or None) < 0:
+                raise fail("PTRACE_CONT", pid)
+
+        self.regs = regs
+        self.get = get
+        self.put = put
+        self.cont = cont
+
+
 class _SudConfig(ctypes.Structure):
     """struct ptrace_sud_config."""
 
