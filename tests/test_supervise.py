@@ -696,6 +696,9 @@ def test_benchmark_runs(tmp_path: Path) -> None:
         assert med.get(label, 0) > 0, (label, res.get("errors"))
     # an answered call is a round trip through the supervisor: far dearer than a filter
     assert med["notify, getppid emulated (return)"] > 10 * med["notify, getppid unsupervised"]
+    cpu = res["data"]["cpu_us_per_call"]
+    for label in ("notify, getppid emulated (return)", "ptrace, getppid logged (resumed)"):
+        assert cpu.get(label, 0) > 0, (label, res.get("errors"))
 
 
 @pytest.mark.slow
