@@ -276,30 +276,43 @@ class Credentials:
                    int(umask[0], 8) if umask else 0o022)
 
 
+_OWN_CAPS: list[tuple[int, int]] = []
+
+
+def _own_caps() -> tuple[int, int]:
+    """The supervisor's (permitted, inheritable) sets: read once (it never changes
+    them; become/restore move only the effective set, per thread)."""
+    if not _OWN_CAPS:
+        from contain.linux.syscalls import capget
+
+        _, permitted, inheritable = capget()
+        _OWN_CAPS.append((permitted, inheritable))
+    return _OWN_CAPS[0]
+
+
 def become(creds: Credentials, extra_caps: int = 0) -> None:
     """Make the calling thread act on files as *creds*: fsuid/fsgid, groups, and the
     workload's effective capabilities (only when it is in our user namespace: its
     capabilities elsewhere count for less, so it gets none here; never more than it
     has), plus *extra_caps* (CAP_MKNOD for an emulated mknod). Undo with :func:`restore`."""
-    from contain.linux.syscalls import capget, capset
+    from contain.linux.syscalls import capset
 
+    permitted, inheritable = _own_caps()
     thread_setgroups(creds.groups)
     thread_setfsgid(creds.fsgid)
     thread_setfsuid(creds.fsuid)
-    _, permitted, inheritable = capget()
     caps = creds.cap_eff if creds.same_userns else 0
     capset((caps | extra_caps) & permitted, permitted, inheritable)
 
 
 def restore() -> None:
-    """Back to root for the calling thread (the supervisor runs as root)."""
-    from contain.linux.syscalls import capget, capset
+    """Back to root for the calling thread (the supervisor runs as root): the whole
+    permitted set effective first (the rest needs CAP_SETUID/SETGID), then the ids
+    (setfsuid(0) can only add file capabilities to a full effective set)."""
+    from contain.linux.syscalls import capset
 
-    _, permitted, inheritable = capget()
-    capset(permitted, permitted, inheritable)  # first: the rest needs CAP_SETUID/SETGID
+    permitted, inheritable = _own_caps()
+    capset(permitted, permitted, inheritable)
     thread_setfsuid(0)
     thread_setfsgid(0)
     thread_setgroups([])
-    # setfsuid(0) raised the fs capabilities again, capset the rest: check it all came back
-    if capget()[0] != permitted:
-        capset(permitted, permitted, inheritable)
