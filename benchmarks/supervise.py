@@ -202,7 +202,8 @@ def _cpu_run(rt: OciRuntime, cid: str, bundle: Any, timeout: float = 600) -> flo
     rt.session.track(rt, cid)
     with tempfile.TemporaryFile(dir=rt.session.scratch) as out:
         proc = subprocess.Popen(rt.cmd("run", "--bundle", str(bundle.path), cid),
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+                                stdin=out, stdout=out, stderr=out)  # not /dev/null: runsc
+                                # fchowns its stdio to the sandbox's user
         pidfd = os.pidfd_open(proc.pid)
         try:
             done, _, _ = select.select([pidfd], [], [], timeout)

@@ -237,6 +237,10 @@ print('no_xdev', openat2(-100, '/proc/self/status', 0, NO_XDEV),
 print('bad', openat2(-100, '/etc/passwd', 0, BENEATH | IN_ROOT), openat2(-100, '/etc/passwd',
       0, 0x400), openat2(-100, '/etc/passwd', 0, 0, 32, b'\1' + bytes(7)),
       openat2(-100, '/etc/passwd', 0, 0, 16))
+os.chdir('/tmp/jail')
+print('cwd_scoped', openat2(-100, '/etc/passwd', 0, IN_ROOT), openat2(-100, 'etc/passwd', 0,
+      BENEATH), openat2(-100, '../jail/etc/passwd', 0, BENEATH))
+os.chdir('/')
 root = os.open('/', os.O_PATH)
 print('policy', openat2(root, '/etc/../etc/shadow', 0, IN_ROOT), openat2(etc, 'shadow', 0, BENEATH))
 """
@@ -261,7 +265,8 @@ def test_openat2_resolve_flags(state_root: Path, tmp_path: Path) -> None:
     assert got[3].split() == ["no_magiclinks", "e40", "root:"]
     assert got[4].split()[0:2] == ["no_xdev", "e18"]
     assert got[5].split() == ["bad", "e22", "e22", "e7", "e22"]
-    assert got[6].split() == ["policy", "e13", "e13"]
+    assert got[6].split() == ["cwd_scoped", "jail", "jail", "e18"]
+    assert got[7].split() == ["policy", "e13", "e13"]
 
 
 FIFO_SCRIPT = r"""

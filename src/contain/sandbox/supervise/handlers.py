@@ -196,9 +196,10 @@ class InRoot:
     thread (the supervisor is single-threaded, or this runs in a thread that has
     unshared its fs_struct); leave on exit."""
 
-    def __init__(self, pid: int, extra_caps: int = 0) -> None:
+    def __init__(self, pid: int, extra_caps: int = 0, cwd: bool = True) -> None:
         self.pid = pid
         self.extra_caps = extra_caps
+        self.cwd = cwd  # False: only absolute paths and dirfds follow (no chdir)
         self.entered = False
         self.creds: Any = None
 
@@ -209,22 +210,22 @@ class InRoot:
         _host_proc()  # opened now, outside: inside, /proc is the workload's
         _host_root()  # and the way back
         root = proc_open(self.pid, "root", os.O_PATH | os.O_DIRECTORY)
+        cwd = -1
         try:
-            cwd = proc_open(self.pid, "cwd", os.O_PATH | os.O_DIRECTORY)
-        except OSError:
-            os.close(root)
-            raise
-        try:
+            if self.cwd:
+                cwd = proc_open(self.pid, "cwd", os.O_PATH | os.O_DIRECTORY)
             os.fchdir(root)
             os.chroot(".")
             self.entered = True
-            os.fchdir(cwd)
+            if cwd >= 0:
+                os.fchdir(cwd)
         except BaseException:
             self.__exit__()
             raise
         finally:
             os.close(root)
-            os.close(cwd)
+            if cwd >= 0:
+                os.close(cwd)
         try:
             become(creds, self.extra_caps)
         except BaseException:
@@ -402,7 +403,10 @@ def _open(t: Target, opts: dict[str, Any]) -> Result:
         except OSError:
             return Result(error=EBADF)
     try:
-        with InRoot(t.pid) as inside:
+        # the workload's cwd matters only without a dirfd: to a relative path, or as
+        # the limit of RESOLVE_BENEATH / IN_ROOT
+        cwd = base < 0 and (not path.startswith("/") or bool(resolve & RESOLVE_SCOPED))
+        with InRoot(t.pid, cwd=cwd) as inside:
             result = _open_in_root(base, path, flags, mode, paths, default, deny_errno,
                                    resolve)
             result.creds = inside.creds
