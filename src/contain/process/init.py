@@ -323,11 +323,14 @@ def _stage_final(ch: Channel, plan: Plan, fds: Handles, state: dict[str, Any]) -
         ruleset = prepare(landlock)[0]
     if fds.fifo >= 0 or plan.start_hooks:
         _check_can_start(fds.fifo, proc)
-    if plan.seccomp is not None and plan.seccomp.to_agent and _rootless():
+    if plan.mode == CREATE and plan.seccomp is not None and plan.seccomp.to_agent and \
+            _rootless():
         # an agent of the same user (a syscall supervisor) takes our listener and
         # seizes us: a non-dumpable task whose memory belongs to the host's user
         # namespace refuses both to anyone without CAP_SYS_PTRACE there (execve resets
-        # the flag by the new program's credentials)
+        # the flag by the new program's credentials). Only an init: nothing of the
+        # container runs yet that could attach to it; an exec'd process stays
+        # non-dumpable among the container's processes
         prctl(c.PR_SET_DUMPABLE, 1)
     send_ready(ch, plan.seccomp, warnings)
     start = ch.expect(sync.GO)["start"]
