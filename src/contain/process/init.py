@@ -378,6 +378,15 @@ def _stage_final(ch: Channel, plan: Plan, fds: Handles, state: dict[str, Any]) -
         ruleset = prepare(landlock)[0]
     if fds.fifo >= 0 or plan.start_hooks:
         _check_can_start(fds.fifo, proc)
+    if plan.mode == CREATE and plan.seccomp is not None and plan.seccomp.to_agent and \
+            _rootless():
+        # an agent of the same user (a syscall supervisor) takes our listener and
+        # seizes us: a non-dumpable task whose memory belongs to the host's user
+        # namespace refuses both to anyone without CAP_SYS_PTRACE there (execve resets
+        # the flag by the new program's credentials). Only an init: nothing of the
+        # container runs yet that could attach to it; an exec'd process stays
+        # non-dumpable among the container's processes
+        prctl(c.PR_SET_DUMPABLE, 1)
     send_ready(ch, plan.seccomp, warnings)
     start = ch.expect(sync.GO)["start"]
     if not start:
@@ -711,6 +720,21 @@ def _shown(name: str) -> str:
     if len(name) <= SHOW_MAX:
         return name
     return f"{name[:SHOW_MAX]}... ({len(name)} characters)"
+
+
+def _rootless() -> bool:
+    """Whether our effective uid is not root on the host (read through our user
+    namespace's map)."""
+    euid = os.geteuid()
+    try:
+        with open("/proc/self/uid_map") as f:
+            for line in f:
+                inside, outside, count = (int(w) for w in line.split())
+                if inside <= euid < inside + count:
+                    return outside + euid - inside != 0
+    except (OSError, ValueError):
+        pass
+    return euid != 0
 
 
 def send_ready(ch: Channel, seccomp: SeccompProgram | None, warnings: list[str]) -> None:
