@@ -34,7 +34,8 @@ _SYSCTL_NS = (("kernel.shm", "ipc"), ("kernel.msg", "ipc"), ("kernel.sem", "ipc"
 
 class CreateOptions:
     __slots__ = ("console_socket", "pid_file", "preserve_fds", "no_pivot", "no_new_keyring",
-                 "console_fd", "rootless", "stdio", "start_now", "no_cgroup")
+                 "console_fd", "rootless", "stdio", "start_now", "no_cgroup",
+                 "handover")
 
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None,
                  preserve_fds: int = 0, no_pivot: bool = False, no_new_keyring: bool = False,
@@ -51,6 +52,9 @@ class CreateOptions:
         # channel -- no exec.fifo round trip (call run_poststart afterwards)
         self.start_now = False
         self.no_cgroup = False  # sandboxes without limits: no cgroup at all
+        # a pooled sandbox (contain.sandbox.pool): the init's end of a SOCK_SEQPACKET
+        # pair, on which it waits after GO for its command and stdio (not closed here)
+        self.handover = -1
 
 
 def load_bundle(bundle: str) -> tuple[str, Spec]:
@@ -231,6 +235,7 @@ def _create(root: str, plan: Plan, opts: CreateOptions, mgr: Manager | None,
     # every fd of this create: closed below, whatever happens
     fds = Handles()
     fds.lock, lock.fd = lock.fd, -1
+    fds.handover = opts.handover
     try:
         if not plan.start_now:
             fifo = os.path.join(path, store.FIFO_NAME)
