@@ -21,6 +21,7 @@ import pytest
 import contain
 from conftest import wait_for
 from contain.sandbox.runner import SandboxTimeout
+from test_rootless import SYSTEM_PYTHON, User, user  # noqa: F401  (the fixture)
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -324,3 +325,43 @@ def test_a_killed_pool_process_leaves_no_process(state_root: Path) -> None:
                         "from contain.cli.main import main; sys.exit(main())",
                         "--root", str(state_root), "delete", "--force", cid],
                        check=True, timeout=60, capture_output=True)
+
+
+def test_pool_as_an_unprivileged_user(user: User, tmp_path_factory: Any) -> None:  # noqa: F811
+    """Rootless: the init is the stage's child in a user namespace (reaped as our
+    subreaper's orphan); a pooled call works and close leaves nothing in the user's
+    state root. (Under /var/tmp: see test_sandbox_api's rootless test.)"""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="contain-pool-", dir="/var/tmp"))
+    try:
+        base.chmod(0o755)
+        work, run = base / "work", base / "run"
+        for d in (work, run):
+            d.mkdir()
+            os.chown(d, user.uid, user.gid)
+        run.chmod(0o700)
+        script = base / "pool.py"
+        script.write_text(textwrap.dedent(f"""
+            import json, os, time, contain
+            with contain.Pool(size=1, rw=[{str(work)!r}]) as pool:
+                deadline = time.monotonic() + 120
+                while pool.ready < 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                ready = pool.ready
+                r = pool.run(["/bin/sh", "-c", "id -u; touch {work}/f"],
+                             capture_output=True, timeout=60)
+                root = pool.sandbox.root
+            left = [n for n in os.listdir(root) if not n.startswith(".")]
+            print(json.dumps({{"ready": ready, "rc": r.returncode,
+                              "out": r.stdout.decode(), "left": left}}))
+        """))
+        proc = user.run(str(SYSTEM_PYTHON), str(script), cwd=work,
+                        XDG_RUNTIME_DIR=str(run), HOME=str(work))
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout)
+        assert out == {"ready": 1, "rc": 0, "out": "0\n", "left": []}, out
+        assert (work / "f").exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
