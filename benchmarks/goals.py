@@ -8,8 +8,9 @@ machine hits both sides of a ratio alike.
 - ``contain sandbox -- /bin/true`` vs bubblewrap doing the same
   (``bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --unshare-all
   --die-with-parent --new-session /bin/true``);
-- ``contain.run(["/bin/true"])`` vs ``subprocess.run`` of that bwrap command, both from
-  one Python process (a child interpreter, as in api_spawn);
+- ``contain.run(["/bin/true"])`` and ``contain.Pool(size=2).run(["/bin/true"])`` vs
+  ``subprocess.run`` of that bwrap command, all three from one Python process (a child
+  interpreter, as in api_spawn), interleaved call by call;
 - the engine lifecycle (create, start, state, kill KILL, delete --force of a busybox
   bundle) vs runc's, and create alone;
 - each light command (state, kill, start, delete) vs the interpreter's floor,
