@@ -300,9 +300,18 @@ class Pool:
     def closed(self) -> bool:
         return self._pool.closed
 
-    def run(self, args: list[str], **kwargs: Any) -> Any:
-        """Run *args* in a ready sandbox (see :meth:`Sandbox.run` for the arguments)."""
-        return self._pool.run(args, **kwargs)
+    def run(self, args: list[str], *, input: bytes | str | None = None,
+            timeout: float | None = None, capture_output: bool = False,
+            stdin: Any = None, stdout: Any = None, stderr: Any = None,
+            on_output: Any = None, check: bool = False, forward_signals: bool = False,
+            **options: Any) -> Any:
+        """Run *args* in a ready sandbox and wait for it; the arguments and the result
+        are :meth:`Sandbox.run`'s. With *options* (policy for this call only), in a new
+        sandbox instead, unpooled."""
+        return self._pool.run(args, input=input, timeout=timeout,
+                              capture_output=capture_output, stdin=stdin, stdout=stdout,
+                              stderr=stderr, on_output=on_output, check=check,
+                              forward_signals=forward_signals, **options)
 
     def close(self) -> None:
         """Stop making sandboxes; kill and remove the ready ones (idempotent)."""
