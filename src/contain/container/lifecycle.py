@@ -34,7 +34,8 @@ _SYSCTL_NS = (("kernel.shm", "ipc"), ("kernel.msg", "ipc"), ("kernel.sem", "ipc"
 
 class CreateOptions:
     __slots__ = ("console_socket", "pid_file", "preserve_fds", "no_pivot", "no_new_keyring",
-                 "console_fd", "rootless", "stdio", "start_now", "no_cgroup", "pidfd_socket")
+                 "console_fd", "rootless", "stdio", "start_now", "no_cgroup", "pidfd_socket",
+                 "handover")
 
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None,
                  preserve_fds: int = 0, no_pivot: bool = False, no_new_keyring: bool = False,
@@ -53,6 +54,9 @@ class CreateOptions:
         self.start_now = False
         self.no_cgroup = False  # sandboxes without limits: no cgroup at all
         self.pidfd_socket = pidfd_socket  # a unix socket to send the init's pidfd to
+        # a pooled sandbox (contain.sandbox.pool): the init's end of a SOCK_SEQPACKET
+        # pair, on which it waits after GO for its command and stdio (not closed here)
+        self.handover = -1
 
 
 def load_bundle(bundle: str) -> tuple[str, Spec]:
@@ -289,6 +293,7 @@ def _create(root: str, plan: Plan, opts: CreateOptions, mgr: Manager | None,
     # every fd of this create: closed below, whatever happens
     fds = Handles()
     fds.lock, lock.fd = lock.fd, -1
+    fds.handover = opts.handover
     try:
         if not plan.start_now:
             fifo = os.path.join(path, store.FIFO_NAME)

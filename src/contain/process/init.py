@@ -365,7 +365,8 @@ def _stage_final(ch: Channel, plan: Plan, fds: Handles, state: dict[str, Any]) -
                           personality=linux.personality if linux is not None else None,
                           warnings=warnings,
                           memory_policy=linux.memory_policy if linux is not None else None)
-    path = lookup_executable(proc.args[0], env)
+    # a pooled sandbox learns its command at the handover (see _take_over)
+    path = lookup_executable(proc.args[0], env) if fds.handover < 0 else ""
     # Landlock (process.landlock): the ruleset is made now, before a notify filter
     # (send_ready) could hand its opens to a supervisor, and enforced last, below; an
     # exec'd process gets it too (it is not the init's descendant). (Before the check
@@ -399,8 +400,73 @@ def _stage_final(ch: Channel, plan: Plan, fds: Handles, state: dict[str, Any]) -
         from contain.security.landlock import restrict_before_exec
 
         restrict_before_exec(ruleset, no_new_privs=plan.mode != CREATE)
-    exec_process(path, proc, env, plan.seccomp,
-                 init=plan.mode == CREATE and wants_init(plan.spec))
+    init = plan.mode == CREATE and wants_init(plan.spec)
+    if fds.handover >= 0:
+        # a pooled sandbox: PID 1 forks the command's process now, which waits for its
+        # command (the fork is off the caller's path)
+        if init:
+            from contain.process.reaper import fork_command
+
+            fork_command(proc.terminal)
+            init = False
+        # it may wait long: nothing another thread of the runtime had open at our fork
+        # (another container's lock, another pooled sandbox's socket) stays open here
+        from contain.linux.exeguard import helper_fd
+
+        _close_all_but(fds.handover, helper_fd(), *range(3, 3 + plan.preserve_fds))
+        path = _take_over(fds.handover, proc, env)
+    exec_process(path, proc, env, plan.seccomp, init=init)
+
+
+def _close_all_but(*keep: int) -> None:
+    """Close every fd from 3 on except *keep*."""
+    from contain.linux.syscalls import close_range
+
+    low = 3
+    for fd in sorted(set(keep)):
+        if fd < low:
+            continue
+        if fd > low:
+            close_range(low, fd - 1, 0)
+        low = fd + 1
+    close_range(low, 0xFFFFFFFF, 0)
+
+
+def _take_over(sock_fd: int, proc: Process, env: list[str]) -> str:
+    """A pooled sandbox (contain.sandbox.pool), ready: wait on the handover socket for
+    the command, {"args"} with the fds for its 0, 1, 2 (SCM_RIGHTS); make them ours and
+    look the program up, as create does before READY. Nothing comes (the pool closed, or
+    its process is gone): exit. A failure goes back over the handover socket (the sync
+    channel is closed by now); its path to execve is returned."""
+    import _socket
+
+    sock = _socket.socket(fileno=sock_fd)
+    try:
+        data, anc, _flags, _addr = sock.recvmsg(sync.CHUNK, _socket.CMSG_SPACE(12),
+                                                _socket.MSG_CMSG_CLOEXEC)
+    except OSError:
+        os._exit(0)
+    if not data:
+        os._exit(0)
+    try:
+        received = [fd for level, kind, payload in anc if level == 1 and kind == 1
+                    for fd in sync.unpack_fds(payload)]
+        msg = sync.parse(data)
+        args = msg.get("args")
+        if len(received) != 3 or msg.get("t") != sync.RUN or not isinstance(args, list):
+            raise ContainError("sandbox pool: malformed handover")
+        for target, fd in enumerate(received):
+            os.dup2(fd, target)  # (inheritable: the command's stdio)
+            os.close(fd)
+        proc.args = [str(a) for a in args]
+        return lookup_executable(proc.args[0], env)
+    except BaseException as exc:
+        from contain.process.sync import Channel
+
+        try:
+            Channel(sock).send(sync.ERROR, **sync.error_fields(exc))
+        finally:
+            os._exit(1)
 
 
 class _CgroupStep:

@@ -157,7 +157,8 @@ class Handles:
     """The fds of one spawn, opened by the parent and closed by :meth:`close` once the
     child has what it needs. Slots left at -1 are not in use."""
 
-    __slots__ = ("lock", "fifo", "console", "console_sock", "idmap_userns", "ns", "pidfd_sock")
+    __slots__ = ("lock", "fifo", "console", "console_sock", "idmap_userns", "ns", "pidfd_sock",
+                 "handover")
 
     def __init__(self) -> None:
         self.lock = -1             # create: flock on the container directory
@@ -167,6 +168,9 @@ class Handles:
         self.idmap_userns: dict[int, int] = {}  # mount index -> user namespace fd
         self.ns: list[tuple[int, int]] = []     # exec: (clone flag, namespace fd) to join
         self.pidfd_sock: Any = None  # --pidfd-socket: connected, gets the process's pidfd
+        # create of a pooled sandbox: the init's end of its handover socket (not owned:
+        # the pool closes it), on which the command comes after GO (init._take_over)
+        self.handover = -1
 
     def close(self) -> None:
         for fd in (self.lock, self.fifo, *self.idmap_userns.values(),

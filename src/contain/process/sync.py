@@ -93,9 +93,12 @@ HOOKS_DONE = "hooks-done"    # parent -> init: {"state"}: they ran; the hooks' s
 READY = "ready"              # child -> parent: {"warnings"?, "listener_fd"?}: set up
 GO = "go"                    # parent -> child: {"start"}: committed; go on (start now?)
 ERROR = "error"              # child -> parent: {"kind", "errno", "path", "msg"}: I failed
+# a pooled sandbox's handover socket, after GO (contain.sandbox.pool): {"args"}, with
+# the fds of its 0, 1, 2; the init answers only with an ERROR (then exits)
+RUN = "run"
 
 KINDS = (USERNS, USERNS_DONE, PID, NETDEV, NETDEV_DONE, CGROUP, MOUNT, MOUNT_DONE, HOOKS,
-         HOOKS_DONE, READY, GO, ERROR)
+         HOOKS_DONE, READY, GO, ERROR, RUN)
 
 CHUNK = 1 << 16  # bytes per packet (a message may take several)
 _HEADER = 4
@@ -170,10 +173,7 @@ class Channel:
                 parts.append(packet)
                 have += len(packet)
             data = b"".join(parts)
-        msg = loads(data)
-        if not isinstance(msg, dict) or msg.get("t") not in KINDS:
-            raise ProtocolError(f"sync: malformed message {str(msg)[:80]!r}")
-        return msg
+        return _checked(loads(data))
 
     def expect(self, kind: str) -> dict[str, Any]:
         """The next message, which must be of *kind*; the other side's ERROR is raised
@@ -249,6 +249,28 @@ _SOL_SOCKET = 1
 def _pack_fds(fds: tuple[int, ...] | list[int]) -> bytes:
     """fds as the C int array SCM_RIGHTS carries (without importing struct)."""
     return b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
+
+
+def parse(packet: bytes) -> dict[str, Any]:
+    """The message of one whole packet (one that :func:`frame` made alone)."""
+    size = int.from_bytes(packet[:_HEADER], "little")
+    if len(packet) - _HEADER != size:
+        raise ProtocolError("sync: a message in more than one packet")
+    return _checked(loads(packet[_HEADER:]))
+
+
+def _checked(msg: Any) -> dict[str, Any]:
+    if not isinstance(msg, dict) or msg.get("t") not in KINDS:
+        raise ProtocolError(f"sync: malformed message {str(msg)[:80]!r}")
+    return msg
+
+
+def pack_fds(fds: tuple[int, ...] | list[int]) -> bytes:
+    return _pack_fds(fds)
+
+
+def unpack_fds(data: bytes) -> list[int]:
+    return _unpack_fds(data)
 
 
 def _unpack_fds(data: bytes) -> list[int]:
