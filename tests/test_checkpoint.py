@@ -46,6 +46,11 @@ def _criu_check(path: str) -> str | None:
 @pytest.fixture(scope="session")
 def criu() -> str:
     """A CRIU that works on this kernel, or a skip that says why not."""
+    return working_criu()
+
+
+def working_criu() -> str:
+    """The path of a CRIU that works on this kernel, or a skip that says why not."""
     path = _criu_candidate()
     if path is None:
         pytest.skip("criu is not installed (scripts/extra-deps installs Debian's)")

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 DESCRIPTORS = "descriptors.json"  # fds 0-2 of the init at dump time (runc's name)
 NETNS_KEY = "extRootNetNS"  # the key of a joined network namespace (as runc's)
 TTY_KEY = "contain-tty-key"  # the key of the dumped terminal, for restore
+CGROUP_BINDS = "contain-cgroup-binds.json"  # the container's binds of its own cgroup
 
 
 class CheckpointOptions:
@@ -184,6 +185,57 @@ def _masked_files(spec: Spec, pid: int) -> list[str]:
     return out
 
 
+def _cgroup_binds(pid: int) -> list[str]:
+    """Mount points of the container's cgroup filesystems that are binds of its own
+    cgroup directories (no cgroup namespace: create binds them from the host's
+    hierarchies, whose roots the container does not have): external to CRIU, bound
+    again from the restored container's own cgroup."""
+    out = []
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[sep + 1] in ("cgroup", "cgroup2") and fields[3] != "/":
+                out.append(fields[4])
+    return out
+
+
+def _cgroup_sources(image: str, spec: Spec, mgr: Manager | None) -> list[tuple[str, str]]:
+    """(mount point, host directory) for the dumped cgroup binds: the same hierarchy's
+    directory of the restored container's cgroup."""
+    from contain.jsonio import loads
+
+    try:
+        with open(os.path.join(image, CGROUP_BINDS), "rb") as f:
+            binds = loads(f.read())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise ContainError(f"{image}/{CGROUP_BINDS}: {exc}") from exc
+    if not binds:
+        return []
+    if mgr is None:
+        raise ContainError("the checkpoint binds its cgroup, and the restored container "
+                           "has none (rootless without a cgroupsPath)")
+    dests = [m.destination.rstrip("/") for m in spec.mounts if m.type in ("cgroup",
+                                                                           "cgroup2")]
+    paths = mgr.paths()
+    out = []
+    for mp in binds:
+        dest = next((d for d in dests if mp == d or mp.startswith(d + "/")), None)
+        name = mp[len(dest):].strip("/") if dest is not None else ""
+        if name:
+            host = next((p for p in paths.values()
+                         if p.startswith(f"/sys/fs/cgroup/{name}/")), None)
+        else:
+            host = mgr.unified() or mgr.primary()
+        if host is None:
+            raise ContainError(f"the checkpoint binds the cgroup hierarchy {name} at {mp}; "
+                               "the restored container has no cgroup there")
+        out.append((mp, host))
+    return out
+
+
 def _tty_key(st: os.stat_result) -> str:
     return f"tty[{st.st_rdev:x}:{st.st_dev:x}]"
 
@@ -281,6 +333,14 @@ def _dump_externals(record: ContainerRecord, spec: Spec, image: str) -> list[str
         argv += ["--ext-mount-map", f"{dest}:{dest}"]
     for path in _masked_files(spec, record.pid):
         argv += ["--ext-mount-map", f"{path}:{path}"]
+    cgroup_binds = _cgroup_binds(record.pid)
+    for path in cgroup_binds:
+        argv += ["--ext-mount-map", f"{path}:{path}"]
+    if cgroup_binds:
+        from contain.jsonio import dumps
+
+        with open(os.path.join(image, CGROUP_BINDS), "w") as f:
+            f.write(dumps(cgroup_binds))
     linux = spec.linux
     netns = linux.namespace("network") if linux is not None else None
     if netns is not None and netns.path:
@@ -377,7 +437,7 @@ def restore(root: str, cid: str, bundle: str, opts: RestoreOptions) -> Container
         mounted = True
         argv = ["-D", image, "-W", work, "--root", criu_root, "--restore-detached",
                 "--restore-sibling", "--pidfile", os.path.join(record.dir, "criu.pid"),
-                *_restore_options(spec, bundle, opts, mgr, fds)]
+                *_restore_options(spec, bundle, image, opts, mgr, fds)]
         for i, link in enumerate(descriptors):
             if link.startswith(("pipe:", "socket:")):
                 argv += ["--inherit-fd", f"fd[{i}]:{link}"]
@@ -467,8 +527,8 @@ def _restore_checks(root: str, cid: str, bundle: str,
     return bundle, spec, rootfs, image
 
 
-def _restore_options(spec: Spec, bundle: str, opts: RestoreOptions, mgr: Manager | None,
-                     fds: list[int]) -> list[str]:
+def _restore_options(spec: Spec, bundle: str, image: str, opts: RestoreOptions,
+                     mgr: Manager | None, fds: list[int]) -> list[str]:
     """CRIU's options for the container's cgroup, mounts and namespaces; the fds it
     must inherit are appended to *fds*."""
     linux = spec.linux
@@ -486,6 +546,8 @@ def _restore_options(spec: Spec, bundle: str, opts: RestoreOptions, mgr: Manager
         argv += ["--ext-mount-map", f"{dest}:{src}"]
     for path in linux.masked_paths:  # (keys not in the image are ignored)
         argv += ["--ext-mount-map", f"{path}:/dev/null"]
+    for mp, host in _cgroup_sources(image, spec, mgr):
+        argv += ["--ext-mount-map", f"{mp}:{host}"]
     netns = linux.namespace("network")
     if netns is not None and netns.path:
         try:
