@@ -53,7 +53,9 @@ COMMANDS = {
              help="unix socket to receive the pty master of a terminal"),
         Flag("--detach,-d", "bool", help="detach from the container's process"),
         Flag("--pid-file", default=None, help="file to write the process id to"),
-        Flag("--no-subreaper", "bool", help="(ignored, for runc compatibility)"),
+        # (containerd's go-runc spells it with one dash, which urfave/cli accepts)
+        Flag("--no-subreaper,-no-subreaper", "bool",
+             help="(ignored, for runc compatibility)"),
         Flag("--no-pivot", "bool", help="(accepted for runc compatibility: CRIU sets up "
              "the root itself)"),
         Flag("--lsm-profile", default="", help="the LSM profile for the restored process "
