@@ -410,3 +410,45 @@ def test_stdio_of_the_hosts_dev_null_is_reopened_inside(state_root: Path,
         with open(f"/proc/{pid}/fdinfo/{fd}") as f:
             mnt = next(ln.split()[1] for ln in f if ln.startswith("mnt_id:"))
         assert mnt == dev, (fd, mnt, dev)
+
+
+def test_terminal_comes_back_on_a_new_console(criu: str, make_bundle: Callable[..., Bundle],
+                                             state_root: Path, tmp_path: Path) -> None:
+    """A container with a terminal: the dumped pty is external, and restore hands CRIU
+    the slave of a new pty whose master goes to --console-socket (what conmon and the
+    shim serve); the counter goes on there."""
+    from test_process import ConsoleReceiver
+
+    bundle = make_bundle(["/bin/sh", "-c", COUNTER])
+    bundle.config["process"]["terminal"] = True
+    bundle.config["root"]["readonly"] = False
+    bundle.write()
+    cid = unique_id("cr")
+    log = bundle.rootfs / "count.log"
+
+    def count() -> int:
+        lines = log.read_text().split() if log.exists() else []
+        return int(lines[-1]) if lines else 0
+
+    first = ConsoleReceiver(tmp_path / "c1.sock")
+    ok(run_contain(state_root, "run", "-d", "--console-socket", str(first.path),
+                   "--bundle", str(bundle.path), cid))
+    try:
+        wait_for(lambda: count() >= 5)
+        ok(run_contain(state_root, "--criu", criu, "checkpoint", "--image-path",
+                       str(tmp_path / "image"), cid))
+        first.join()  # the old pty's slave is gone with the dumped tree
+        dumped = count()
+        second = ConsoleReceiver(tmp_path / "c2.sock")
+        ok(run_contain(state_root, "--criu", criu, "restore", "-d", "--console-socket",
+                       str(second.path), "--image-path", str(tmp_path / "image"),
+                       "--bundle", str(bundle.path), cid))
+        wait_for(lambda: count() >= dumped + 5)
+    finally:
+        run_contain(state_root, "delete", "--force", cid)
+    second.join()
+    before = [int(x) for x in first.output.split()]
+    after = [int(x) for x in second.output.split()]
+    assert before and before[-1] <= dumped
+    assert after and after[0] == dumped + 1 and after == list(range(dumped + 1,
+                                                                      after[-1] + 1))
