@@ -452,3 +452,55 @@ def test_terminal_comes_back_on_a_new_console(criu: str, make_bundle: Callable[.
     assert before and before[-1] <= dumped
     assert after and after[0] == dumped + 1 and after == list(range(dumped + 1,
                                                                       after[-1] + 1))
+
+
+@pytest.fixture
+def netns_file(tmp_path: Path) -> Iterator[Path]:
+    """A network namespace of our own, kept by a bind mount on a file."""
+    path = Path("/run") / f"crnet-{unique_id()}"
+    path.touch()
+    try:
+        subprocess.run(["unshare", f"--net={path}", "true"], check=True, timeout=30)
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], capture_output=True, timeout=30)
+        path.unlink()
+
+
+def test_joined_network_namespace_and_bind_mount_come_back(
+        criu: str, make_bundle: Callable[..., Bundle], state_root: Path, tmp_path: Path,
+        netns_file: Path) -> None:
+    """A network namespace joined by path is external to the dump and handed back by fd;
+    a bind mount of the host comes back from its source: the restored counter goes on
+    writing into the host's directory, in the same network namespace."""
+    data = tmp_path / "data"
+    data.mkdir()
+    bundle = make_bundle(["/bin/sh", "-c", COUNTER.replace("/count.log", "/data/count.log")])
+    cfg = bundle.config
+    cfg["mounts"].append({"destination": "/data", "type": "bind", "source": str(data),
+                          "options": ["rbind", "rw"]})
+    for ns in cfg["linux"]["namespaces"]:
+        if ns["type"] == "network":
+            ns["path"] = str(netns_file)
+    bundle.write()
+    c = Container(state_root, bundle, criu)
+    log = data / "count.log"
+
+    def count() -> int:
+        lines = log.read_text().split() if log.exists() else []
+        return int(lines[-1]) if lines else 0
+
+    c.start()
+    try:
+        wait_for(lambda: count() >= 5)
+        ok(c.contain("checkpoint", "--image-path", str(tmp_path / "image"), c.cid))
+        dumped = count()
+        ok(c.contain("restore", "-d", "--image-path", str(tmp_path / "image"), "--bundle",
+                     str(bundle.path), c.cid, stdio=c.pipes()))
+        wait_for(lambda: count() >= dumped + 5)
+        seq = [int(x) for x in log.read_text().split()]
+        assert seq == list(range(1, len(seq) + 1))
+        pid = c.state()["pid"]
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(netns_file).st_ino
+    finally:
+        c.close()
