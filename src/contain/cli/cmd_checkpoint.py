@@ -95,15 +95,20 @@ def cmd_restore(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         detach=opts["detach"], no_pivot=opts["no_pivot"], lsm_profile=opts["lsm_profile"],
         lsm_mount_context=opts["lsm_mount_context"], rootless=ctx.rootless == "true",
         **_shared(ctx, opts))
-    record = restore(ctx.root, args[0], opts["bundle"] or os.getcwd(), ropts)
     if ropts.detach:
+        restore(ctx.root, args[0], opts["bundle"] or os.getcwd(), ropts)
         return 0
-    # in the foreground (runc's default): wait for the restored init (our child: contain
-    # made itself a subreaper and CRIU restored it as its sibling), then delete it
+    # in the foreground (runc's default): forward the usual signals to the restored init
+    # (those that come during the restore wait for it), wait for it (our child: contain
+    # is a subreaper and CRIU restores it as its sibling), then delete the container
     from contain.container.control import delete, wait
+    from contain.process.foreground import ForwardSignals
 
-    try:
-        code = wait(record)
-    finally:
-        delete(ctx.root, args[0], force=True)
+    with ForwardSignals() as forward:
+        record = restore(ctx.root, args[0], opts["bundle"] or os.getcwd(), ropts)
+        forward.attach(record.pid)
+        try:
+            code = wait(record)
+        finally:
+            delete(ctx.root, args[0], force=True)
     return code
