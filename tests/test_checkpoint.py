@@ -458,6 +458,15 @@ def test_terminal_comes_back_on_a_new_console(criu: str, make_bundle: Callable[.
 
 
 @pytest.fixture
+def request_cleanup() -> Iterator[list[Callable[[], Any]]]:
+    """Callables run after the test (last first)."""
+    todo: list[Callable[[], Any]] = []
+    yield todo
+    for fn in reversed(todo):
+        fn()
+
+
+@pytest.fixture
 def netns_file(tmp_path: Path) -> Iterator[Path]:
     """A network namespace of our own, kept by a bind mount on a file."""
     path = Path("/run") / f"crnet-{unique_id()}"
@@ -505,5 +514,50 @@ def test_joined_network_namespace_and_bind_mount_come_back(
         assert seq == list(range(1, len(seq) + 1))
         pid = c.state()["pid"]
         assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(netns_file).st_ino
+    finally:
+        c.close()
+
+
+def test_user_namespace_container_comes_back(criu: str, state_root: Path, tmp_path: Path,
+                                             request_cleanup: list[Callable[[], Any]]
+                                             ) -> None:
+    """With a user namespace, create binds the host's device nodes into /dev (external
+    to the dump, bound again on restore), and the restored tasks read images as the
+    container's root: the image directory is opened to that root's group for the
+    restore only."""
+    import tempfile
+
+    from conftest import build_busybox_rootfs, default_config
+
+    # the container's root must reach its rootfs: not under pytest's 0700 directories
+    base = Path(tempfile.mkdtemp(prefix="contain-crus-", dir="/tmp"))
+    request_cleanup.append(lambda: shutil.rmtree(base, ignore_errors=True))
+    base.chmod(0o711)
+    rootfs = build_busybox_rootfs(base / "rootfs")  # a copy of its own: chowned below
+    for dirpath, dirnames, filenames in os.walk(rootfs):
+        for name in (*dirnames, *filenames):
+            os.lchown(os.path.join(dirpath, name), 100000, 100000)
+    os.lchown(rootfs, 100000, 100000)
+    cfg = default_config(["/bin/sh", "-c", COUNTER])
+    cfg["root"]["readonly"] = False
+    cfg["linux"]["namespaces"].append({"type": "user"})
+    cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    bundle = Bundle(base, cfg).write()
+    c = Container(state_root, bundle, criu)
+    image = tmp_path / "image"  # (under a 0700 directory: CRIU reads it through an fd)
+    try:
+        c.start()
+        wait_for(lambda: c.count() >= 5)
+        ok(c.contain("checkpoint", "--image-path", str(image), c.cid))
+        dumped = c.count()
+        ok(c.contain("restore", "-d", "--image-path", str(image), "--bundle",
+                     str(bundle.path), c.cid, stdio=c.pipes()))
+        assert c.read_number() == dumped + 1
+        pid = c.state()["pid"]
+        with open(f"/proc/{pid}/uid_map") as f:
+            assert f.read().split() == ["0", "100000", "65536"]
+        st = image.stat()
+        assert (st.st_mode & 0o777, st.st_gid) == (0o700, 0)  # as it was
     finally:
         c.close()

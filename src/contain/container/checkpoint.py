@@ -20,6 +20,7 @@ goes to --console-socket. state.json then names the restored init.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from contain.container import criu as _criu
@@ -28,6 +29,7 @@ from contain.errors import ContainError, NotFound, WrongState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
     from contain.cgroups import Manager
@@ -38,6 +40,7 @@ DESCRIPTORS = "descriptors.json"  # fds 0-2 of the init at dump time (runc's nam
 NETNS_KEY = "extRootNetNS"  # the key of a joined network namespace (as runc's)
 TTY_KEY = "contain-tty-key"  # the key of the dumped terminal, for restore
 CGROUP_BINDS = "contain-cgroup-binds.json"  # the container's binds of its own cgroup
+DEV_BINDS = "contain-dev-binds.json"  # host device nodes bound in (a user namespace)
 
 
 class CheckpointOptions:
@@ -183,6 +186,31 @@ def _masked_files(spec: Spec, pid: int) -> list[str]:
         if not stat.S_ISDIR(st.st_mode):
             out.append(path)
     return out
+
+
+def _dev_binds(pid: int) -> dict[str, str]:
+    """Mount point -> host path of the host's device nodes bound into the container
+    (with a user namespace, create binds them instead of mknod): external to CRIU."""
+    out = {}
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[sep + 1] == "devtmpfs" and fields[3] != "/":
+                out[fields[4]] = "/dev" + fields[3]
+    return out
+
+
+def _read_json(image: str, name: str) -> Any:
+    from contain.jsonio import loads
+
+    try:
+        with open(os.path.join(image, name), "rb") as f:
+            return loads(f.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ContainError(f"{image}/{name}: {exc}") from exc
 
 
 def _cgroup_binds(pid: int) -> list[str]:
@@ -333,6 +361,15 @@ def _dump_externals(record: ContainerRecord, spec: Spec, image: str) -> list[str
         argv += ["--ext-mount-map", f"{dest}:{dest}"]
     for path in _masked_files(spec, record.pid):
         argv += ["--ext-mount-map", f"{path}:{path}"]
+    dev_binds = {mp: host for mp, host in _dev_binds(record.pid).items()
+                 if f"{mp}:{mp}" not in argv}
+    for path in dev_binds:
+        argv += ["--ext-mount-map", f"{path}:{path}"]
+    if dev_binds:
+        from contain.jsonio import dumps
+
+        with open(os.path.join(image, DEV_BINDS), "w") as f:
+            f.write(dumps(dev_binds))
     cgroup_binds = _cgroup_binds(record.pid)
     for path in cgroup_binds:
         argv += ["--ext-mount-map", f"{path}:{path}"]
@@ -448,8 +485,9 @@ def restore(root: str, cid: str, bundle: str, opts: RestoreOptions) -> Container
             argv += ["--inherit-fd", f"fd[{slave}]:{key}"]
         # CRIU itself in the new cgroup too (as runc puts it), then --cgroup-root
         preexec = functools.partial(mgr.join, 0) if mgr is not None else None
-        _criu.run(criu, "restore", argv, work, "restore.log", pass_fds=fds,
-                  preexec=preexec, stdio=(0, 1, 2))
+        with _open_to_container_root(image, spec):
+            _criu.run(criu, "restore", argv, work, "restore.log", pass_fds=fds,
+                      preexec=preexec, stdio=(0, 1, 2))
         _restored(record, spec, image)
         if master >= 0:
             _send_console(opts.console_socket, master)
@@ -494,6 +532,33 @@ def _cgroup_manager(spec: Spec, cid: str, opts: RestoreOptions) -> Manager | Non
     mgr = new_manager(linux.cgroups_path, cid, rootless=rootless)
     mgr.validate(linux.resources)
     return mgr
+
+
+@contextlib.contextmanager
+def _open_to_container_root(image: str, spec: Spec) -> Iterator[None]:
+    """While CRIU restores: with a new user namespace, the restored tasks read some
+    images themselves as the container's root (a host id without CAP_DAC_OVERRIDE), so
+    the image directory (0700, root's) gets that root's host group and search for it
+    (0710), and goes back to what it was afterwards; no other user gains access."""
+    linux = spec.linux
+    userns = linux.namespace("user") if linux is not None else None
+    if linux is None or userns is None or userns.path is not None:
+        yield
+        return
+    from contain.container.lifecycle import _host_id
+
+    gid = _host_id(linux.gid_mappings, 0)
+    st = os.stat(image)
+    if gid < 0 or st.st_mode & 0o001 or (st.st_gid == gid and st.st_mode & 0o010):
+        yield
+        return
+    os.chown(image, -1, gid)
+    os.chmod(image, (st.st_mode & 0o7700) | 0o010)
+    try:
+        yield
+    finally:
+        os.chown(image, -1, st.st_gid)
+        os.chmod(image, st.st_mode & 0o7777)
 
 
 def _restore_checks(root: str, cid: str, bundle: str,
@@ -547,6 +612,11 @@ def _restore_options(spec: Spec, bundle: str, image: str, opts: RestoreOptions,
     for path in linux.masked_paths:  # (keys not in the image are ignored)
         argv += ["--ext-mount-map", f"{path}:/dev/null"]
     for mp, host in _cgroup_sources(image, spec, mgr):
+        argv += ["--ext-mount-map", f"{mp}:{host}"]
+    dev_binds = _read_json(image, DEV_BINDS) or {}
+    if not isinstance(dev_binds, dict):
+        raise ContainError(f"{image}/{DEV_BINDS}: expected an object")
+    for mp, host in dev_binds.items():
         argv += ["--ext-mount-map", f"{mp}:{host}"]
     netns = linux.namespace("network")
     if netns is not None and netns.path:
