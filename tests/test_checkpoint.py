@@ -561,3 +561,38 @@ def test_user_namespace_container_comes_back(criu: str, state_root: Path, tmp_pa
         assert (st.st_mode & 0o777, st.st_gid) == (0o700, 0)  # as it was
     finally:
         c.close()
+
+
+def test_restore_runs_prestart_and_create_runtime_hooks(counter: Container,
+                                                        tmp_path: Path) -> None:
+    """The hooks run when CRIU has made the restored tasks, before they run, with the
+    restored init's pid (CRIU's action script asks contain); a failing hook fails the
+    restore in one line and leaves nothing."""
+    image = tmp_path / "image"
+    ok(counter.contain("checkpoint", "--leave-running", "--image-path", str(image),
+                       counter.cid))
+    ok(counter.contain("delete", "--force", counter.cid))
+    out = tmp_path / "hooks"
+
+    def hook(name: str, code: int = 0) -> dict[str, Any]:
+        return {"path": "/bin/sh", "args": ["sh", "-c", f"cat > {out}-{name}; exit {code}"]}
+
+    counter.bundle.config["hooks"] = {"prestart": [hook("prestart", 3)]}
+    counter.bundle.write()
+    fails(counter.contain("restore", "-d", "--image-path", str(image), "--bundle",
+                          str(counter.bundle.path), counter.cid, stdio=counter.pipes()),
+          "prestart", "exit status 3")
+    assert not (counter.root / counter.cid).exists()
+    assert not list(Path(counter.root).glob("*/criu-action*"))
+
+    counter.bundle.config["hooks"] = {"prestart": [hook("prestart")],
+                                      "createRuntime": [hook("create")]}
+    counter.bundle.write()
+    ok(counter.contain("restore", "-d", "--image-path", str(image), "--bundle",
+                       str(counter.bundle.path), counter.cid, stdio=counter.pipes()))
+    pid = counter.state()["pid"]
+    for name in ("prestart", "create"):
+        state = json.loads((tmp_path / f"hooks-{name}").read_text())
+        assert (state["id"], state["pid"], state["status"]) == (counter.cid, pid, "creating")
+    assert counter.read_number() > 5
+    assert sorted(p.name for p in (counter.root / counter.cid).iterdir()) == ["state.json"]

@@ -442,8 +442,6 @@ def _remove_tree(path: str, keep: str = "") -> None:
 def restore(root: str, cid: str, bundle: str, opts: RestoreOptions) -> ContainerRecord:
     """Restore container *cid* of *bundle* from opts.image_path; return its record (the
     restored init is running). Nothing is left behind when it fails."""
-    import functools
-
     bundle, spec, rootfs, image = _restore_checks(root, cid, bundle, opts)
     descriptors = _read_descriptors(image)
     criu = _criu.find(opts.criu)
@@ -483,11 +481,7 @@ def restore(root: str, cid: str, bundle: str, opts: RestoreOptions) -> Container
             master, slave = _pty()
             fds.append(slave)
             argv += ["--inherit-fd", f"fd[{slave}]:{key}"]
-        # CRIU itself in the new cgroup too (as runc puts it), then --cgroup-root
-        preexec = functools.partial(mgr.join, 0) if mgr is not None else None
-        with _open_to_container_root(image, spec):
-            _criu.run(criu, "restore", argv, work, "restore.log", pass_fds=fds,
-                      preexec=preexec, stdio=(0, 1, 2))
+        _run_restore(criu, argv, work, fds, mgr, record, spec, image)
         _restored(record, spec, image)
         if master >= 0:
             _send_console(opts.console_socket, master)
@@ -532,6 +526,61 @@ def _cgroup_manager(spec: Spec, cid: str, opts: RestoreOptions) -> Manager | Non
     mgr = new_manager(linux.cgroups_path, cid, rootless=rootless)
     mgr.validate(linux.resources)
     return mgr
+
+
+def _run_restore(criu: str, argv: list[str], work: str, fds: list[int], mgr: Manager | None,
+                 record: ContainerRecord, spec: Spec, image: str) -> None:
+    import functools
+
+    # CRIU itself in the new cgroup too (as runc puts it), then --cgroup-root
+    preexec = functools.partial(mgr.join, 0) if mgr is not None else None
+    hooks = _RestoreHooks(record, spec)
+    with _open_to_container_root(image, spec):
+        try:
+            _criu.run(criu, "restore", argv, work, "restore.log", pass_fds=fds,
+                      preexec=preexec, stdio=(0, 1, 2),
+                      on_action=hooks if hooks.wanted else None, action_dir=record.dir)
+        except _criu.CriuError:
+            if hooks.error is not None:  # the hook's failure, not CRIU's "aborted"
+                raise hooks.error from None
+            raise
+
+
+class _RestoreHooks:
+    """The prestart and createRuntime hooks of config.json, run when CRIU has made the
+    restored tasks and their namespaces and before they run (runc runs them at the same
+    step), with the restored init's pid in the state."""
+
+    __slots__ = ("record", "hooks", "error")
+
+    def __init__(self, record: ContainerRecord, spec: Spec) -> None:
+        self.record = record
+        self.hooks = spec.hooks
+        self.error: ContainError | None = None
+
+    @property
+    def wanted(self) -> bool:
+        return self.hooks is not None and bool(self.hooks.prestart or
+                                               self.hooks.create_runtime)
+
+    def __call__(self, pid: str) -> bool:
+        from contain.process.hooks import run_hooks
+
+        assert self.hooks is not None
+        try:
+            self.record.pid = int(pid)
+            state = self.record.hook_state("creating")
+            run_hooks("prestart", self.hooks.prestart, state)
+            run_hooks("createRuntime", self.hooks.create_runtime, state)
+        except ContainError as exc:
+            self.error = exc
+            return False
+        except ValueError:
+            self.error = ContainError(f"criu's action script sent {pid!r}, not a pid")
+            return False
+        finally:
+            self.record.pid = 0  # (set for real from CRIU's pid file)
+        return True
 
 
 @contextlib.contextmanager

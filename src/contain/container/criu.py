@@ -86,9 +86,15 @@ def check(criu: str, feature: str | None = None) -> None:
 
 def run(criu: str, action: str, options: Sequence[str], log_dir: str, log_name: str,
         pass_fds: Sequence[int] = (), preexec: Callable[[], None] | None = None,
-        stdio: tuple[int, int, int] | None = None, timeout: float | None = None) -> None:
+        stdio: tuple[int, int, int] | None = None, timeout: float | None = None,
+        on_action: Callable[[str], bool] | None = None, action_dir: str = "") -> None:
     """Run ``criu ACTION OPTIONS... -o LOG -v4`` with the log in *log_dir*; a failure
-    raises CriuError with CRIU's first error line and the log's path."""
+    raises CriuError with CRIU's first error line and the log's path.
+
+    With *on_action*, CRIU's ``setup-namespaces`` step (its tasks exist, in their
+    namespaces, not yet running) is handed to *on_action(init_pid)* through a small
+    action script and two fifos in *action_dir*; CRIU goes on when it returns True and
+    gives up when it returns False."""
     import subprocess
 
     log = os.path.join(log_dir, log_name)
@@ -97,12 +103,29 @@ def run(criu: str, action: str, options: Sequence[str], log_dir: str, log_name: 
         stdin, stdout, stderr = subprocess.DEVNULL, subprocess.PIPE, subprocess.STDOUT
     else:
         stdin, stdout, stderr = stdio
+    channel = _ActionChannel(action_dir) if on_action is not None else None
+    if channel is not None:
+        argv[2:2] = ["--action-script", channel.script]
     try:
-        proc = subprocess.run(argv, stdin=stdin, stdout=stdout, stderr=stderr,
-                              pass_fds=tuple(pass_fds), preexec_fn=preexec, timeout=timeout,
-                              close_fds=True)
-    except (OSError, subprocess.TimeoutExpired, subprocess.SubprocessError) as exc:
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr,
+                                pass_fds=tuple(pass_fds), preexec_fn=preexec, close_fds=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        if channel is not None:
+            channel.close()
         raise CriuError(f"criu {action}: {exc}") from exc
+    try:
+        if channel is not None and on_action is not None:
+            channel.serve(proc.pid, on_action)
+        out, _ = proc.communicate(timeout=timeout)
+    except BaseException as exc:
+        proc.kill()
+        proc.wait()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise CriuError(f"criu {action}: {exc}") from exc
+        raise
+    finally:
+        if channel is not None:
+            channel.close()
     if proc.returncode == 0:
         return
     text = ""
@@ -111,8 +134,77 @@ def run(criu: str, action: str, options: Sequence[str], log_dir: str, log_name: 
             text = f.read()
     except OSError:
         pass
-    if isinstance(proc.stdout, bytes):
-        text += "\n" + proc.stdout.decode(errors="replace")
+    if isinstance(out, bytes):
+        text += "\n" + out.decode(errors="replace")
     why = first_error(text) or f"exit status {proc.returncode}"
     where = f" (log: {log})" if os.path.exists(log) else ""
     raise CriuError(f"criu {action} failed: {why}{where}")
+
+
+# CRIU runs the action script at each step with the step's name in the environment;
+# at setup-namespaces it asks contain (the fifo "req") and waits for the answer ("ack",
+# opened read-write first, so that contain can open it without blocking)
+_SCRIPT = """#!/bin/sh
+[ "$CRTOOLS_SCRIPT_ACTION" = setup-namespaces ] || exit 0
+exec 3<>'{ack}'
+echo "$CRTOOLS_INIT_PID" > '{req}'
+read answer <&3
+[ "$answer" = ok ]
+"""
+
+
+class _ActionChannel:
+    __slots__ = ("dir", "script", "req", "ack", "fds")
+
+    def __init__(self, directory: str) -> None:
+        self.dir = directory
+        self.script = os.path.join(directory, "criu-action.sh")
+        self.req = os.path.join(directory, "criu-action.req")
+        self.ack = os.path.join(directory, "criu-action.ack")
+        self.fds: list[int] = []
+        os.mkfifo(self.req, 0o600)
+        os.mkfifo(self.ack, 0o600)
+        fd = os.open(self.script, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o700)
+        try:
+            os.write(fd, _SCRIPT.format(req=self.req, ack=self.ack).encode())
+        finally:
+            os.close(fd)
+        # our own writer keeps the read end from reporting EOF between requests
+        self.fds.append(os.open(self.req, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        self.fds.append(os.open(self.req, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+
+    def serve(self, pid: int, on_action: Callable[[str], bool]) -> None:
+        """Answer the script's requests until CRIU (*pid*) exits."""
+        import select
+
+        pidfd = os.pidfd_open(pid)
+        try:
+            buf = b""
+            while True:
+                ready, _, _ = select.select([self.fds[0], pidfd], [], [])
+                if pidfd in ready:
+                    return
+                try:
+                    buf += os.read(self.fds[0], 64)
+                except BlockingIOError:
+                    continue
+                while b"\n" in buf:
+                    line, _, buf = buf.partition(b"\n")
+                    answer = b"ok\n" if on_action(line.decode().strip()) else b"no\n"
+                    ack = os.open(self.ack, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                    try:
+                        os.write(ack, answer)
+                    finally:
+                        os.close(ack)
+        finally:
+            os.close(pidfd)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+        for path in (self.script, self.req, self.ack):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
