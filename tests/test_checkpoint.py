@@ -596,3 +596,44 @@ def test_restore_runs_prestart_and_create_runtime_hooks(counter: Container,
         assert (state["id"], state["pid"], state["status"]) == (counter.cid, pid, "creating")
     assert counter.read_number() > 5
     assert sorted(p.name for p in (counter.root / counter.cid).iterdir()) == ["state.json"]
+
+
+def test_foreground_restore_relays_a_terminal(criu: str, make_bundle: Callable[..., Bundle],
+                                              state_root: Path, tmp_path: Path) -> None:
+    """A foreground restore of a container with a terminal and no --console-socket
+    relays the pty itself (as runc, and as contain run): the rest of the count shows on
+    the caller's terminal and the exit status is the container's."""
+    from test_process import ConsoleReceiver
+    from test_terminal import _pty_run
+
+    bundle = make_bundle(["/bin/sh", "-c", "i=0; while [ $i -lt 300 ]; do i=$((i+1)); "
+                          "echo $i >> /count.log; echo $i; usleep 20000; done; exit 5"])
+    bundle.config["process"]["terminal"] = True
+    bundle.config["root"]["readonly"] = False
+    bundle.write()
+    cid = unique_id("cr")
+    log = bundle.rootfs / "count.log"
+
+    def count() -> int:
+        lines = log.read_text().split() if log.exists() else []
+        return int(lines[-1]) if lines else 0
+
+    console = ConsoleReceiver(tmp_path / "c.sock")
+    ok(run_contain(state_root, "run", "-d", "--console-socket", str(console.path),
+                   "--bundle", str(bundle.path), cid))
+    try:
+        wait_for(lambda: count() >= 5)
+        ok(run_contain(state_root, "--criu", criu, "checkpoint", "--image-path",
+                       str(tmp_path / "image"), cid))
+    finally:
+        run_contain(state_root, "delete", "--force", cid)
+    console.join()
+    dumped = count()
+    assert dumped < 300
+    code, out = _pty_run([*contain_cmd(), "--root", str(state_root), "--criu", criu,
+                          "restore", "--image-path", str(tmp_path / "image"), "--bundle",
+                          str(bundle.path), cid], [], timeout=120)
+    assert code == 5, out
+    numbers = [int(x) for x in out.split() if x.isdigit()]
+    assert numbers == list(range(dumped + 1, 301)), out[-500:]
+    assert run_contain(state_root, "state", cid).returncode == 1

@@ -101,14 +101,36 @@ def cmd_restore(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
     # in the foreground (runc's default): forward the usual signals to the restored init
     # (those that come during the restore wait for it), wait for it (our child: contain
     # is a subreaper and CRIU restores it as its sibling), then delete the container
-    from contain.container.control import delete, wait
-    from contain.process.foreground import ForwardSignals
+    import _socket
 
+    from contain.container.control import delete, wait
+    from contain.process.foreground import ForwardSignals, relay_tty
+
+    # a terminal without --console-socket is relayed here: its master comes back on
+    # pair[0] (used only if the container has a terminal)
+    pair = None if ropts.console_socket else _socket.socketpair(
+        _socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    master = -1
     with ForwardSignals() as forward:
-        record = restore(ctx.root, args[0], opts["bundle"] or os.getcwd(), ropts)
-        forward.attach(record.pid)
         try:
-            code = wait(record)
+            if pair is not None:
+                ropts.console_fd = pair[1].fileno()
+            record = restore(ctx.root, args[0], opts["bundle"] or os.getcwd(), ropts)
+            forward.attach(record.pid)
+            try:
+                if pair is not None and (record.config.get("process") or {}).get("terminal"):
+                    from contain.process.sync import recv_fd
+
+                    master, _ = recv_fd(pair[0])
+                    forward.relay_winch_to(master)
+                    relay_tty(master, record.pid)
+                code = wait(record)
+            finally:
+                delete(ctx.root, args[0], force=True)
         finally:
-            delete(ctx.root, args[0], force=True)
+            if master >= 0:
+                os.close(master)
+            if pair is not None:
+                pair[0].close()
+                pair[1].close()
     return code

@@ -81,7 +81,7 @@ class CheckpointOptions:
 
 class RestoreOptions(CheckpointOptions):
     __slots__ = ("console_socket", "pid_file", "detach", "no_pivot", "lsm_profile",
-                 "lsm_mount_context", "rootless")
+                 "lsm_mount_context", "rootless", "console_fd")
 
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None,
                  detach: bool = False, no_pivot: bool = False, lsm_profile: str = "",
@@ -94,6 +94,9 @@ class RestoreOptions(CheckpointOptions):
         self.lsm_profile = lsm_profile
         self.lsm_mount_context = lsm_mount_context
         self.rootless = rootless
+        # a connected socket to send a terminal's master to (a foreground restore
+        # relays it itself, as run does)
+        self.console_fd = -1
 
 
 # -- shared checks ---------------------------------------------------------------------
@@ -484,7 +487,7 @@ def restore(root: str, cid: str, bundle: str, opts: RestoreOptions) -> Container
         _run_restore(criu, argv, work, fds, mgr, record, spec, image)
         _restored(record, spec, image)
         if master >= 0:
-            _send_console(opts.console_socket, master)
+            _send_console(opts.console_socket, opts.console_fd, master)
         if opts.pid_file:
             from contain.container.lifecycle import write_pid_file
 
@@ -624,9 +627,9 @@ def _restore_checks(root: str, cid: str, bundle: str,
         check_pid_file(opts.pid_file)
     proc = spec.process
     assert proc is not None
-    if proc.terminal and not opts.console_socket:
-        # (runc relays a terminal of a foreground restore itself; contain does not yet)
-        raise ContainError("restoring a container with a terminal needs --console-socket")
+    if proc.terminal and not opts.console_socket and opts.console_fd < 0:
+        raise ContainError("cannot allocate tty if contain will detach without setting "
+                           "console socket")
     if not proc.terminal and opts.console_socket:
         raise ContainError("cannot use console socket if contain will not detach or "
                            "allocate tty")
@@ -785,11 +788,13 @@ def _pty() -> tuple[int, int]:
     return master, slave
 
 
-def _send_console(path: str | None, master: int) -> None:
-    if not path:
-        return
+def _send_console(path: str | None, fd: int, master: int) -> None:
     from contain.process.sync import connect_unix, send_fd
 
+    if not path:
+        if fd >= 0:
+            send_fd(fd, master, "/dev/ptmx")
+        return
     sock = connect_unix(path)
     try:
         send_fd(sock.fileno(), master, "/dev/ptmx")
