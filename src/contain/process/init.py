@@ -313,6 +313,7 @@ def _stage_init(ch: Channel, plan: Plan, fds: Handles) -> None:
 
         loopback_up()
     setup.enter_root(plan.rootfs, plan.no_pivot)
+    setup.reopen_dev_null()
     if spec.hostname:
         from contain.linux.syscalls import sethostname
 

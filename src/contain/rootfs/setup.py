@@ -178,6 +178,30 @@ def enter_root(rootfs: str, no_pivot: bool) -> None:
     os.chdir("/")
 
 
+def reopen_dev_null() -> None:
+    """After pivot_root: stdio that is the host's /dev/null (an engine's stdin) becomes
+    the container's own /dev/null, as runc does: an fd of a mount outside the
+    container is one CRIU cannot checkpoint ("Can't lookup mount")."""
+    null = -1
+    try:
+        for fd in range(3):
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                continue
+            if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+                continue
+            if null < 0:
+                try:
+                    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+                except OSError:
+                    return  # no /dev/null in the container: leave stdio as it is
+            os.dup2(null, fd)
+    finally:
+        if null >= 0:
+            os.close(null)
+
+
 def finish(spec: Spec) -> None:
     """After pivot_root: propagation of /, masked and read-only paths, read-only root."""
     linux = spec.linux
