@@ -31,7 +31,7 @@ def test_version() -> None:
         assert proc.returncode == 0
         lines = proc.stdout.splitlines()
         assert lines[0].startswith("contain version ")
-        assert lines[1] == "spec: 1.2.0"
+        assert lines[1] == "spec: 1.3.0"
 
 
 def test_help_lists_every_command() -> None:
@@ -141,7 +141,7 @@ def test_features_json() -> None:
     proc = cli("features")
     assert proc.returncode == 0
     feats = json.loads(proc.stdout)
-    assert feats["ociVersionMin"].startswith("1.") and feats["ociVersionMax"] == "1.2.0"
+    assert feats["ociVersionMin"].startswith("1.") and feats["ociVersionMax"] == "1.3.0"
     assert set(feats["hooks"]) == {"prestart", "createRuntime", "createContainer",
                                    "startContainer", "poststart", "poststop"}
     assert {"bind", "rbind", "ro", "nosuid", "rro"} <= set(feats["mountOptions"])

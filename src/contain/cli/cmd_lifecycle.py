@@ -22,7 +22,9 @@ _PRESERVE = Flag("--preserve-fds", "int", default=0,
 _NO_PIVOT = Flag("--no-pivot", "bool", help="do not use pivot_root (MS_MOVE + chroot instead)")
 _NO_KEYRING = Flag("--no-new-keyring", "bool",
                    help="do not create a new session keyring for the container")
-_CREATE_FLAGS = (_BUNDLE, _CONSOLE, _PID_FILE, _NO_PIVOT, _NO_KEYRING, _PRESERVE,
+_PIDFD = Flag("--pidfd-socket", default=None,
+               help="unix socket to receive a pidfd of the container's process")
+_CREATE_FLAGS = (_BUNDLE, _CONSOLE, _PID_FILE, _PIDFD, _NO_PIVOT, _NO_KEYRING, _PRESERVE,
                  Flag("--no-subreaper", "bool", help="(ignored, for runc compatibility)"))
 
 COMMANDS = {
@@ -90,7 +92,7 @@ def _create_options(ctx: Context, opts: dict[str, Any]) -> Any:
     return CreateOptions(console_socket=opts["console_socket"], pid_file=opts["pid_file"],
                          preserve_fds=opts["preserve_fds"], no_pivot=opts["no_pivot"],
                          no_new_keyring=opts["no_new_keyring"],
-                         rootless=ctx.rootless == "true")
+                         rootless=ctx.rootless == "true", pidfd_socket=opts["pidfd_socket"])
 
 
 def _cwd() -> str:

@@ -25,6 +25,7 @@ REGISTRY: dict[str, str] = {
     "events": "cmd_resources", "ps": "cmd_resources",
     "inspect": "cmd_inspect", "probe": "cmd_inspect", "classify": "cmd_inspect",
     "bench": "cmd_bench",
+    "checkpoint": "cmd_checkpoint", "restore": "cmd_checkpoint",
 }
 
 # commands that set up or look at containers and exit: the cyclic garbage collector is
@@ -41,7 +42,7 @@ GLOBAL_FLAGS = (
     Flag("--debug", "bool", help="enable debug logging and tracebacks"),
     Flag("--systemd-cgroup", "bool", help="use systemd for cgroups (not supported yet)"),
     Flag("--rootless", default="auto", help="ignore cgroup permission errors (true, false, auto)"),
-    Flag("--criu", default="criu", help="(ignored) path to criu"),
+    Flag("--criu", default="criu", help="path to the criu binary (checkpoint, restore)"),
     Flag("--version,-v", "bool", help="print the version"),
     Flag("--help,-h", "bool", help="show help"),
 )
@@ -50,7 +51,7 @@ GLOBAL_FLAGS = (
 class Context:
     """What the global flags decide, handed to every command."""
 
-    __slots__ = ("_root", "log", "log_format", "debug", "systemd_cgroup", "rootless")
+    __slots__ = ("_root", "log", "log_format", "debug", "systemd_cgroup", "rootless", "criu")
 
     def __init__(self, opts: dict[str, Any]) -> None:
         self._root: str | None = opts["root"]
@@ -59,6 +60,7 @@ class Context:
         self.debug: bool = opts["debug"]
         self.systemd_cgroup: bool = opts["systemd_cgroup"]
         self.rootless: str = opts["rootless"]
+        self.criu: str = opts["criu"]
 
     @property
     def root(self) -> str:

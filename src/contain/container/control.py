@@ -131,12 +131,21 @@ def kill(root: str, cid: str, sig: int = 15, all_processes: bool = False) -> Non
     status = record.status()
     if status in ("stopped", "creating"):
         raise WrongState("container not running")
-    if all_processes:
+    # (runc 1.2: SIGKILL to a container without a PID namespace of its own reaches every
+    # process in it: killing its init would not end the others, as it does in one)
+    if all_processes or (sig == 9 and not _own_pid_namespace(record)):
         mgr = record.cgroup_manager()
         if mgr is not None:
             mgr.kill_all(sig)
             return
     signal_init(record, sig)
+
+
+def _own_pid_namespace(record: ContainerRecord) -> bool:
+    linux = record.config.get("linux")
+    namespaces = linux.get("namespaces") if isinstance(linux, dict) else None
+    return any(isinstance(ns, dict) and ns.get("type") == "pid" and not ns.get("path")
+               for ns in namespaces or ())
 
 
 def signal_init(record: ContainerRecord, sig: int) -> None:
@@ -184,6 +193,10 @@ def delete(root: str, cid: str, force: bool = False) -> None:
             mgr = record.cgroup_manager()
             if mgr is not None:
                 mgr.destroy()
+        if record.extra.get("rdt"):
+            from contain.container.rdt import remove
+
+            remove(record.extra["rdt"])
         _stop_supervisor(record)
         store.remove_dir(path)
     hooks = record.config.get("hooks") or {}

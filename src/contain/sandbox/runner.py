@@ -135,6 +135,8 @@ def _start_network(built: Built, reporter: Reporter) -> Any:
             reporter.event("proxy", "allowed", target=target, **detail)
 
     handle = _network_module().start_network(mode, allow, publish, report, userns=ids)
+    if not (handle.namespace_path or handle.userns_path or handle.env):
+        return handle  # (--net none: nothing to join, the spec stands as decoded)
     try:
         raw = built.raw
         for ns in raw["linux"]["namespaces"]:

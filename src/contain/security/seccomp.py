@@ -100,6 +100,17 @@ class SeccompProgram:
     def instructions(self) -> int:
         return len(self.bpf) // 8
 
+    @property
+    def to_agent(self) -> bool:
+        """Whether some call goes to a user-space agent: a notify listener, or a tracer
+        (a SECCOMP_RET_TRACE return: BPF_RET|BPF_K with that action)."""
+        if self.notify:
+            return True
+        import struct
+
+        return any(code == 0x06 and k & 0xFFFF0000 == 0x7FF00000
+                   for code, _, _, k in struct.iter_unpack("=HBBI", self.bpf))
+
     def __repr__(self) -> str:
         return (f"SeccompProgram({self.instructions} insns, flags={self.flags:#x}, "
                 f"notify={self.notify})")
