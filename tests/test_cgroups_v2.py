@@ -235,16 +235,18 @@ def _block_device() -> tuple[int, int] | None:
 @needs_pure
 def test_pure_unlimited_values(pure: Manager) -> None:
     """PURE: -1 is "max"; unlimited memory without swap means unlimited swap; a quota of
-    -1 keeps the period."""
+    -1 keeps the period; a pids limit of 0 is a limit (runtime-spec 1.3)."""
     pure.set(res({"memory": {"limit": 1 << 30, "swap": 1 << 30}, "pids": {"limit": 5}}),
              skip_devices=True)
     assert _f(pure, "memory.swap.max") == "0"
     pure.set(res({"memory": {"limit": -1}, "cpu": {"quota": -1, "period": 50000},
-                  "pids": {"limit": 0}}), skip_devices=True)
+                  "pids": {"limit": -1}}), skip_devices=True)
     assert _f(pure, "memory.max") == "max"
     assert _f(pure, "memory.swap.max") == "max"
     assert _f(pure, "cpu.max") == "max 50000"
     assert _f(pure, "pids.max") == "max"
+    pure.set(res({"pids": {"limit": 0}}), skip_devices=True)
+    assert _f(pure, "pids.max") == "0"
 
 
 KNOBS = ("memory.max", "memory.low", "memory.high", "memory.swap.max", "cpu.weight",
