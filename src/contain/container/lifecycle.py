@@ -34,7 +34,8 @@ _SYSCTL_NS = (("kernel.shm", "ipc"), ("kernel.msg", "ipc"), ("kernel.sem", "ipc"
 
 class CreateOptions:
     __slots__ = ("console_socket", "pid_file", "preserve_fds", "no_pivot", "no_new_keyring",
-                 "console_fd", "rootless", "stdio", "start_now", "no_cgroup")
+                 "console_fd", "rootless", "stdio", "start_now", "no_cgroup",
+                 "systemd_cgroup")
 
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None,
                  preserve_fds: int = 0, no_pivot: bool = False, no_new_keyring: bool = False,
@@ -51,6 +52,7 @@ class CreateOptions:
         # channel -- no exec.fifo round trip (call run_poststart afterwards)
         self.start_now = False
         self.no_cgroup = False  # sandboxes without limits: no cgroup at all
+        self.systemd_cgroup = False  # --systemd-cgroup: the cgroup is a systemd scope
 
 
 def load_bundle(bundle: str) -> tuple[str, Spec]:
@@ -192,7 +194,8 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
         from contain.cgroups import new_manager
 
         try:
-            mgr = new_manager(linux.cgroups_path, cid, rootless=rootless)
+            mgr = new_manager(linux.cgroups_path, cid, rootless=rootless,
+                              systemd=opts.systemd_cgroup)
             mgr.validate(linux.resources)
         except ContainError as exc:
             if not rootless:
