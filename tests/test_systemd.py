@@ -197,9 +197,8 @@ def test_scope_lifecycle(make_bundle: Callable[..., Bundle], state_root: Path) -
         assert (cg / "pids.max").read_text().strip() == "80"
         props = _show(unit, "MemoryMax", "TasksMax")
         assert props == {"MemoryMax": str(128 << 20), "TasksMax": "80"}, props
-        ok(run_contain(state_root, "kill", cid, "KILL"))
     finally:
-        run_contain(state_root, "--systemd-cgroup", "delete", "--force", cid)
+        ok(run_contain(state_root, "--systemd-cgroup", "delete", "--force", cid))
     assert not (CG / "system.slice" / unit).exists()
     assert _show(unit, "LoadState")["LoadState"] == "not-found"
 
@@ -244,3 +243,4 @@ def test_same_unit_twice_refused(make_bundle: Callable[..., Bundle], state_root:
         assert f"contain-{cid}.scope" in Path(f"/proc/{pid}/cgroup").read_text()
     finally:
         run_contain(state_root, "delete", "--force", cid)
+
