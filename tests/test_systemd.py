@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -151,6 +152,30 @@ def test_no_systemd_is_a_clear_error(make_bundle: Callable[..., Bundle], state_r
                             cid, env=env), "--systemd-cgroup", "D-Bus")
     assert "is systemd running" in err
     assert not (state_root / cid).exists()
+
+
+def test_cgroupfs_path_does_not_load_the_driver(make_bundle: Callable[..., Bundle],
+                                                state_root: Path, tmp_path: Path) -> None:
+    """`run` with the cgroupfs driver imports neither the driver nor the D-Bus client
+    (-X importtime lists every module loaded); with --systemd-cgroup both are loaded."""
+    b = make_bundle(["/bin/true"])
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src"),
+           "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/none"}
+    loaded = {}
+    for flags in ([], ["--systemd-cgroup"]):
+        cid = unique_id("sdimp")
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "contain", "--root",
+                               str(state_root), *flags, "run", "--bundle", str(b.path), cid],
+                              capture_output=True, text=True, timeout=120, env=env,
+                              stdin=subprocess.DEVNULL)
+        loaded[bool(flags)] = {line.rsplit("|", 1)[-1].strip() for line in
+                               proc.stderr.splitlines() if line.startswith("import time:")}
+        if not flags:
+            assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "contain.cgroups" in loaded[False]
+    for mod in ("contain.cgroups.systemd", "contain.linux.dbus"):
+        assert mod not in loaded[False]
+        assert mod in loaded[True]
 
 
 def test_features_say_systemd() -> None:
