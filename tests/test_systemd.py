@@ -164,6 +164,10 @@ def test_cgroupfs_path_does_not_load_the_driver(make_bundle: Callable[..., Bundl
     loaded = {}
     for flags in ([], ["--systemd-cgroup"]):
         cid = unique_id("sdimp")
+        # (absolute for cgroupfs: under systemd the lane's pytest is in a service's cgroup,
+        # where a v2 child cgroup cannot take a process; the default for the driver)
+        b.config["linux"]["cgroupsPath"] = None if flags else f"/{cid}"
+        b.write()
         proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "contain", "--root",
                                str(state_root), *flags, "run", "--bundle", str(b.path), cid],
                               capture_output=True, text=True, timeout=120, env=env,
