@@ -208,7 +208,7 @@ def _processes() -> dict[int, int]:
     return out
 
 
-def _reap_zombies() -> None:
+def reap_zombies() -> None:
     """Collect orphans reparented to us that have exited (we are a subreaper)."""
     while True:
         try:
@@ -265,7 +265,7 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     # Engine tests drive daemons (containerd, conmon, dockerd) that keep helper processes
     # and storage mounts of their own between tests; their session fixtures remove those.
     engines = request.node.get_closest_marker("engines") is not None
-    _reap_zombies()
+    reap_zombies()
     mounts, cgroups, fds, procs = _mounts(), _cgroups(), _fds(), _processes()
     yield
     if engines:
@@ -291,6 +291,6 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
             except OSError:
                 pass
         problems.append(f"processes: {sorted(children)}")
-    _reap_zombies()
+    reap_zombies()
     if problems:
         pytest.fail("test leaked " + "; ".join(problems))

@@ -336,6 +336,28 @@ def test_allow_reports_every_decision(state_root: Path, server: Server,
         "example.org:80", f"localhost:{p + 1}"]
 
 
+def test_a_full_decision_log_is_reported_as_such(state_root: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the proxy's log limit the report says the rest went unreported (a
+    "log-full" event), not that some connection to ":" was allowed."""
+    import json
+
+    import contain
+    import contain.sandbox.network as network
+
+    monkeypatch.setattr(network, "LOG_LIMIT", 1500)
+    report = tmp_path / "report.jsonl"
+    tries = "; ".join(f"{CURL} http://example.org/{i}" for i in range(15))
+    r = contain.run(["/bin/sh", "-c", tries + "; true"], root=str(state_root),
+                    capture_output=True, net="allow=localhost:1", report=str(report),
+                    env=["NO_PROXY=", "no_proxy="])
+    assert r.returncode == 0, r.stderr
+    proxy = [json.loads(x) for x in report.read_text().splitlines()]
+    proxy = [e for e in proxy if e["source"] == "proxy"]
+    assert proxy[-1]["event"] == "log-full" and "not reported" in proxy[-1]["reason"], proxy
+    assert all(e["kind"] == "violation" for e in proxy[:-1]) and len(proxy) < 15, proxy
+
+
 def test_allow_with_a_user_namespace(state_root: Path, server: Server) -> None:
     """With --userns the network namespace is made in a user namespace the sandbox
     joins (its root owns nothing of the host's); the proxy serves it the same."""

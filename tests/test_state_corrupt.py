@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Bundle, contain_cmd, unique_id, wait_for
+from conftest import Bundle, contain_cmd, reap_zombies, unique_id, wait_for
 from test_errors import contain, one_line_error
 from test_hostile import _processes_running
 
@@ -163,17 +163,29 @@ def test_delete_racing_create(make_bundle: Callable[..., Bundle], state_root: Pa
             delete(str(state_root), cid, force=True)
         except ContainError:
             pass
-        _reap()
+        reap_zombies()  # the deleted inits were reparented to us (a subreaper)
     assert failures == [], f"{len(failures)} of 100 creates failed: {failures[:3]}"
     assert not [p for p in state_root.iterdir() if p.name.startswith(".new-")]
 
 
-def _reap() -> None:
-    """The deleted inits were reparented to this process (a subreaper)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+
+def test_create_sweeps_claims_of_killed_creates(make_bundle: Callable[..., Bundle],
+                                                state_root: Path) -> None:
+    """A create SIGKILLed between making its temporary claim directory and renaming it
+    into place leaves a `.new-<pid>-*` directory; the next create removes it once that
+    pid is gone, and leaves a live creator's alone."""
+    dead = subprocess.Popen(["/bin/true"])
+    dead.wait()
+    state_root.mkdir(parents=True, exist_ok=True)
+    abandoned = state_root / f".new-{dead.pid}-0badc0de"
+    abandoned.mkdir()
+    (abandoned / "state.json").write_text("{}")
+    alive = state_root / f".new-{os.getpid()}-0badc0de"
+    alive.mkdir()
+    try:
+        cid = _start(state_root, make_bundle(["/bin/true"]))
+        contain(state_root, "delete", "--force", cid)
+        assert not abandoned.exists()
+        assert alive.exists()
+    finally:
+        alive.rmdir()

@@ -235,7 +235,8 @@ def claim(record: ContainerRecord) -> Lock:
     os.makedirs(root, mode=0o711, exist_ok=True)
     if os.path.lexists(final):
         raise AlreadyExists(f"container with id exists: {cid}")
-    tmp = os.path.join(root, f".new-{os.getpid()}-{os.urandom(4).hex()}")
+    _sweep_abandoned_claims(root)
+    tmp = os.path.join(root, f"{_CLAIM_PREFIX}{os.getpid()}-{os.urandom(4).hex()}")
     os.mkdir(tmp, 0o711)
     lock = Lock(tmp)
     try:
@@ -263,6 +264,28 @@ def claim(record: ContainerRecord) -> Lock:
         raise
     lock.path = final
     return lock
+
+
+_CLAIM_PREFIX = ".new-"
+
+
+def _sweep_abandoned_claims(root: str) -> None:
+    """Remove the temporary claim directories of creates that were killed before their
+    rename (named after the creator's pid: gone when that pid is)."""
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(_CLAIM_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        try:
+            pid = int(name[len(_CLAIM_PREFIX):].split("-", 1)[0])
+            os.kill(pid, 0)
+        except ValueError:
+            continue  # not ours
+        except ProcessLookupError:
+            remove_dir(os.path.join(root, name))
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def _claim_by_mkdir(record: ContainerRecord, final: str) -> Lock:

@@ -123,9 +123,12 @@ def _start_network(built: Built, reporter: Reporter) -> Any:
         target = f"{event.get('host', '')}:{event.get('port', '')}"
         detail = {k: v for k, v in event.items()
                   if k not in ("type", "action", "host", "port", "reason", "time")}
-        if event.get("action") == "deny":
+        action = event.get("action")
+        if action == "deny":
             reporter.violation("proxy", "connect", target,
                                reason=str(event.get("reason", "")), **detail)
+        elif action == "log-full":  # the proxy's log is full: later decisions unreported
+            reporter.event("proxy", "log-full", reason=str(event.get("reason", "")))
         else:
             reporter.event("proxy", "allowed", target=target, **detail)
 

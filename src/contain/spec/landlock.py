@@ -26,6 +26,7 @@ from contain.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 ANNOTATION = "run.contain.landlock"
@@ -103,41 +104,10 @@ def decode(value: Any, path: str = "$.process.landlock") -> Landlock:
                              f"{path}.ruleset.handledAccessNetwork", ll.NET)
     out.scoped = _names(ruleset.get("scoped", []), f"{path}.ruleset.scoped", ll.SCOPE)
     rules = _object(obj.get("rules", {}), f"{path}.rules", ("pathBeneath", "netPort"))
-    beneath = rules.get("pathBeneath", [])
-    if not isinstance(beneath, list):
-        raise _fail(f"{path}.rules.pathBeneath", "expected an array")
-    for i, rule in enumerate(beneath):
-        p = f"{path}.rules.pathBeneath[{i}]"
-        rule = _object(rule, p, ("allowedAccess", "paths"))
-        allowed = _names(rule.get("allowedAccess", []), f"{p}.allowedAccess", ll.FS)
-        extra = sorted(set(allowed) - set(out.handled_fs))
-        if extra:
-            raise _fail(f"{p}.allowedAccess", f"{', '.join(extra)} not in "
-                        "ruleset.handledAccessFS")
-        paths = rule.get("paths", [])
-        if not isinstance(paths, list) or not all(isinstance(x, str) for x in paths):
-            raise _fail(f"{p}.paths", "expected an array of strings")
-        for j, x in enumerate(paths):
-            if not x.startswith("/") or "\0" in x:
-                raise _fail(f"{p}.paths[{j}]", f"{x!r}: not an absolute path")
-        out.path_rules.append((allowed, list(paths)))
-    ports = rules.get("netPort", [])
-    if not isinstance(ports, list):
-        raise _fail(f"{path}.rules.netPort", "expected an array")
-    for i, rule in enumerate(ports):
-        p = f"{path}.rules.netPort[{i}]"
-        rule = _object(rule, p, ("allowedAccess", "ports"))
-        allowed = _names(rule.get("allowedAccess", []), f"{p}.allowedAccess", ll.NET)
-        extra = sorted(set(allowed) - set(out.handled_net))
-        if extra:
-            raise _fail(f"{p}.allowedAccess", f"{', '.join(extra)} not in "
-                        "ruleset.handledAccessNetwork")
-        nums = rule.get("ports", [])
-        if not isinstance(nums, list) or not all(
-                isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 65535
-                for n in nums):
-            raise _fail(f"{p}.ports", "expected an array of port numbers (0-65535)")
-        out.port_rules.append((allowed, list(nums)))
+    out.path_rules = _rules(rules, "pathBeneath", "paths", f"{path}.rules", ll.FS,
+                            out.handled_fs, "ruleset.handledAccessFS", _absolute_paths)
+    out.port_rules = _rules(rules, "netPort", "ports", f"{path}.rules", ll.NET,
+                            out.handled_net, "ruleset.handledAccessNetwork", _port_numbers)
     best = obj.get("disableBestEffort", False)
     if not isinstance(best, bool):
         raise _fail(f"{path}.disableBestEffort", "expected a boolean")
@@ -163,3 +133,39 @@ def from_spec(spec: Any) -> Landlock | None:
     return decode(value, f"$.annotations[{ANNOTATION!r}]")
 
 
+
+
+def _rules(rules: dict[str, Any], key: str, what: str, path: str, rights: Any,
+           handled: list[str], handled_name: str,
+           check: Callable[[Any, str], list[Any]]) -> list[tuple[list[str], list[Any]]]:
+    """The rules under *key*: each an object of allowedAccess (a subset of the handled
+    rights) and *what* (checked by *check*)."""
+    items = rules.get(key, [])
+    if not isinstance(items, list):
+        raise _fail(f"{path}.{key}", "expected an array")
+    out: list[tuple[list[str], list[Any]]] = []
+    for i, rule in enumerate(items):
+        p = f"{path}.{key}[{i}]"
+        rule = _object(rule, p, ("allowedAccess", what))
+        allowed = _names(rule.get("allowedAccess", []), f"{p}.allowedAccess", rights)
+        extra = sorted(set(allowed) - set(handled))
+        if extra:
+            raise _fail(f"{p}.allowedAccess", f"{', '.join(extra)} not in {handled_name}")
+        out.append((allowed, check(rule.get(what, []), f"{p}.{what}")))
+    return out
+
+
+def _absolute_paths(paths: Any, path: str) -> list[str]:
+    if not isinstance(paths, list) or not all(isinstance(x, str) for x in paths):
+        raise _fail(path, "expected an array of strings")
+    for j, x in enumerate(paths):
+        if not x.startswith("/") or "\0" in x:
+            raise _fail(f"{path}[{j}]", f"{x!r}: not an absolute path")
+    return list(paths)
+
+
+def _port_numbers(nums: Any, path: str) -> list[int]:
+    if not isinstance(nums, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 65535 for n in nums):
+        raise _fail(path, "expected an array of port numbers (0-65535)")
+    return list(nums)
