@@ -61,13 +61,37 @@ done
 echo $? > "$out/rc"
 sync
 """
-# the lane's first stage (after test_uml_lane's init has mounted /proc, /sys, /run and
-# a cgroup2 tree, which systemd mounts itself: given back to it)
-STAGE = """mkdir -p /run/systemd/system/dbus.service.d /run/systemd/system/dbus.socket.d
+# Units that must never start in the lane: with the host's filesystem as UML's root, a
+# unit that pulls in sysinit.target runs systemd-tmpfiles --remove --boot, which empties
+# the host's /tmp (and journald, udev, logind write to /var). They are masked, and the
+# host's tree is read-only in the lane anyway (see STAGE).
+MASKED = ("sysinit.target", "basic.target", "sockets.target", "timers.target",
+          "local-fs.target", "systemd-tmpfiles-setup.service",
+          "systemd-tmpfiles-setup-dev.service", "systemd-tmpfiles-clean.service",
+          "systemd-tmpfiles-clean.timer", "systemd-logind.service", "systemd-journald.service",
+          "systemd-journald.socket", "systemd-journald-dev-log.socket",
+          "systemd-udevd.service", "systemd-sysusers.service", "systemd-update-utmp.service",
+          "ldconfig.service", "user@.service", "user-runtime-dir@.service")
+# The lane's first stage (after test_uml_lane's init has mounted /proc, /sys, /run and
+# a cgroup2 tree, which systemd mounts itself: given back to it). The host's tree is
+# made read-only for the whole lane (a read-only bind of /), with tmpfs on /tmp and
+# /var/tmp; only the lane's own directory is bound back writable.
+STAGE = """set -e
+mkdir -p /run/lane-out
+mount --bind {out} /run/lane-out
+mount -o remount,bind,ro /
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+mkdir -p {out}
+mount --bind /run/lane-out {out}
+for u in dbus.service dbus.socket; do
+  mkdir -p /run/systemd/system/$u.d
+  cp {out}/no-default-deps.conf /run/systemd/system/$u.d/
+done
+for u in {masked}; do ln -sf /dev/null /run/systemd/system/$u; done
 cp {out}/contain-test.service /run/systemd/system/
-cp {out}/no-default-deps.conf /run/systemd/system/dbus.service.d/
-cp {out}/no-default-deps.conf /run/systemd/system/dbus.socket.d/
 umount /sys/fs/cgroup
+set +e
 exec /lib/systemd/systemd --unit=contain-test.service --log-target=console --show-status=0"""
 
 
@@ -82,9 +106,10 @@ def sd_lane(tmp_path_factory: pytest.TempPathFactory) -> Lane:
     python = shlex.quote(sys.executable)
     (out / "contain-test.service").write_text(UNIT.format(repo=REPO, out=out))
     (out / "no-default-deps.conf").write_text(NO_DEFAULT_DEPS)
+    tests = os.environ.get("CONTAIN_SYSTEMD_LANE_TESTS") or " ".join(INNER_TESTS)
     (out / "inner.sh").write_text(INNER.format(
-        out=q, pytest=PYTEST.format(python=python, args=" ".join(INNER_TESTS))))
-    return boot(out, [], timeout=TIMEOUT, command=STAGE.format(out=q))
+        out=q, pytest=PYTEST.format(python=python, args=tests)))
+    return boot(out, [], timeout=TIMEOUT, command=STAGE.format(out=q, masked=" ".join(MASKED)))
 
 
 def test_systemd_lane(sd_lane: Lane) -> None:
@@ -103,6 +128,7 @@ def test_systemd_lane(sd_lane: Lane) -> None:
         pytest.fail(f"{len(bad)} inner test(s) did not pass under systemd:\n{lines}\n"
                     f"--- inner pytest log (tail) ---\n{sd_lane.log()}")
     names = {n.rsplit("::", 1)[-1] for n, o, _ in sd_lane.cases if o == "passed"}
-    assert {"test_scope_lifecycle", "test_shim_with_systemd_cgroup"} <= names, names
+    assert {"test_scope_lifecycle", "test_shim_with_systemd_cgroup",
+            "test_lane_leaves_the_host_alone"} <= names, names
     print(f"\nsystemd lane: {len(names)} passed")
 

@@ -274,12 +274,14 @@ class Bus:
         self.close()
 
     def _auth(self) -> None:
+        """EXTERNAL, with BEGIN sent in the same write (as sd-bus's clients do): systemd
+        252's private server left a first message that arrived in the same read as a
+        late BEGIN unprocessed until more data came (a Subscribe waited forever)."""
         uid = str(os.geteuid()).encode().hex()
-        self.sock.sendall(b"\0AUTH EXTERNAL " + uid.encode() + b"\r\n")
+        self.sock.sendall(b"\0AUTH EXTERNAL " + uid.encode() + b"\r\nBEGIN\r\n")
         line = self._line()
         if not line.startswith(b"OK"):
             raise DBusError("", f"D-Bus authentication refused: {line.decode(errors='replace')}")
-        self.sock.sendall(b"BEGIN\r\n")
 
     def _line(self) -> bytes:
         while b"\r\n" not in self.buf:
@@ -290,7 +292,7 @@ class Bus:
         line, _, self.buf = self.buf.partition(b"\r\n")
         return line
 
-    def _read_message(self, deadline: float) -> Message:
+    def _read_message(self, deadline: float, what: str) -> Message:
         while True:
             if len(self.buf) >= 16:
                 size = _message_size(self.buf)
@@ -301,7 +303,7 @@ class Bus:
                     return decode(data)
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self.sock], [], [], left)[0]:
-                raise DBusError("", "timed out waiting for D-Bus")
+                raise DBusError("", f"timed out waiting for {what}")
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise DBusError("", "the D-Bus peer closed the connection")
@@ -323,7 +325,7 @@ class Bus:
         serial = self.send(dest, path, interface, member, signature, *body)
         deadline = time.monotonic() + timeout
         while True:
-            msg = self._read_message(deadline)
+            msg = self._read_message(deadline, f"the reply to {member}")
             if msg.kind == SIGNAL:
                 self.signals.append(msg)
                 continue
@@ -343,7 +345,7 @@ class Bus:
                 if msg.interface == interface and msg.member == member and match(msg):
                     return self.signals.pop(i)
             self.signals.clear()
-            msg = self._read_message(deadline)
+            msg = self._read_message(deadline, f"the signal {member}")
             if msg.kind == SIGNAL:
                 self.signals.append(msg)
 
