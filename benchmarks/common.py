@@ -315,9 +315,12 @@ def timed(argv: Sequence[str], *, timeout: float = 120, scratch: Path | None = N
     """Run *argv* with stdin from /dev/null and stdout/stderr to files; time the wall clock
     from spawn to exit. Files rather than pipes: a detached container inherits them and a
     pipe would keep us waiting for its end of file."""
-    with tempfile.TemporaryFile(dir=scratch) as out, tempfile.TemporaryFile(dir=scratch) as err:
+    # stdin: an empty file of our own, not /dev/null: `runsc run` fchowns its stdio to
+    # the sandbox's user (nobody), which turned the host's /dev/null into nobody's
+    with tempfile.TemporaryFile(dir=scratch) as out, tempfile.TemporaryFile(dir=scratch) as err, \
+            tempfile.TemporaryFile(dir=scratch) as empty:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+        proc = subprocess.Popen(list(argv), stdin=empty, stdout=out, stderr=err,
                                 env=env, cwd=cwd)
         # the exit is seen through a pidfd at once: Popen.wait(timeout=) polls with
         # doubling sleeps (0.5, 1, 2, 4, 8 ... ms), which rounded every figure up to the
@@ -773,8 +776,9 @@ class Session:
         self._tracked.pop((rt.name, cid), None)
 
     def spawn(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # not /dev/null: runsc fchowns its stdio to the sandbox's user (see timed)
+        with tempfile.TemporaryFile(dir=self.scratch) as sink:
+            proc = subprocess.Popen(list(argv), stdin=sink, stdout=sink, stderr=sink)
         self._spawned.append(proc)
         return proc
 

@@ -37,7 +37,7 @@ from .common import (
 OWN = ("goals", "lifecycle", "api_spawn", "throughput", "density", "pauseresume", "workload")
 #: benchmarks other modules of the project contribute, used when their file exists
 EXTERNAL = ("syscall_overhead", "cgroups", "engines", "isolation", "sandbox_policy",
-            "sandbox_net", "supervise")
+            "sandbox_net", "supervise", "supervise_workload")
 ALL = (*OWN, *EXTERNAL)
 ALIASES = {"api": "api_spawn", "pause": "pauseresume", "syscall": "syscall_overhead",
            "syscalls": "syscall_overhead", "workloads": "workload", "net": "sandbox_net",

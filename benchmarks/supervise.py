@@ -21,6 +21,7 @@ cost per call.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -134,8 +135,8 @@ def run(session: Session) -> Result:
     loop = build_loop(session.scratch)
 
     runsc = _runsc_ptrace(session)
-    med, counts, rows, _ = _table(session, result, contain, runsc, loop, "getppid_loop",
-                                     CASES, n_fast, n_slow, rounds, "")
+    med, counts, rows, samples = _table(session, result, contain, runsc, loop,
+                                        "getppid_loop", CASES, n_fast, n_slow, rounds, "")
     native = med.get("native")
     gvisor = med.get(RUNSC_LABEL)
     notes = []
@@ -149,19 +150,32 @@ def run(session: Session) -> Result:
             verdict = "at or below" if med[label] <= gvisor else "above"
             notes.append(f"{label}: {med[label] / 1000:.1f} us per call, {verdict} "
                          f"runsc-ptrace's {gvisor / 1000:.1f} us")
+    cpu_rows, cpu_us = _cpu_table(session, result, contain, runsc, loop, n_slow, rounds)
+    if cpu_us.get("notify, getppid emulated (return)") and cpu_us.get(RUNSC_LABEL):
+        a, b = cpu_us["notify, getppid emulated (return)"], cpu_us[RUNSC_LABEL]
+        notes.append(f"CPU time per answered getppid: notify {a:.1f} us, runsc-ptrace "
+                     f"{b:.1f} us ({'at or below' if a <= b else 'above'})")
     open_loop = _build(session.scratch, "open_loop", OPEN_C)
     o_fast = 50_000 if session.quick else 200_000
     o_slow = 1_000 if session.quick else 5_000
-    o_med, _, o_rows, _ = _table(session, result, contain, runsc, open_loop, "open_loop",
-                                 OPEN_CASES, o_fast, o_slow, rounds, "open-")
+    o_med, _, o_rows, o_samples = _table(session, result, contain, runsc, open_loop,
+                                         "open_loop", OPEN_CASES, o_fast, o_slow, rounds,
+                                         "open-")
     o_gv = o_med.get(RUNSC_LABEL)
     lbl = "notify, + open path policy (ADDFD)"
     if lbl in o_med and o_gv:
         notes.append(f"open+read+close with the path policy: {o_med[lbl] / 1000:.1f} us, "
                      f"runsc-ptrace {o_gv / 1000:.1f} us")
-    header = ["case", "ns/call", "vs native (ns)", "vs runsc-ptrace", "calls per run"]
+    header = ["case", "ns/call (median)", "min-max", "vs native (ns)", "vs runsc-ptrace",
+              "calls per run"]
     result.markdown = "\n".join([
         "### getppid (a cheap call)", "", md_table(header, rows), "",
+        "### CPU time per answered getppid (every process of the run, load-robust)", "",
+        md_table(["case", "CPU us per call (median)", "min-max"], cpu_rows), "",
+        "The CPU time (user + system) of the whole `run` -- the runtime, the supervisor "
+        "or gVisor's sandbox, the workload, as wait4(2) counts the process tree -- for "
+        f"{n_slow:,} calls minus that for {n_slow // 10:,}, per call: what a call costs "
+        "in CPU, whatever the machine's load does to the wall clock.", "",
         "### open + read + close of /etc/passwd (file I/O under a path policy)", "",
         md_table(header, o_rows), "",
         f"Median of {rounds} interleaved rounds of `run` of static C loops (each reports "
@@ -169,17 +183,96 @@ def run(session: Session) -> Result:
         "`org.contain.supervise` annotation; no report file is written. The realistic "
         "policy: mkdir denied, mknodat/mount/uname emulated, ptrace kills."])
     result.notes = notes
-    result.data = {"median_ns": med, "calls": counts, "open_median_ns": o_med}
+    result.data = {"median_ns": med, "calls": counts, "open_median_ns": o_med,
+                   "cpu_us_per_call": cpu_us,
+                   "samples_ns": samples, "open_samples_ns": o_samples,
+                   "loadavg_after": list(os.getloadavg())}
     return result
 
 
 RUNSC_LABEL = "runsc --platform=ptrace (every call intercepted)"
+CPU_CASES = tuple(c for c in CASES if c[3])
+
+
+def _cpu_run(rt: OciRuntime, cid: str, bundle: Any, timeout: float = 600) -> float:
+    """The CPU seconds (user + system) of ``rt run`` and every process it waited for."""
+    import select
+    import tempfile
+
+    rt.session.track(rt, cid)
+    with tempfile.TemporaryFile(dir=rt.session.scratch) as out:
+        proc = subprocess.Popen(rt.cmd("run", "--bundle", str(bundle.path), cid),
+                                stdin=out, stdout=out, stderr=out)  # not /dev/null: runsc
+                                # fchowns its stdio to the sandbox's user
+        pidfd = os.pidfd_open(proc.pid)
+        try:
+            done, _, _ = select.select([pidfd], [], [], timeout)
+        finally:
+            os.close(pidfd)
+        if not done:
+            proc.kill()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            out.seek(0)
+            rt.delete(cid, force=True)
+            raise BenchError(f"{rt.name} run: exit {proc.returncode}: "
+                             f"{out.read().decode(errors='replace')[-300:]}")
+    rt.session.untrack(rt, cid)
+    return float(usage.ru_utime + usage.ru_stime)
+
+
+def _cpu_table(session: Session, result: Result, contain: OciRuntime,
+               runsc: OciRuntime | None, loop: Any, n: int,
+               rounds: int) -> tuple[list[list[str]], dict[str, float]]:
+    """CPU time per answered call: (cpu(n) - cpu(n/10)) / (n - n/10), interleaved."""
+    small = n // 10
+    members: list[tuple[str, OciRuntime, dict[int, Any]]] = []
+    for label, sup, policy, _ in CPU_CASES:
+        bundles = {}
+        for count in (small, n):
+            cfg = oci_config(["/getppid_loop", str(count)])
+            cfg["linux"]["seccomp"] = default_seccomp(cfg)
+            cfg["annotations"] = {"org.contain.supervise": json.dumps(policy),
+                                  "org.contain.supervisor": sup}
+            b = session.bundle("contain", f"supervise-cpu-{len(members)}-{count}", cfg)
+            if not (b.rootfs / "getppid_loop").exists():
+                shutil.copy2(loop, b.rootfs / "getppid_loop")
+            bundles[count] = b
+        members.append((label, contain, bundles))
+    if runsc is not None:
+        bundles = {}
+        for count in (small, n):
+            b = session.bundle("runsc-ptrace", f"supervise-cpu-{count}",
+                               oci_config(["/getppid_loop", str(count)]))
+            if not (b.rootfs / "getppid_loop").exists():
+                shutil.copy2(loop, b.rootfs / "getppid_loop")
+            bundles[count] = b
+        members.append((RUNSC_LABEL, runsc, bundles))
+    per_call: dict[str, list[float]] = {m[0]: [] for m in members}
+    session.progress.start("syscall supervisors (CPU time)", rounds * len(members))
+    for rnd in range(rounds):
+        for label, rt, bundles in rotate(members, rnd):
+            session.progress.step(label)
+            try:
+                a = _cpu_run(rt, session.new_id(rt.name, "cpu"), bundles[small])
+                b = _cpu_run(rt, session.new_id(rt.name, "cpu"), bundles[n])
+            except BenchError as exc:
+                result.errors[f"cpu: {label}"] = str(exc)
+                continue
+            per_call[label].append((b - a) / (n - small) * 1e6)
+    session.progress.finish()
+    med = {k: statistics.median(v) for k, v in per_call.items() if v}
+    rows = [[k, f"{med[k]:.2f}", f"{min(v):.2f}-{max(v):.2f}"] if k in med else
+            [k, "error", "-"] for k, v in per_call.items()]
+    return rows, med
 
 
 def _table(session: Session, result: Result, contain: OciRuntime, runsc: OciRuntime | None,
            loop: Any, binary: str, cases: tuple[tuple[str, str | None, Any, bool], ...],
            n_fast: int, n_slow: int, rounds: int,
-           prefix: str) -> tuple[dict[str, float], dict[str, int], list[list[str]], int]:
+           prefix: str) -> tuple[dict[str, float], dict[str, int], list[list[str]],
+                                 dict[str, list[float]]]:
     """Measure *cases* (and native, runsc-ptrace) with the static *loop*."""
     bundles: dict[str, Any] = {}
     counts: dict[str, int] = {}
@@ -238,13 +331,14 @@ def _table(session: Session, result: Result, contain: OciRuntime, runsc: OciRunt
     rows = []
     for label in labels:
         if label not in med:
-            rows.append([label, "error", "-", "-", "-"])
+            rows.append([label, "error", "-", "-", "-", "-"])
             continue
         v = med[label]
         over = f"{v - native:+.1f}" if native is not None and label != "native" else "-"
         vs = f"{v / gvisor:.2f}x" if gvisor and label != RUNSC_LABEL else "-"
-        rows.append([label, f"{v:,.1f}", over, vs, f"{counts.get(label, n_fast):,}"])
-    return med, counts, rows, rounds
+        spread = f"{min(samples[label]):,.1f}-{max(samples[label]):,.1f}"
+        rows.append([label, f"{v:,.1f}", spread, over, vs, f"{counts.get(label, n_fast):,}"])
+    return med, counts, rows, samples
 
 
 if __name__ == "__main__":

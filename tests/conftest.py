@@ -255,6 +255,11 @@ def _cgroups() -> set[str]:
     return found
 
 
+def _dev_null() -> tuple[int, int, int]:
+    st = os.stat("/dev/null")
+    return st.st_uid, st.st_gid, st.st_mode
+
+
 def _fds() -> set[int]:
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
@@ -267,6 +272,7 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     engines = request.node.get_closest_marker("engines") is not None
     reap_zombies()
     mounts, cgroups, fds, procs = _mounts(), _cgroups(), _fds(), _processes()
+    null = _dev_null()
     yield
     if engines:
         mounts = _mounts()
@@ -284,6 +290,8 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         problems.append(f"cgroups: {sorted(leaked_cgroups)}")
     if leaked_fds:
         problems.append(f"fds: {sorted(leaked_fds)}")
+    if _dev_null() != null:  # runsc, given it as stdio, made it nobody's once
+        problems.append(f"/dev/null changed: {null} -> {_dev_null()}")
     if children:
         for pid in children:
             try:

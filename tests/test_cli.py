@@ -31,7 +31,7 @@ def test_version() -> None:
         assert proc.returncode == 0
         lines = proc.stdout.splitlines()
         assert lines[0].startswith("contain version ")
-        assert lines[1] == "spec: 1.2.0"
+        assert lines[1] == "spec: 1.3.0"
 
 
 def test_help_lists_every_command() -> None:
@@ -142,7 +142,7 @@ def test_features_json() -> None:
     proc = cli("features")
     assert proc.returncode == 0
     feats = json.loads(proc.stdout)
-    assert feats["ociVersionMin"].startswith("1.") and feats["ociVersionMax"] == "1.2.0"
+    assert feats["ociVersionMin"].startswith("1.") and feats["ociVersionMax"] == "1.3.0"
     assert set(feats["hooks"]) == {"prestart", "createRuntime", "createContainer",
                                    "startContainer", "poststart", "poststop"}
     assert {"bind", "rbind", "ro", "nosuid", "rro"} <= set(feats["mountOptions"])
@@ -213,3 +213,30 @@ def test_leave_flushes_and_keeps_exit_work(setup: str, expect_out: str) -> None:
     p = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
                        text=True, timeout=60)
     assert (p.returncode, p.stdout, p.stderr) == (300 & 0xFF, expect_out, "err")
+
+
+def test_setup_commands_run_without_the_cycle_collector(state_root: Path,
+                                                        make_bundle: Callable[..., Bundle]
+                                                        ) -> None:
+    """A setup command keeps the cyclic garbage collector off (its imports would
+    trigger collections that walk everything); a forked child that stays a Python
+    process gets it back, and `run` turns it back on once its container runs (a pty
+    relay or a network proxy may then serve for long)."""
+    bundle = make_bundle(["/bin/true"])
+    code = (f"import gc, os, sys; sys.path.insert(0, {str(SRC)!r})\n"
+            "from contain.cli.main import main\n"
+            f"root = {str(state_root)!r}\n"
+            "main(['--root', root, 'list', '-q'])\n"
+            "after_list = gc.isenabled()\n"
+            "r, w = os.pipe()\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    os.write(w, b'1' if gc.isenabled() else b'0'); os._exit(0)\n"
+            "os.waitpid(pid, 0)\n"
+            "in_child = os.read(r, 1) == b'1'\n"
+            f"rc = main(['--root', root, 'run', '--bundle', {str(bundle.path)!r}, "
+            f"{unique_id('gc')!r}])\n"
+            "print(after_list, in_child, rc, gc.isenabled())\n")
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                       text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.stdout.split() == ["False", "True", "0", "True"], p.stdout + p.stderr

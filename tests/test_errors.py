@@ -294,6 +294,11 @@ FAILING_STEPS: list[tuple[str, Mutate, tuple[str, ...]]] = [
         {"type": "c", "path": "/dev/pts", "major": 1, "minor": 3}]), ("/dev/pts",)),
     ("masked-path-error", setter("linux.readonlyPaths", ["/proc/self/fd/0/x"]),
      ("readonlyPaths",)),
+    # a failure after pivot_root is told with its message also when nothing else made
+    # the runtime import what the init reports it with (no process.capabilities here)
+    ("no-executable-no-capabilities", lambda cfg: (
+        cfg["process"].pop("capabilities", None),
+        cfg["process"].update(args=["/no/such/program"])), ("/no/such/program",)),
 ]
 
 

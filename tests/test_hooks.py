@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Bundle, contain_cmd, ok, unique_id
+from conftest import Bundle, contain_cmd, ok, unique_id, wait_for
 
 KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
          "poststop")
@@ -196,9 +196,10 @@ def test_failing_start_container_hook_fails_start(hooks: HookSetup, state_root: 
     try:
         contain(state_root, "start", cid)
         # the spec: the runtime must stop the container (runc's start itself returns 0:
-        # the hook runs in the init after start has released it, as here)
-        st = json.loads(ok(contain(state_root, "state", cid)))
-        assert st["status"] == "stopped"
+        # the hook runs in the init after start has released it, as here, so the init
+        # may still be running the hook when start returns: wait for its end)
+        wait_for(lambda: json.loads(ok(contain(state_root, "state", cid)))["status"]
+                 == "stopped", timeout=30)
     finally:
         ok(contain(state_root, "delete", "--force", cid))
 

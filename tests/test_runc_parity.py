@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Bundle, contain_cmd, run_contain, unique_id
+from conftest import Bundle, contain_cmd, reap_zombies, run_contain, unique_id, wait_for
 
 
 def run(state_root: Path, bundle: Bundle, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -239,3 +239,207 @@ def test_join_a_mount_namespace_by_path(make_bundle: Callable[..., Bundle],
     finally:
         holder.kill()
         holder.wait()
+
+
+def _userns_bundle(make_bundle: Callable[..., Bundle], args: list[str]) -> Bundle:
+    """A container in a user namespace of its own: root is host uid/gid 100000."""
+    bundle = make_bundle(args)
+    cfg = bundle.config
+    cfg["linux"]["namespaces"].append({"type": "user"})
+    cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    # (/sys cannot be mounted without a network namespace of the user namespace's own)
+    cfg["mounts"] = [m for m in cfg["mounts"] if not m["destination"].startswith("/sys")]
+    (bundle.rootfs / "data").mkdir()  # (the root-owned rootfs is read-only to its root)
+    for p in (bundle.path, *bundle.path.parents):  # (pytest's directories are 0700)
+        if p in (Path("/tmp"), Path("/")):
+            break
+        p.chmod(p.stat().st_mode | 0o711)
+    return bundle
+
+
+def test_bind_source_is_opened_on_the_host(make_bundle: Callable[..., Bundle],
+                                           state_root: Path, tmp_path: Path) -> None:
+    """runc reaches a bind source from the host: one under a root-owned mode-000
+    directory binds into a container whose root is a host uid without access to it
+    (the container sees the source itself, not the directory above it)."""
+    locked = tmp_path / "locked"
+    (locked / "data").mkdir(parents=True)
+    (locked / "data" / "hello").write_text("hello\n")
+    (locked / "data").chmod(0o755)
+    (locked / "data" / "hello").chmod(0o644)
+    locked.chmod(0o000)
+    try:
+        bundle = _userns_bundle(make_bundle, ["/bin/cat", "/data/hello"])
+        bundle.config["mounts"].append({"destination": "/data", "type": "bind",
+                                        "source": str(locked / "data"),
+                                        "options": ["rbind", "ro"]})
+        bundle.write()
+        proc = run(state_root, bundle)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == "hello\n"
+        # a source that is missing is still one line naming the mount
+        bundle.config["mounts"][-1]["source"] = str(locked / "nope")
+        bundle.write()
+        proc = run(state_root, bundle)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert f"mounts[{len(bundle.config['mounts']) - 1}]" in proc.stderr, proc.stderr
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.skipif(os.environ.get("CONTAIN_UML_LANE") == "1",
+                    reason="hostfs has no id-mapped mounts (docs/hosts.md)")
+def test_idmapped_mount_in_a_user_namespace(make_bundle: Callable[..., Bundle],
+                                            state_root: Path, tmp_path: Path) -> None:
+    """runc sets MOUNT_ATTR_IDMAP from the host: inside the container's user namespace
+    mount_setattr fails with EPERM, because the kernel asks for CAP_SYS_ADMIN in the
+    user namespace that owns the filesystem's superblock (the host's, for a host
+    directory), which no process in the container has."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "mine").write_text("x")
+    os.chown(data / "mine", 0, 0)
+    bundle = _userns_bundle(make_bundle, ["/bin/sh", "-c", "ls -ln /data; "
+                                          "grep ' /data ' /proc/self/mountinfo"])
+    # on-disk 0 appears as host 100000, which is the container's root
+    bundle.config["mounts"].append({
+        "destination": "/data", "type": "bind", "source": str(data), "options": ["rbind"],
+        "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+        "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]})
+    bundle.write()
+    proc = run(state_root, bundle)
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln.split() for ln in proc.stdout.splitlines() if ln.endswith(" mine"))
+    assert line[2:4] == ["0", "0"], proc.stdout  # root's file, as the container's root
+    assert "idmapped" in proc.stdout
+
+
+def test_masked_file_is_not_bound_through_a_dev_null_symlink(
+        make_bundle: Callable[..., Bundle], state_root: Path, tmp_path: Path) -> None:
+    """runc's CVE-2025-31133: a masked file is covered by binding /dev/null; when /dev
+    comes from the image (a bind) and its null is a symlink, a bind of that path would
+    put what it names -- /proc/sys/kernel/core_pattern, writable -- over the masked file.
+    contain opens /dev/null inside the root and refuses anything but the 1:3 device."""
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "null").symlink_to("/proc/sys/kernel/core_pattern")
+    bundle = make_bundle(["/bin/cat", "/etc/passwd"])
+    bundle.config["mounts"].append({"destination": "/dev", "type": "bind",
+                                    "source": str(dev), "options": ["rbind"]})
+    bundle.config["linux"]["maskedPaths"] = ["/etc/passwd"]
+    bundle.write()
+    proc = run(state_root, bundle)
+    assert proc.returncode == 1, proc.stdout
+    assert "/dev/null is not the null device" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_empty_home_is_replaced(make_bundle: Callable[..., Bundle], state_root: Path) -> None:
+    """runc 1.3 treats an empty HOME= as unset: HOME comes from the container's
+    /etc/passwd for the process's user."""
+    bundle = make_bundle(["/bin/sh", "-c", "echo \"[$HOME]\""])
+    bundle.config["process"]["env"].append("HOME=")
+    bundle.write()
+    proc = run(state_root, bundle)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["[/root]"]
+
+
+def test_user_sysctls_need_a_user_namespace(make_bundle: Callable[..., Bundle],
+                                            state_root: Path) -> None:
+    """runc 1.4 allows user.* sysctls for a container with a user namespace of its own
+    (they are that namespace's); without one they would be the host's: refused."""
+    bundle = _userns_bundle(make_bundle, ["/bin/cat", "/proc/sys/user/max_user_namespaces"])
+    bundle.config["linux"]["sysctl"] = {"user.max_user_namespaces": "7"}
+    bundle.write()
+    proc = run(state_root, bundle)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["7"]
+    bundle.config["linux"]["namespaces"] = [
+        n for n in bundle.config["linux"]["namespaces"] if n["type"] != "user"]
+    del bundle.config["linux"]["uidMappings"], bundle.config["linux"]["gidMappings"]
+    bundle.write()
+    proc = run(state_root, bundle)
+    assert proc.returncode == 1
+    assert "$.linux.sysctl.user.max_user_namespaces" in proc.stderr, proc.stderr
+
+
+def test_sigkill_reaches_every_process_without_a_pid_namespace(
+        make_bundle: Callable[..., Bundle], state_root: Path) -> None:
+    """runc 1.2 (kill -a deprecated): SIGKILL to a container without a PID namespace of
+    its own kills all its processes, not only the init (whose death would not take the
+    others with it)."""
+    bundle = make_bundle(["/bin/sh", "-c", "sleep 100 & sleep 100 & wait"])
+    bundle.config["linux"]["namespaces"] = [
+        n for n in bundle.config["linux"]["namespaces"] if n["type"] != "pid"]
+    bundle.write()
+    cid = unique_id("par")
+    with open(os.devnull, "rb") as null, tempfile.TemporaryFile() as out:
+        proc = subprocess.run([*contain_cmd(), "--root", str(state_root), "run", "-d",
+                               "--bundle", str(bundle.path), cid],
+                              stdin=null, stdout=out, stderr=out, timeout=60)
+        assert proc.returncode == 0
+    try:
+        def pids() -> str:
+            return run_contain(state_root, "ps", "--format", "json", cid).stdout.strip()
+
+        wait_for(lambda: len(json.loads(pids() or "[]")) == 3)
+        assert run_contain(state_root, "kill", cid, "KILL").returncode == 0
+
+        def all_gone() -> bool:
+            reap_zombies()  # (the sleeps are ours once their shell is gone)
+            return json.loads(pids() or "[]") == []
+
+        wait_for(all_gone)
+    finally:
+        run_contain(state_root, "delete", "--force", cid)
+
+
+def test_recursive_atime_options(make_bundle: Callable[..., Bundle], state_root: Path,
+                                 tmp_path: Path) -> None:
+    """runc 1.4.1 applies the recursive access-time options (rnoatime, rstrictatime,
+    rnodiratime ...; mount_setattr wants the whole atime mask cleared to set one) and
+    rnosymfollow, to a bind and every mount below it."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(src / "sub")], check=True)
+    try:
+        bundle = make_bundle(["/bin/sh", "-c", "grep ' /data' /proc/self/mountinfo"])
+        bundle.config["mounts"].append({"destination": "/data", "type": "bind",
+                                        "source": str(src), "options": [
+                                            "rbind", "rnoatime", "rnodiratime",
+                                            "rnosymfollow"]})
+        bundle.write()
+        proc = run(state_root, bundle)
+        assert proc.returncode == 0, proc.stderr
+        opts = {ln.split()[4]: set(ln.split()[5].split(",")) for ln in proc.stdout.splitlines()}
+        assert set(opts) == {"/data", "/data/sub"}, proc.stdout
+        for mp, have in opts.items():
+            assert {"noatime", "nodiratime", "nosymfollow"} <= have, (mp, have)
+        bundle.config["mounts"][-1]["options"] = ["rbind", "rstrictatime"]
+        bundle.write()
+        proc = run(state_root, bundle)
+        assert proc.returncode == 0, proc.stderr
+        for ln in proc.stdout.splitlines():
+            have = set(ln.split()[5].split(","))
+            assert not have & {"noatime", "relatime"}, ln  # strictatime shows as neither
+    finally:
+        subprocess.run(["umount", str(src / "sub")], check=True)
+
+
+def test_console_keeps_the_devpts_group(make_bundle: Callable[..., Bundle],
+                                        state_root: Path) -> None:
+    """runc 1.4 gives the container's pty to the process's uid and leaves its group to
+    the devpts mount (gid=5 in the default config), which need not be mapped."""
+    from test_terminal import _pty_run
+
+    bundle = make_bundle(["/bin/sh", "-c", "stat -c 'owner %u %g' $(tty)"])
+    bundle.config["process"]["terminal"] = True
+    bundle.config["process"]["user"] = {"uid": 1000, "gid": 1000}
+    bundle.write()
+    code, out = _pty_run([*contain_cmd(), "--root", str(state_root), "run", "--bundle",
+                          str(bundle.path), unique_id("par")], feed=[])
+    assert code == 0, out
+    assert "owner 1000 5" in out, out

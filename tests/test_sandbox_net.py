@@ -202,10 +202,14 @@ def test_bad_input_after_the_network_is_made_leaves_nothing(state_root: Path,
 # -- --net none and host -----------------------------------------------------------------
 
 def test_net_none_has_only_loopback_and_it_is_up(state_root: Path) -> None:
+    # the listener's stdin stays open: a background job's is /dev/null, and busybox nc
+    # that sees its stdin end may exit before it has read what the client sent
     out = ok(sh(state_root, "ls /sys/class/net; cat /sys/class/net/lo/flags; "
-                "busybox nc -l -p 7000 > /tmp/got & "
+                "(sleep 30 | busybox nc -l -p 7000 > /tmp/got) & "
                 "for i in $(seq 100); do echo served | busybox nc 127.0.0.1 7000 "
-                "2>/dev/null && break; sleep 0.1; done; wait; cat /tmp/got"))
+                "2>/dev/null && break; sleep 0.1; done; "
+                "for i in $(seq 100); do [ -s /tmp/got ] && break; sleep 0.1; done; "
+                "cat /tmp/got"))
     lines = out.split()
     assert lines[0] == "lo" and int(lines[1], 16) & 1, out  # IFF_UP
     assert "served" in lines

@@ -684,6 +684,32 @@ def test_compiled_program_cache(tmp_path: Path) -> None:
     assert sec.compile_filter(sc, cache_dir=cache).bpf == first.bpf
 
 
+def test_cached_program_needs_no_libseccomp_binding(tmp_path: Path) -> None:
+    """A cache hit compiles nothing: neither ctypes nor the libseccomp binding is loaded
+    (the cache key reads libseccomp's version through the lean native layer), and the
+    program is the one the binding compiled."""
+    import subprocess
+    import sys
+
+    from conftest import SRC
+
+    cache = str(tmp_path / "cache")
+    sc = Seccomp.decode(default_profile(), PATH)
+    first = sec.compile_filter(sc, cache_dir=cache)
+    assert kseccomp.libseccomp_version() == libseccomp.version()
+    code = (f"import sys; sys.path.insert(0, {str(SRC)!r})\n"
+            "from contain.security import seccomp as sec\n"
+            "from contain.security.seccomp_default import default_profile\n"
+            "from contain.spec.config import Seccomp\n"
+            "sc = Seccomp.decode(default_profile(), '$')\n"
+            f"p = sec.compile_filter(sc, cache_dir={cache!r})\n"
+            "sys.stdout.write(p.bpf.hex() + ' ' + str(p.flags) + ' ' + "
+            "str(sorted(m for m in sys.modules if 'ctypes' == m or 'libseccomp' in m)))\n")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                         text=True, timeout=60, check=True).stdout.split()
+    assert out == [first.bpf.hex(), str(first.flags), "[]"]
+
+
 # -- through the runtime: `contain run` with linux.seccomp from config.json ------------------
 
 def _run(make_bundle: Callable[..., Any], state_root: Path, script: str,

@@ -203,6 +203,117 @@ print(n, sorted(opened.items()))
     assert "/etc/shadow" not in rest
 
 
+OPENAT2_SCRIPT = r"""
+import ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+NR_OPENAT2 = 437
+def openat2(dirfd, path, flags=0, resolve=0, size=24, extra=b''):
+    how = ctypes.create_string_buffer(struct.pack('=QQQ', flags, 0, resolve) + extra)
+    fd = libc.syscall(NR_OPENAT2, dirfd, path.encode(), how, size)
+    if fd < 0:
+        return 'e%d' % ctypes.get_errno()
+    data = os.read(fd, 5) if not flags & os.O_PATH else b''
+    os.close(fd)
+    return data.decode(errors='replace').strip() or 'ok'
+BENEATH, IN_ROOT, NO_SYMLINKS, NO_MAGICLINKS, NO_XDEV = 0x08, 0x10, 0x04, 0x02, 0x01
+os.makedirs('/tmp/jail/etc')
+with open('/tmp/jail/etc/passwd', 'w') as f:
+    f.write('jail\n')
+os.symlink('/etc/passwd', '/tmp/jail/link')
+os.symlink('/etc/passwd', '/tmp/plainlink')
+jail = os.open('/tmp/jail', os.O_PATH)
+etc = os.open('/etc', os.O_PATH)
+print('beneath', openat2(etc, 'passwd', 0, BENEATH), openat2(etc, '../etc/passwd', 0, BENEATH),
+      openat2(etc, '/etc/passwd', 0, BENEATH), openat2(jail, 'link', 0, BENEATH))
+print('in_root', openat2(jail, 'link', 0, IN_ROOT), openat2(jail, '/etc/passwd', 0, IN_ROOT),
+      openat2(jail, '../../etc/passwd', 0, IN_ROOT))
+print('no_symlinks', openat2(-100, '/tmp/plainlink', 0, NO_SYMLINKS),
+      openat2(-100, '/etc/passwd', 0, NO_SYMLINKS))
+fd0 = os.open('/etc/passwd', os.O_RDONLY)
+print('no_magiclinks', openat2(-100, '/proc/self/fd/%d' % fd0, 0, NO_MAGICLINKS),
+      openat2(-100, '/proc/self/fd/%d' % fd0, 0, 0))
+print('no_xdev', openat2(-100, '/proc/self/status', 0, NO_XDEV),
+      openat2(-100, '/tmp/jail/etc/passwd', 0, NO_XDEV))
+print('bad', openat2(-100, '/etc/passwd', 0, BENEATH | IN_ROOT), openat2(-100, '/etc/passwd',
+      0, 0x400), openat2(-100, '/etc/passwd', 0, 0, 32, b'\1' + bytes(7)),
+      openat2(-100, '/etc/passwd', 0, 0, 16))
+os.chdir('/tmp/jail')
+print('cwd_scoped', openat2(-100, '/etc/passwd', 0, IN_ROOT), openat2(-100, 'etc/passwd', 0,
+      BENEATH), openat2(-100, '../jail/etc/passwd', 0, BENEATH))
+os.chdir('/')
+root = os.open('/', os.O_PATH)
+print('policy', openat2(root, '/etc/../etc/shadow', 0, IN_ROOT), openat2(etc, 'shadow', 0, BENEATH))
+"""
+
+
+def test_openat2_resolve_flags(state_root: Path, tmp_path: Path) -> None:
+    """openat2's RESOLVE_* flags under the open path policy mean what they mean
+    without supervision (the supervisor resolves with openat2 and the same flags, in the
+    workload's root), and the policy still decides on the resolved path."""
+    pol = write_policy(tmp_path, {
+        "openat2": {"action": "emulate", "handler": "open", "default": "ro",
+                    "paths": {"/etc/shadow": "deny", "/tmp": "rw", "/proc": "rw"}},
+    })
+    plain = ok(run_contain(state_root, "sandbox", "--", PY, "-c", OPENAT2_SCRIPT,
+                           timeout=90)).splitlines()
+    got = ok(supervised(state_root, pol, OPENAT2_SCRIPT, "notify", timeout=90)).splitlines()
+    # without supervision the sandbox's user may not read /etc/shadow either
+    assert got[:-1] == plain[:-1], (got, plain)
+    assert got[0].split() == ["beneath", "root:", "e18", "e18", "e18"]
+    assert got[1].split() == ["in_root", "jail", "jail", "jail"]
+    assert got[2].split() == ["no_symlinks", "e40", "root:"]
+    assert got[3].split() == ["no_magiclinks", "e40", "root:"]
+    assert got[4].split()[0:2] == ["no_xdev", "e18"]
+    assert got[5].split() == ["bad", "e22", "e22", "e7", "e22"]
+    assert got[6].split() == ["cwd_scoped", "jail", "jail", "e18"]
+    assert got[7].split() == ["policy", "e13", "e13"]
+
+
+FIFO_SCRIPT = r"""
+import os, signal, threading, time
+# a stuck supervisor: the workload ends itself (it is PID 1: no default action)
+signal.signal(signal.SIGALRM, lambda *a: os._exit(3))
+signal.alarm(25)
+os.mkfifo('/tmp/fifo')
+got = []
+def reader():
+    fd = os.open('/tmp/fifo', os.O_RDONLY)  # waits for a writer, at the supervisor
+    got.append(os.read(fd, 16).decode()); os.close(fd)
+t = threading.Thread(target=reader); t.start()
+deadline = time.monotonic() + 20
+while True:  # the reader's openat is with the supervisor (still in the call)
+    with open(f'/proc/self/task/{t.native_id}/syscall') as f:
+        if f.read().split()[0] == '257':
+            break
+    assert time.monotonic() < deadline
+    time.sleep(0.01)
+# its notification is queued before the next ones (the supervisor takes them in order)
+print(os.uname().release, flush=True)  # emulated: answered while the reader waits
+with open('/etc/hostname') as f:  # an emulated open, too
+    f.read()
+fd = os.open('/tmp/fifo', os.O_WRONLY)
+os.write(fd, b'through'); os.close(fd)
+t.join()
+print(got[0], flush=True)
+"""
+
+
+def test_fifo_open_does_not_block_the_supervisor(state_root: Path, tmp_path: Path) -> None:
+    """An emulated open of a FIFO waits for its other end in a worker: another thread's
+    supervised calls are answered meanwhile, and the open completes when a writer
+    comes."""
+    pol = write_policy(tmp_path, {
+        "openat": {"action": "emulate", "handler": "open", "default": "ro",
+                   "paths": {"/tmp": "rw", "/proc": "rw"}},
+        "uname": {"action": "emulate", "handler": "uname", "release": "9.9-fifo"},
+    })
+    report = tmp_path / "r.jsonl"
+    out = ok(supervised(state_root, pol, FIFO_SCRIPT, "notify", report, timeout=120))
+    assert out.split() == ["9.9-fifo", "through"]
+    fifo_opens = [e for e in events(report) if e.get("detail") == "/tmp/fifo"]
+    assert len(fifo_opens) == 2 and all(int(str(e["result"])) >= 0 for e in fifo_opens)
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -286,6 +397,20 @@ def test_malformed_policy_files(state_root: Path, tmp_path: Path) -> None:
     proc = run_contain(state_root, "sandbox", "--supervise", "{}", "--supervisor", "strace",
                        "--", "/bin/true")
     assert proc.returncode == 1 and "invalid supervisor 'strace'" in proc.stderr
+
+
+def test_ptrace_supervisor_refuses_an_unknown_machine() -> None:
+    """The ptrace supervisor reads x86_64 registers only: on another machine it is
+    refused by name, before anything starts (the notify supervisor has no such limit)."""
+    from contain.errors import SpecError
+    from contain.sandbox.supervise.filter import check_policy
+    from contain.sandbox.supervise.policy import SyscallPolicy
+
+    policy = SyscallPolicy.decode({"mkdir": "deny"}, "$.syscalls")
+    with pytest.raises(SpecError, match="registers of x86_64 only, not aarch64"):
+        check_policy(policy, "ptrace", machine="aarch64")
+    check_policy(policy, "notify", machine="aarch64")
+    check_policy(policy, "ptrace", machine="x86_64")
 
 
 def test_toml_sandbox_policy_table(state_root: Path, tmp_path: Path) -> None:
@@ -576,6 +701,30 @@ def test_benchmark_runs(tmp_path: Path) -> None:
         assert med.get(label, 0) > 0, (label, res.get("errors"))
     # an answered call is a round trip through the supervisor: far dearer than a filter
     assert med["notify, getppid emulated (return)"] > 10 * med["notify, getppid unsupervised"]
+    cpu = res["data"]["cpu_us_per_call"]
+    for label in ("notify, getppid emulated (return)", "ptrace, getppid logged (resumed)"):
+        assert cpu.get(label, 0) > 0, (label, res.get("errors"))
+
+
+@pytest.mark.slow
+def test_workload_benchmark_runs(tmp_path: Path) -> None:
+    """benchmarks/supervise_workload.py, quick: every workload measured under every
+    member (the supervisors with their realistic policies, runsc-ptrace beside them)."""
+    out = tmp_path / "out"
+    proc = subprocess.run([*contain_cmd(), "bench", "--out", str(out), "--no-progress",
+                           "--quick", "--runtimes", "contain", "--only", "supervise_workload"],
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())["benchmarks"]["supervise_workload"]
+    med = res["data"]["median"]
+    members = ["native", "contain (container class)", "notify, realistic policy",
+               "notify, + open path policy", "ptrace, realistic policy"]
+    if shutil.which("runsc"):
+        members.append("runsc --platform=ptrace")
+    for workload in ("syscalls", *(("cpu", "memory", "fileio") if shutil.which("sysbench")
+                                   else ())):
+        for m in members:
+            assert med[workload].get(m, 0) > 0, (workload, m, res.get("errors"))
 
 
 @BOTH

@@ -3,6 +3,7 @@
 The public API (imported lazily, so ``import contain`` costs nothing):
 
 - :func:`run` -- run a command in a host-root sandbox and wait for it;
+- :class:`Pool` -- sandboxes made ahead under one policy, one handed over per command;
 - :class:`Sandbox` -- a sandbox policy (files, network, Landlock, limits) that runs many
   commands, with streaming output, timeouts, resource usage and violations;
 - :class:`Container` -- create/start/state/kill/wait/delete, pause/resume/update/stats,
@@ -19,11 +20,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from contain.api import Container, RunResult, Sandbox, list_containers, run
+    from contain.api import Container, Pool, RunResult, Sandbox, list_containers, run
 
-__all__ = ["Container", "ContainError", "NotFound", "RunResult", "Sandbox", "SpecError",
+__all__ = ["Container", "ContainError", "NotFound", "Pool", "RunResult", "Sandbox", "SpecError",
            "list_containers", "run"]
-_LAZY = {"Container", "RunResult", "Sandbox", "list_containers", "run"}
+_LAZY = {"Container", "Pool", "RunResult", "Sandbox", "list_containers", "run"}
 
 
 def __getattr__(name: str) -> Any:

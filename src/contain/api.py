@@ -258,6 +258,75 @@ class Sandbox:
         return f"Sandbox(root={self.root!r})"
 
 
+class Pool:
+    """Sandboxes made ahead under one policy, for many short commands: each
+    :meth:`run` hands one its command (a fresh sandbox per call, never reused) while a
+    background thread makes the next and removes the used one.
+
+        >>> with contain.Pool(size=2, memory="256M", net="none") as pool:
+        ...     pool.run(["/bin/true"]).returncode
+        ...     pool.run(["sh", "-c", "echo hi"], capture_output=True).stdout
+
+    *policy* and the keyword options are :class:`Sandbox`'s, validated here (a bad one
+    raises before anything exists); *size* (1 to 64, default 2) is how many sandboxes
+    are kept ready, each a waiting process, a cgroup and a state directory. :meth:`run`
+    takes :meth:`Sandbox.run`'s arguments and returns the same result; a call with
+    policy options of its own (``cwd=...``) runs unpooled, as :meth:`Sandbox.run`. When
+    the pool is empty a call waits for the sandbox being made. Close the pool (or use it
+    as a context manager); an unclosed one is closed when it is collected or the
+    interpreter exits. In a child of ``os.fork`` every call runs unpooled (the ready
+    sandboxes are the parent's). Safe to use from several threads. See
+    docs/sandbox.md, "A pool of ready sandboxes".
+    """
+
+    def __init__(self, policy: Any = None, *, size: int = 2, root: str | None = None,
+                 **options: Any) -> None:
+        from contain.sandbox.pool import Pool as Machinery
+
+        self.sandbox = Sandbox(policy, root=root, **options)
+        self._pool = Machinery(self.sandbox.policy, self.sandbox.root, size,
+                               self.sandbox.run)
+
+    @property
+    def size(self) -> int:
+        return self._pool.size
+
+    @property
+    def ready(self) -> int:
+        """How many sandboxes are ready now."""
+        return self._pool.ready
+
+    @property
+    def closed(self) -> bool:
+        return self._pool.closed
+
+    def run(self, args: list[str], *, input: bytes | str | None = None,
+            timeout: float | None = None, capture_output: bool = False,
+            stdin: Any = None, stdout: Any = None, stderr: Any = None,
+            on_output: Any = None, check: bool = False, forward_signals: bool = False,
+            **options: Any) -> Any:
+        """Run *args* in a ready sandbox and wait for it; the arguments and the result
+        are :meth:`Sandbox.run`'s. With *options* (policy for this call only), in a new
+        sandbox instead, unpooled."""
+        return self._pool.run(args, input=input, timeout=timeout,
+                              capture_output=capture_output, stdin=stdin, stdout=stdout,
+                              stderr=stderr, on_output=on_output, check=check,
+                              forward_signals=forward_signals, **options)
+
+    def close(self) -> None:
+        """Stop making sandboxes; kill and remove the ready ones (idempotent)."""
+        self._pool.close()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Pool(size={self.size}, root={self.sandbox.root!r}, ready={self.ready})"
+
+
 def run(args: list[str], *, capture_output: bool = False, input: bytes | str | None = None,
         timeout: float | None = None, root: str | None = None, policy: Any = None,
         forward_signals: bool = False, **options: Any) -> Any:

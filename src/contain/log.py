@@ -6,7 +6,7 @@ error line, so the shape matters more than anything else here.
 
 from __future__ import annotations
 
-import os
+import posix  # (not os: this module is on every engine's command, see container/store.py)
 import sys
 
 _state = {"path": None, "format": "text", "debug": False}
@@ -46,11 +46,13 @@ def _emit(level: str, msg: str) -> None:
     line = format_line(level, msg, fmt)
     if path:
         try:
-            fd = os.open(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = posix.open(str(path),
+                            posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC,
+                            0o644)
             try:
-                os.write(fd, line.encode())
+                posix.write(fd, line.encode())
             finally:
-                os.close(fd)
+                posix.close(fd)
         except OSError:
             sys.stderr.write(line)
         # runc also tells the caller on stderr, without the decoration

@@ -9,5 +9,5 @@ imports nothing of ours, so the API and the inspector need not reach up into the
 from __future__ import annotations
 
 VERSION = "0.1.0"
-SPEC_VERSION = "1.2.0"
+SPEC_VERSION = "1.3.0"
 

@@ -6,6 +6,7 @@ This is the path Kubernetes takes: kubelet -> CRI -> containerd -> containerd-sh
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
@@ -213,3 +214,59 @@ def test_runtime_error_reaches_user(containerd: Containerd) -> None:
         assert "/no/such/binary" in proc.stderr, f"{proc.stderr}\n{containerd.diagnose(mark)}"
     finally:
         _remove(containerd, cid)
+
+
+def test_checkpoint_restore_resumes_a_counter(containerd: Containerd) -> None:
+    """`ctr containers checkpoint --task` then `ctr containers restore --live` through
+    the runc v2 shim and contain: the restored counter goes on from where it was. The
+    shim runs `criu` from containerd's PATH, so a CRIU that works on this kernel must be
+    first there (tests/test_checkpoint.py says which)."""
+    import shutil
+
+    from test_checkpoint import working_criu
+
+    criu = working_criu()
+    on_path = shutil.which("criu")
+    if on_path is None or os.path.realpath(on_path) != os.path.realpath(criu):
+        pytest.skip(f"the CRIU that works here ({criu}) is not the `criu` on PATH, which "
+                    "containerd's shim runs")
+    cid = unique("ctd")
+    ref = f"checkpoint/{cid}:1"
+    mark = containerd.session.mark()
+    why = lambda: containerd.diagnose(mark)  # noqa: E731
+
+    def numbers() -> list[int]:
+        out = containerd.exec(cid, "cat", "/count.log").stdout
+        return [int(x) for x in out.split()]
+
+    try:
+        proc = containerd.ctr("run", "--detach", *containerd.run_flags(), IMAGE_NAME, cid,
+                              "sh", "-c", "i=0; while :; do i=$((i+1)); echo $i >> /count.log;"
+                              " usleep 50000; done")
+        assert proc.returncode == 0, f"{proc.stderr}\n{why()}"
+        assert _wait_status(containerd, cid, "RUNNING") == "RUNNING", why()
+        deadline = time.monotonic() + 30
+        while len(numbers()) < 5:
+            assert time.monotonic() < deadline, why()
+            time.sleep(0.1)
+        proc = containerd.ctr("containers", "checkpoint", "--task", "--rw", cid, ref,
+                              timeout=180)
+        assert proc.returncode == 0, f"{proc.stderr}\n{why()}"
+        dumped = len(numbers())
+        _remove(containerd, cid)
+        proc = containerd.ctr("containers", "restore", "--live", "--rw", cid, ref,
+                              timeout=180)
+        assert proc.returncode == 0, f"{proc.stderr}\n{why()}"
+        assert _wait_status(containerd, cid, "RUNNING") == "RUNNING", why()
+        deadline = time.monotonic() + 30
+        while len(numbers()) < dumped + 5:
+            assert time.monotonic() < deadline, why()
+            time.sleep(0.1)
+        seq = numbers()
+        assert seq == list(range(1, len(seq) + 1)), (dumped, seq)
+        names = [subcommand(c) for c in containerd.session.calls_since(mark,
+                                                                       "containerd-runtime")]
+        assert "checkpoint" in names and "restore" in names, names
+    finally:
+        _remove(containerd, cid)
+        containerd.ctr("images", "remove", ref, timeout=60)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import IMAGE_NAME, Podman, subcommand, unique
+from .conftest import IMAGE_NAME, Podman, run, subcommand, unique
 
 pytestmark = pytest.mark.engines
 
@@ -237,3 +237,54 @@ def _comm(pid: str) -> str:
             return f.read().strip()
     except OSError:
         return ""
+
+
+def test_checkpoint_restore_resumes_a_counter(podman: Podman, tmp_path: Path) -> None:
+    """`podman container checkpoint` / `restore` through contain (and CRIU): the restored
+    counter goes on from where it was, not from 1. Podman finds CRIU on PATH and so does
+    contain: a CRIU that works on this kernel goes first (tests/test_checkpoint.py)."""
+    from test_checkpoint import working_criu
+
+    criu = working_criu()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "criu").symlink_to(criu)
+    env = dict(podman.env, PATH=f"{bindir}:{podman.env['PATH']}")
+    name = unique("pm")
+    mark = podman.session.mark()
+    c = Ctr(podman, name, mark)
+
+    def pm(*args: str) -> str:
+        proc = run(podman.cmd(*args), env=env, timeout=180)
+        assert proc.returncode == 0, f"podman {args[0]} {args[1] if len(args) > 1 else ''}:" \
+            f" {proc.stderr}\n{c.why()}"
+        return proc.stdout
+
+    def numbers() -> list[int]:
+        return [int(x) for x in pm("logs", name).split() if x.isdigit()]
+
+    try:
+        pm("run", "--detach", "--name", name, *podman.run_flags(), IMAGE_NAME, "sh", "-c",
+           "i=0; while :; do i=$((i+1)); echo $i; usleep 50000; done")
+        assert c.wait_status("running") == "running", c.why()
+        wait_until(lambda: len(numbers()) >= 5)
+        pm("container", "checkpoint", name)
+        assert c.wait_status("exited") == "exited", c.why()
+        dumped = numbers()
+        assert dumped == list(range(1, len(dumped) + 1))
+        assert "checkpoint" in [subcommand(call) for call in c.calls()], c.calls()
+        pm("container", "restore", name)
+        assert c.wait_status("running") == "running", c.why()
+        wait_until(lambda: len(numbers()) >= len(dumped) + 5)
+        seq = numbers()
+        assert seq == list(range(1, len(seq) + 1)), (len(dumped), seq)
+        assert "restore" in [subcommand(call) for call in c.calls()], c.calls()
+    finally:
+        _rm(podman, name)
+
+
+def wait_until(pred: Callable[[], object], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)

@@ -405,14 +405,15 @@ def _cpuset(p: _Plan, res: Resources) -> None:
 
 
 def _pids(p: _Plan, res: Resources) -> None:
-    if res.pids is None:
+    if res.pids is None or res.pids.limit is None:
         return
     f = f"{R}.pids.limit"
     limit = res.pids.limit
     if limit < -1:
-        raise _fail(f, f"{limit} is negative (use -1 or 0 for unlimited)")
+        raise _fail(f, f"{limit} is negative (use -1 for no limit)")
     d = p.v2dir("pids", f, "a pids limit") if p.v2 else p.v1dir("pids", f, "a pids limit")
-    p.write(d, "pids.max", str(limit) if limit > 0 else "max", f)
+    # runtime-spec 1.3: 0 is a real limit (runc 1.4 too), only -1 means none
+    p.write(d, "pids.max", str(limit) if limit >= 0 else "max", f)
 
 
 def _dev_restore(key: str, fmt: str) -> Callable[[str], str | None]:

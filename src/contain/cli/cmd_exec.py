@@ -22,6 +22,8 @@ COMMANDS = {
         Flag("--process,-p", default=None, help="path to a process.json (OCI process)"),
         Flag("--detach,-d", "bool", help="detach from the container's process"),
         Flag("--pid-file", default=None, help="file to write the process id to"),
+        Flag("--pidfd-socket", default=None,
+             help="unix socket to receive a pidfd of the process"),
         Flag("--process-label", default=None, help="SELinux label for the process"),
         Flag("--apparmor", default=None, help="AppArmor profile for the process"),
         Flag("--no-new-privs", "bool", help="set no_new_privs for the process"),
@@ -67,7 +69,7 @@ def _exec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
                      no_new_privs=opts["no_new_privs"], apparmor=opts["apparmor"],
                      process_label=opts["process_label"], preserve_fds=opts["preserve_fds"],
                      ignore_paused=opts["ignore_paused"], forward_signals=True,
-                     cgroup=opts["cgroup"])
+                     cgroup=opts["cgroup"], pidfd_socket=opts["pidfd_socket"])
     return exec_process(ctx.root, cid, eo)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from contain.cli.args import Command, Flag
@@ -23,7 +22,9 @@ _PRESERVE = Flag("--preserve-fds", "int", default=0,
 _NO_PIVOT = Flag("--no-pivot", "bool", help="do not use pivot_root (MS_MOVE + chroot instead)")
 _NO_KEYRING = Flag("--no-new-keyring", "bool",
                    help="do not create a new session keyring for the container")
-_CREATE_FLAGS = (_BUNDLE, _CONSOLE, _PID_FILE, _NO_PIVOT, _NO_KEYRING, _PRESERVE,
+_PIDFD = Flag("--pidfd-socket", default=None,
+               help="unix socket to receive a pidfd of the container's process")
+_CREATE_FLAGS = (_BUNDLE, _CONSOLE, _PID_FILE, _PIDFD, _NO_PIVOT, _NO_KEYRING, _PRESERVE,
                  Flag("--no-subreaper", "bool", help="(ignored, for runc compatibility)"))
 
 COMMANDS = {
@@ -61,6 +62,8 @@ COMMANDS = {
 
 
 def cmd_spec(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    import os
+
     from contain.jsonio import dumps
     from contain.spec.defaults import default_spec
 
@@ -89,9 +92,15 @@ def _create_options(ctx: Context, opts: dict[str, Any]) -> Any:
     options = CreateOptions(console_socket=opts["console_socket"],
                             pid_file=opts["pid_file"], preserve_fds=opts["preserve_fds"],
                             no_pivot=opts["no_pivot"], no_new_keyring=opts["no_new_keyring"],
-                            rootless=ctx.rootless == "true")
+                            rootless=ctx.rootless == "true", pidfd_socket=opts["pidfd_socket"])
     options.systemd_cgroup = ctx.systemd_cgroup
     return options
+
+
+def _cwd() -> str:
+    import posix  # (os is not imported at module level: the light commands need none of it)
+
+    return posix.getcwd()
 
 
 def _supervised(spec: Any) -> bool:
@@ -107,7 +116,7 @@ def cmd_create(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         from contain.container.lifecycle import create, load_bundle
 
         options = _create_options(ctx, opts)  # (bad flags first, before the bundle)
-        bundle, spec = load_bundle(opts["bundle"] or os.getcwd())
+        bundle, spec = load_bundle(opts["bundle"] or _cwd())
         if _supervised(spec):
             from contain.sandbox.supervise.oci import create_supervised
 
@@ -203,7 +212,7 @@ def cmd_run(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
         from contain.container.run import run_container
 
         cid = args[0]
-        bundle, spec = load_bundle(opts["bundle"] or os.getcwd())
+        bundle, spec = load_bundle(opts["bundle"] or _cwd())
         if _supervised(spec):
             from contain.sandbox.supervise.oci import run_supervised
 

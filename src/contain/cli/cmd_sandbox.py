@@ -65,6 +65,16 @@ COMMANDS = {
 
 
 def cmd_sandbox(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
+    from contain.cgroups import warm
+
+    # first: the sandbox has a cgroup of its own (as root), and attaching to it waits for
+    # the cgroup-migration lock's grace period (10-25 ms on v1, cgroups/warm.py) unless
+    # that has passed while the policy is built; the runner's own warming is then a no-op
+    with warm.warming():
+        return _sandbox(ctx, opts, args)
+
+
+def _sandbox(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
     import sys
 
     from contain.sandbox.policy import Policy, apply_options

@@ -6,7 +6,7 @@ would otherwise load: these run in ~10 ms of which most is the interpreter's sta
 
 from __future__ import annotations
 
-import os
+import posix  # (not os: see container/store.py)
 
 from contain.container import store
 from contain.errors import ContainError, NotFound, WrongState
@@ -31,9 +31,9 @@ def start(root: str, cid: str, poststart: bool = True) -> ContainerRecord:
             raise WrongState(f"cannot start an already {status} container"
                              if status in ("running", "paused")
                              else f"cannot start a container in the {status} state")
-        fifo = os.path.join(record.dir, store.FIFO_NAME)
+        fifo = store.join(record.dir, store.FIFO_NAME)
         _release_fifo(fifo, record)
-        os.unlink(fifo)
+        posix.unlink(fifo)
     if poststart:
         run_poststart(record)
     return record
@@ -67,13 +67,13 @@ def _release_fifo(fifo: str, record: ContainerRecord) -> None:
     import select
 
     try:
-        pidfd = os.pidfd_open(record.pid)
+        pidfd = posix.pidfd_open(record.pid)
     except OSError as exc:
         raise WrongState("cannot start a container that has stopped") from exc
     try:
         if not record.init_alive():  # the pid was reused before we held it
             raise WrongState("cannot start a container that has stopped")
-        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = posix.open(fifo, posix.O_RDONLY | posix.O_NONBLOCK | posix.O_CLOEXEC)
         try:
             waiting = [fd, pidfd]
             while True:
@@ -81,7 +81,7 @@ def _release_fifo(fifo: str, record: ContainerRecord) -> None:
                 if not ready:
                     continue
                 try:
-                    data = os.read(fd, 1)
+                    data = posix.read(fd, 1)
                 except BlockingIOError:  # a writer is there, its byte is not yet
                     data = b""
                 if data:
@@ -91,9 +91,9 @@ def _release_fifo(fifo: str, record: ContainerRecord) -> None:
                 if fd in ready:  # end of file: the init closed it without its byte;
                     waiting = [pidfd]  # it is on its way out (the next look says so)
         finally:
-            os.close(fd)
+            posix.close(fd)
     finally:
-        os.close(pidfd)
+        posix.close(pidfd)
 
 
 SIGNALS = {
@@ -131,7 +131,9 @@ def kill(root: str, cid: str, sig: int = 15, all_processes: bool = False) -> Non
     status = record.status()
     if status in ("stopped", "creating"):
         raise WrongState("container not running")
-    if all_processes:
+    # (runc 1.2: SIGKILL to a container without a PID namespace of its own reaches every
+    # process in it: killing its init would not end the others, as it does in one)
+    if all_processes or (sig == 9 and not _own_pid_namespace(record)):
         mgr = record.cgroup_manager()
         if mgr is not None:
             mgr.kill_all(sig)
@@ -139,12 +141,19 @@ def kill(root: str, cid: str, sig: int = 15, all_processes: bool = False) -> Non
     signal_init(record, sig)
 
 
+def _own_pid_namespace(record: ContainerRecord) -> bool:
+    linux = record.config.get("linux")
+    namespaces = linux.get("namespaces") if isinstance(linux, dict) else None
+    return any(isinstance(ns, dict) and ns.get("type") == "pid" and not ns.get("path")
+               for ns in namespaces or ())
+
+
 def signal_init(record: ContainerRecord, sig: int) -> None:
     """Signal the init through a pidfd, after checking it is still our process."""
     import _signal
 
     try:
-        pidfd = os.pidfd_open(record.pid)
+        pidfd = posix.pidfd_open(record.pid)
     except ProcessLookupError as exc:
         raise WrongState("container not running") from exc
     try:
@@ -152,12 +161,12 @@ def signal_init(record: ContainerRecord, sig: int) -> None:
             raise WrongState("container not running")
         _signal.pidfd_send_signal(pidfd, sig)
     finally:
-        os.close(pidfd)
+        posix.close(pidfd)
 
 
 def delete(root: str, cid: str, force: bool = False) -> None:
     path = store.container_dir(root, cid)
-    if not os.path.isdir(path):
+    if not store.is_dir(path):
         raise NotFound("container does not exist")
     with store.Lock(path):
         try:
@@ -171,17 +180,25 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         status = record.status()
         if status in ("running", "paused") and not force:
             raise WrongState(f"cannot delete container {cid} that is not stopped: {status}")
-        mgr = record.cgroup_manager()
         if status != "stopped" and status != "creating":
-            if status == "paused" and mgr is not None:
+            mgr = record.cgroup_manager() if status == "paused" else None
+            if mgr is not None:
                 mgr.thaw()
             try:
                 signal_init(record, 9)
             except WrongState:
                 pass
             _wait_gone(record)
-        if mgr is not None:
-            mgr.destroy()
+        # (a systemd scope is stopped through systemd: the driver's destroy)
+        if record.cgroup and (record.cgroup.get("systemd")
+                              or not _remove_empty_cgroup(record.cgroup)):
+            mgr = record.cgroup_manager()
+            if mgr is not None:
+                mgr.destroy()
+        if record.extra.get("rdt"):
+            from contain.container.rdt import remove
+
+            remove(record.extra["rdt"])
         _stop_supervisor(record)
         store.remove_dir(path)
     hooks = record.config.get("hooks") or {}
@@ -197,6 +214,38 @@ def delete(root: str, cid: str, force: bool = False) -> None:
             log.warning(str(exc))
 
 
+_PRIMARY = ("pids", "memory", "freezer", "devices", "cpu", "unified")  # (as cgroups')
+
+
+def _remove_empty_cgroup(saved: dict[str, Any]) -> bool:
+    """The usual end of a container's cgroup, without the cgroup package (its import
+    is a third of a light command's own time): one rmdir per hierarchy, then the
+    parents create made, as Manager.destroy does. The primary hierarchy goes first:
+    the kernel refuses to remove a cgroup with a process or a sub-cgroup in it, so once
+    that rmdir has succeeded, no process of the container is left. False when any rmdir
+    is refused: Manager.destroy then kills what is left and removes the rest."""
+    paths = saved.get("paths") or {}
+    created = saved.get("created") or {}
+    # (Manager.primary's order; a stable sort keeps the others as saved)
+    order = sorted(paths, key=lambda k: _PRIMARY.index(k) if k in _PRIMARY else len(_PRIMARY))
+    for key in order:
+        try:
+            posix.rmdir(paths[key])
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        parent = paths[key]
+        levels = created.get(key, 1)
+        for _ in range((levels if isinstance(levels, int) else 1) - 1):
+            parent = parent.rsplit("/", 1)[0]
+            try:
+                posix.rmdir(parent)
+            except OSError:
+                break
+    return True
+
+
 def _stop_supervisor(record: ContainerRecord) -> None:
     """End the syscall supervisor of an annotated container (sandbox/supervise keeps
     its pid, start time and socket in state.json), if it is still that process."""
@@ -205,7 +254,7 @@ def _stop_supervisor(record: ContainerRecord) -> None:
         return
     pid = int(info["pid"])
     try:
-        pidfd = os.pidfd_open(pid)
+        pidfd = posix.pidfd_open(pid)
     except OSError:
         pidfd = -1
     if pidfd >= 0:
@@ -215,10 +264,10 @@ def _stop_supervisor(record: ContainerRecord) -> None:
 
                 _signal.pidfd_send_signal(pidfd, 9)
         finally:
-            os.close(pidfd)
+            posix.close(pidfd)
     if info.get("socket"):
         try:
-            os.unlink(info["socket"])
+            posix.unlink(info["socket"])
         except OSError:
             pass
 
@@ -266,7 +315,7 @@ def _recover_cgroup(cid: str, partial: dict[str, Any]) -> Manager | None:
         from contain.jsonio import loads
 
         try:
-            with open(os.path.join(bundle, "config.json"), "rb") as f:
+            with open(store.join(bundle, "config.json"), "rb") as f:
                 config = loads(f.read())
         except (OSError, ValueError):
             config = None
@@ -275,7 +324,7 @@ def _recover_cgroup(cid: str, partial: dict[str, Any]) -> Manager | None:
         if isinstance(linux, dict) and isinstance(linux.get("cgroupsPath"), str):
             cgroups_path = linux["cgroupsPath"]
     try:
-        return new_manager(cgroups_path, cid, rootless=os.geteuid() != 0)
+        return new_manager(cgroups_path, cid, rootless=posix.geteuid() != 0)
     except (OSError, ContainError):
         return None
 
@@ -284,16 +333,16 @@ def _wait_gone(record: ContainerRecord, timeout: float = 10.0) -> None:
     import select
 
     try:
-        pidfd = os.pidfd_open(record.pid)
+        pidfd = posix.pidfd_open(record.pid)
     except ProcessLookupError:
         return
     try:
         select.select([pidfd], [], [], timeout)
     finally:
-        os.close(pidfd)
+        posix.close(pidfd)
     # the init may be our own child (run): reap it so it does not linger as a zombie
     try:
-        os.waitpid(record.pid, os.WNOHANG)
+        posix.waitpid(record.pid, posix.WNOHANG)
     except ChildProcessError:
         pass
 
@@ -303,12 +352,12 @@ def wait(record: ContainerRecord) -> int:
     The init must be our child (run makes itself a subreaper before forking)."""
     while True:
         try:
-            _, status = os.waitpid(record.pid, 0)
+            _, status = posix.waitpid(record.pid, 0)
         except InterruptedError:
             continue
         except ChildProcessError:
             return 255
-        if os.WIFEXITED(status):
-            return os.WEXITSTATUS(status)
-        if os.WIFSIGNALED(status):
-            return 128 + os.WTERMSIG(status)
+        if posix.WIFEXITED(status):
+            return posix.WEXITSTATUS(status)
+        if posix.WIFSIGNALED(status):
+            return 128 + posix.WTERMSIG(status)

@@ -46,7 +46,8 @@ class ExecOptions:
                  preserve_fds: int = 0, ignore_paused: bool = False,
                  stdio: tuple[int, int, int] | None = None,
                  forward_signals: bool = False,
-                 cgroup: list[str] | tuple[str, ...] = ()) -> None:
+                 cgroup: list[str] | tuple[str, ...] = (),
+                 pidfd_socket: str | None = None) -> None:
         self.args = list(args or [])
         self.process_file = process_file
         self.tty = tty
@@ -67,6 +68,7 @@ class ExecOptions:
         # replace the caller's handlers to forward signals (the CLI; main thread only)
         self.forward_signals = forward_signals
         self.cgroup = list(cgroup)  # exec --cgroup: existing sub-cgroups (runc 1.2)
+        self.pidfd_socket = pidfd_socket  # a unix socket to send the process's pidfd to
 
 
 def build_process(base: Process | None, opts: ExecOptions) -> Process:
@@ -217,6 +219,10 @@ def exec_process(root: str, cid: str, opts: ExecOptions) -> int:
 
             fds.console_sock = connect_unix(opts.console_socket)
             fds.console = fds.console_sock.fileno()
+        if opts.pidfd_socket:
+            from contain.process.sync import connect_unix
+
+            fds.pidfd_sock = connect_unix(opts.pidfd_socket, "--pidfd-socket")
         from contain.process.foreground import ForwardSignals
 
         # the process runs as soon as it is spawned: forwarding is in place before that

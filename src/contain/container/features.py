@@ -11,6 +11,8 @@ import os
 from contain.meta import SPEC_VERSION, VERSION
 from contain.spec.config import (
     HOOK_KINDS,
+    MPOL_FLAGS,
+    MPOL_MODES,
     NAMESPACE_TYPES,
     SECCOMP_ACTIONS,
     SECCOMP_ARCHES,
@@ -79,7 +81,10 @@ def features() -> dict[str, Any]:
             "seccomp": seccomp,
             "apparmor": {"enabled": _lsm_enabled("apparmor")},
             "selinux": {"enabled": _lsm_enabled("selinux")},
-            "intelRdt": {"enabled": False},
+            # (what contain implements, whatever this host has: the spec's meaning)
+            "intelRdt": {"enabled": True, "schemata": True, "monitoring": True},
+            "memoryPolicy": {"modes": list(MPOL_MODES), "flags": list(MPOL_FLAGS)},
+            "netDevices": {"enabled": True},
             "mountExtensions": {"idmap": {"enabled": True}},
         },
         "annotations": {

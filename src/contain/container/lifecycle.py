@@ -29,17 +29,18 @@ NS_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts":
             "user": "user", "cgroup": "cgroup", "time": "time"}
 _SYSCTL_NS = (("kernel.shm", "ipc"), ("kernel.msg", "ipc"), ("kernel.sem", "ipc"),
               ("fs.mqueue.", "ipc"), ("net.", "network"), ("kernel.hostname", "uts"),
-              ("kernel.domainname", "uts"))
+              ("kernel.domainname", "uts"), ("user.", "user"))
 
 
 class CreateOptions:
     __slots__ = ("console_socket", "pid_file", "preserve_fds", "no_pivot", "no_new_keyring",
-                 "console_fd", "rootless", "stdio", "start_now", "no_cgroup",
-                 "systemd_cgroup")
+                 "console_fd", "rootless", "stdio", "start_now", "no_cgroup", "pidfd_socket",
+                 "handover", "systemd_cgroup")
 
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None,
                  preserve_fds: int = 0, no_pivot: bool = False, no_new_keyring: bool = False,
-                 console_fd: int = -1, rootless: bool = False) -> None:
+                 console_fd: int = -1, rootless: bool = False,
+                 pidfd_socket: str | None = None) -> None:
         self.console_socket = console_socket
         self.pid_file = pid_file
         self.preserve_fds = preserve_fds
@@ -52,6 +53,10 @@ class CreateOptions:
         # channel -- no exec.fifo round trip (call run_poststart afterwards)
         self.start_now = False
         self.no_cgroup = False  # sandboxes without limits: no cgroup at all
+        self.pidfd_socket = pidfd_socket  # a unix socket to send the init's pidfd to
+        # a pooled sandbox (contain.sandbox.pool): the init's end of a SOCK_SEQPACKET
+        # pair, on which it waits after GO for its command and stdio (not closed here)
+        self.handover = -1
         self.systemd_cgroup = False  # --systemd-cgroup: the cgroup is a systemd scope
 
 
@@ -114,6 +119,15 @@ def validate(spec: Spec, bundle: str) -> str:
             why = ("it is not in a namespace of its own" if owner is None else
                    f"the container has no {owner} namespace of its own")
             raise fail(f"$.linux.sysctl.{key}", f"refused: {why}")
+    if linux.net_devices:
+        netns = linux.namespace("network")
+        _check_net_devices(linux.net_devices, new_netns=netns is not None and not netns.path)
+    if linux.memory_policy is not None:
+        _check_memory_policy(linux.memory_policy)
+    if linux.intel_rdt is not None:
+        from contain.container import rdt
+
+        rdt.check(linux.intel_rdt)
     if spec.process.apparmor_profile or spec.process.selinux_label:
         from contain.security.lsm import check
 
@@ -124,6 +138,53 @@ def validate(spec: Spec, bundle: str) -> str:
         check_mappings(linux.uid_mappings, os.geteuid(), "/etc/subuid", "$.linux.uidMappings")
         check_mappings(linux.gid_mappings, os.getegid(), "/etc/subgid", "$.linux.gidMappings")
     return rootfs
+
+
+def _check_net_devices(devices: dict[str, Any], new_netns: bool) -> None:
+    """linux.netDevices: the runtime (root) moves them from its own network namespace,
+    so each must be there now. The kernel renames a device after it has moved it: a name
+    taken inside fails only then, and the device is lost with the namespace; a new
+    namespace holds only lo, so that case is refused here."""
+    from contain.spec.decode import fail, key
+
+    for host, dev in devices.items():
+        if new_netns and (dev.name or host) == "lo":
+            raise fail(f"$.linux.netDevices.{key(host)}" + (".name" if dev.name else ""),
+                       "lo is the name of the new network namespace's loopback")
+
+    if os.geteuid() != 0:
+        raise fail("$.linux.netDevices", "moving network devices needs root (not "
+                   "supported for rootless containers)")
+    from contain.linux.netlink import link_index
+
+    for host in devices:
+        try:
+            link_index(host)
+        except OSError as exc:
+            raise fail(f"$.linux.netDevices.{key(host)}", "no such network device in the "
+                       "runtime's network namespace") from exc
+
+
+def _check_memory_policy(policy: Any) -> None:
+    """linux.memoryPolicy: the nodes must exist here (set_mempolicy would say only
+    EINVAL); relative nodes (MPOL_F_RELATIVE_NODES) are positions, not node numbers."""
+    from contain.spec.decode import fail
+
+    if not policy.nodes or "MPOL_F_RELATIVE_NODES" in policy.flags:
+        return
+    try:
+        with open("/sys/devices/system/node/online") as f:
+            online_text = f.read().strip()
+    except OSError as exc:
+        raise fail("$.linux.memoryPolicy", "this kernel has no NUMA support "
+                   "(/sys/devices/system/node is missing)") from exc
+    from contain.process.init import parse_cpulist
+
+    online = parse_cpulist(online_text)
+    missing = sorted(policy.node_set() - online)
+    if missing:
+        raise fail("$.linux.memoryPolicy.nodes", f"node {missing[0]} is not online on this "
+                   f"host (online: {online_text})")
 
 
 def seccomp_cache(root: str) -> str:
@@ -234,6 +295,7 @@ def _create(root: str, plan: Plan, opts: CreateOptions, mgr: Manager | None,
     # every fd of this create: closed below, whatever happens
     fds = Handles()
     fds.lock, lock.fd = lock.fd, -1
+    fds.handover = opts.handover
     try:
         if not plan.start_now:
             fifo = os.path.join(path, store.FIFO_NAME)
@@ -247,6 +309,10 @@ def _create(root: str, plan: Plan, opts: CreateOptions, mgr: Manager | None,
             fds.console = fds.console_sock.fileno()
         elif opts.console_fd >= 0:
             fds.console = opts.console_fd
+        if opts.pidfd_socket:
+            from contain.process.sync import connect_unix
+
+            fds.pidfd_sock = connect_unix(opts.pidfd_socket, "--pidfd-socket")
         if any(m.uid_mappings for m in spec.mounts):
             from contain.rootfs.idmap import userns_fd_for
 
@@ -270,6 +336,10 @@ def _create(root: str, plan: Plan, opts: CreateOptions, mgr: Manager | None,
                 mgr.destroy()
             except Exception:
                 pass
+        if record.extra.get("rdt"):
+            from contain.container.rdt import remove
+
+            remove(record.extra["rdt"])
         store.remove_dir(path)
         raise
     finally:
@@ -358,6 +428,11 @@ class _CreateSpawner(Spawner):
             run_hooks("createRuntime", hooks.create_runtime, state)
         return record.hook_state("created")
 
+    def move_net_devices(self, taken: list[str]) -> list[dict[str, Any]]:
+        linux = self.plan.spec.linux
+        assert linux is not None
+        return move_net_devices(self.pid, linux.net_devices, taken)
+
     def hand_listener(self, fd: int) -> None:
         from contain.security.seccomp import send_listener
 
@@ -377,7 +452,48 @@ class _CreateSpawner(Spawner):
         if start is None:
             raise ContainError(f"{self.what} exited before it was ready")
         record.init_start = start
+        linux = self.plan.spec.linux
+        if linux is not None and linux.intel_rdt is not None:
+            from contain.container.rdt import apply
+
+            record.extra["rdt"] = apply(linux.intel_rdt, record.id, self.pid)
         store.save(record)
+
+
+def move_net_devices(pid: int, devices: dict[str, Any],
+                     taken: list[str] | tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """linux.netDevices: move each device from our network namespace into that of *pid*
+    (renamed in the same request), as runc does: down first, its permanent global
+    addresses noted (the kernel drops them on the move), for the init to add back and
+    set the device up. A failure leaves the devices already moved where they are: the
+    kernel returns physical devices to the host when the namespace goes (virtual ones
+    go with it), as the spec says."""
+    from contain.linux.netlink import IFA_F_PERMANENT, RT_SCOPE_UNIVERSE, Route, link_index
+
+    for host, dev in devices.items():  # (before any move: the kernel renames after it)
+        name = dev.name or host
+        if "%d" not in name and name in taken:
+            raise ContainError(f"linux.netDevices.{host}: {name} exists in the container's "
+                               "network namespace already")
+    out = []
+    ns_fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with Route() as route:
+            for host, dev in devices.items():
+                name = dev.name or host
+                try:
+                    index = link_index(host)
+                    addrs = [a.to_json() for a in route.addresses(index)
+                             if a.flags & IFA_F_PERMANENT and a.scope == RT_SCOPE_UNIVERSE]
+                    route.set_up(index, False)
+                    route.move(index, name, ns_fd)
+                except OSError as exc:
+                    raise ContainError(f"linux.netDevices.{host}: moving it into the "
+                                       f"container as {name}: {exc.strerror}") from exc
+                out.append({"host": host, "name": name, "index": index, "addrs": addrs})
+    finally:
+        os.close(ns_fd)
+    return out
 
 
 def check_pid_file(path: str) -> None:

@@ -64,6 +64,14 @@ def run_container(root: str, cid: str, bundle: str, spec: Spec, opts: CreateOpti
                 pair[1].close()
         if forward is not None:
             forward.attach(record.pid)
+        # the container runs, maybe for long (a pty relayed, a network proxy served):
+        # the garbage collector the CLI kept off during the set-up is back, what the
+        # set-up made frozen rather than walked once more (cli/main.py)
+        import gc
+
+        if not gc.isenabled():
+            gc.freeze()
+            gc.enable()
         try:
             if after_create is not None:
                 from contain.container.control import start

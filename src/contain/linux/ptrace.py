@@ -86,6 +86,20 @@ def event_message(pid: int) -> int:
     return int(out.value)
 
 
+#: The machines whose register file the ptrace supervisor knows: where a stopped system
+#: call keeps its number, its arguments and its return value. x86_64 only:
+#: PTRACE_GETREGS/SETREGS of struct user_regs_struct, the number in orig_rax (set to -1
+#: to skip the call), arguments rdi, rsi, rdx, r10, r8, r9, the return in rax. aarch64
+#: would read struct user_pt_regs with PTRACE_GETREGSET NT_PRSTATUS (arguments x0-x5,
+#: the number in x8, the return in x0) but can change the number only through
+#: PTRACE_SETREGSET NT_ARM_SYSTEM_CALL; that path is not built, since it cannot be
+#: tested on the machines here: the supervisor refuses other machines by name.
+SYSCALL_REGISTERS = {
+    "x86_64": {"number": "orig_rax", "args": ("rdi", "rsi", "rdx", "r10", "r8", "r9"),
+               "return": "rax"},
+}
+
+
 # struct user_regs_struct (x86_64): 27 unsigned longs, in this order
 REG_NAMES = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax",
              "rcx", "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss",
@@ -108,6 +122,45 @@ def get_regs(pid: int) -> Regs:
 
 def set_regs(pid: int, regs: Regs) -> None:
     ptrace(PTRACE_SETREGS, pid, 0, ctypes.byref(regs), "PTRACE_SETREGS")
+
+
+class RegsIO:
+    """The ptrace supervisor's hot path: one preallocated register file and ptrace(2)
+    with declared argument types (no ctypes objects made per call).
+
+    ``get(pid)`` reads the stopped tracee's registers into ``regs`` and returns it;
+    ``put(pid)`` writes ``regs`` back; ``cont(pid, sig)`` resumes it. OSError as
+    :func:`ptrace` raises it."""
+
+    __slots__ = ("cont", "get", "put", "regs")
+
+    def __init__(self) -> None:
+        raw = ctypes.function("ptrace", ctypes.c_long, argtypes=(
+            ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p))
+        regs = Regs()
+        addr = ctypes.addressof(regs)
+
+        def fail(what: str, pid: int) -> OSError:
+            err = ctypes.get_errno()
+            return OSError(err, f"ptrace({what}) of {pid}: {os.strerror(err)}")
+
+        def get(pid: int) -> Regs:
+            if raw(PTRACE_GETREGS, pid, None, addr) < 0:
+                raise fail("PTRACE_GETREGS", pid)
+            return regs
+
+        def put(pid: int) -> None:
+            if raw(PTRACE_SETREGS, pid, None, addr) < 0:
+                raise fail("PTRACE_SETREGS", pid)
+
+        def cont(pid: int, sig: int = 0) -> None:
+            if raw(PTRACE_CONT, pid, None, sig or None) < 0:
+                raise fail("PTRACE_CONT", pid)
+
+        self.regs = regs
+        self.get = get
+        self.put = put
+        self.cont = cont
 
 
 class _SudConfig(ctypes.Structure):

@@ -26,7 +26,7 @@ _NR: dict[str, dict[str, int]] = {
         "pidfd_send_signal": 424, "bpf": 321, "seccomp": 317, "personality": 135,
         "landlock_create_ruleset": 444, "landlock_add_rule": 445,
         "landlock_restrict_self": 446, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
-        "sched_setattr": 314,
+        "sched_setattr": 314, "set_mempolicy": 238,
     },
     "aarch64": {
         "pivot_root": 41, "setns": 268, "unshare": 97, "openat2": 437,
@@ -35,7 +35,7 @@ _NR: dict[str, dict[str, int]] = {
         "pidfd_send_signal": 424, "bpf": 280, "seccomp": 277, "personality": 92,
         "landlock_create_ruleset": 444, "landlock_add_rule": 445,
         "landlock_restrict_self": 446, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
-        "sched_setattr": 274,
+        "sched_setattr": 274, "set_mempolicy": 237,
     },
 }
 
@@ -268,6 +268,24 @@ def sched_setattr(policy: int, *, flags: int = 0, nice: int = 0, priority: int =
     ret = _syscall(ctypes.c_long(NR["sched_setattr"]), ctypes.c_int(0), attr,
                    ctypes.c_uint(0))
     _check(ret, "sched_setattr")
+
+
+MPOL_NODE_BITS = 1024  # the node mask handed to set_mempolicy: MAX_NUMNODES at most
+
+
+def set_mempolicy(mode: int, nodes: set[int] | frozenset[int] = frozenset()) -> None:
+    """set_mempolicy(2) for the calling thread (inherited by its children, kept across
+    execve): *mode* with its MPOL_F_* flags or-ed in, *nodes* the node numbers."""
+    import sys
+
+    mask = 0
+    for node in nodes:
+        mask |= 1 << node
+    words = [(mask >> (64 * i)) & (2**64 - 1) for i in range(MPOL_NODE_BITS // 64)]
+    buf = b"".join(w.to_bytes(8, sys.byteorder) for w in words)
+    ret = _syscall(ctypes.c_long(NR["set_mempolicy"]), ctypes.c_int(mode),
+                   buf if nodes else None, ctypes.c_ulong(MPOL_NODE_BITS + 1 if nodes else 0))
+    _check(ret, "set_mempolicy")
 
 
 def loopback_up(name: str = "lo") -> None:

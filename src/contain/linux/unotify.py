@@ -14,8 +14,12 @@ import os
 
 from contain.linux import native as ctypes
 from contain.linux.seccomp import (  # noqa: F401  (re-exported for the supervisors)
+    _NOTIF,
+    _NOTIF_RESP,
     SECCOMP_ADDFD_FLAG_SEND,
     SECCOMP_ADDFD_FLAG_SETFD,
+    SECCOMP_IOCTL_NOTIF_RECV,
+    SECCOMP_IOCTL_NOTIF_SEND,
     SECCOMP_USER_NOTIF_FLAG_CONTINUE,
     Notification,
     _ioc,
@@ -50,6 +54,41 @@ def set_sync_wakeup(listener_fd: int) -> bool:
     except OSError:
         return False
     return True
+
+
+class Receiver:
+    """The supervisor's receive/answer pair without per-call buffers or wrappers: one
+    preallocated struct seccomp_notif (zeroed before each receive, as the kernel
+    insists), the raw ioctl (OSError as it comes: the loop handles ENOENT and EINTR),
+    and the answer packed straight into its ioctl.
+
+    ``recv(fd)`` returns the struct's fields as a tuple: (id, pid, flags, nr, arch,
+    instruction_pointer, arg0..arg5)."""
+
+    __slots__ = ("answer", "recv")
+
+    def __init__(self) -> None:
+        import fcntl
+
+        buf = bytearray(_NOTIF.size)
+        zero = bytes(_NOTIF.size)
+        ioctl = fcntl.ioctl
+        unpack = _NOTIF.unpack_from
+        pack = _NOTIF_RESP.pack
+        recv_req = SECCOMP_IOCTL_NOTIF_RECV
+        send_req = SECCOMP_IOCTL_NOTIF_SEND
+
+        def recv(fd: int) -> tuple[int, ...]:
+            buf[:] = zero
+            ioctl(fd, recv_req, buf, True)
+            return unpack(buf)
+
+        def answer(fd: int, nid: int, val: int, error: int, flags: int) -> None:
+            """NOTIF_SEND: *error* is a negative errno (0: return *val*)."""
+            ioctl(fd, send_req, pack(nid, val, error, flags))
+
+        self.recv = recv
+        self.answer = answer
 
 
 def _raw(name: str, *args: int) -> int:
@@ -237,30 +276,43 @@ class Credentials:
                    int(umask[0], 8) if umask else 0o022)
 
 
+_OWN_CAPS: list[tuple[int, int]] = []
+
+
+def _own_caps() -> tuple[int, int]:
+    """The supervisor's (permitted, inheritable) sets: read once (it never changes
+    them; become/restore move only the effective set, per thread)."""
+    if not _OWN_CAPS:
+        from contain.linux.syscalls import capget
+
+        _, permitted, inheritable = capget()
+        _OWN_CAPS.append((permitted, inheritable))
+    return _OWN_CAPS[0]
+
+
 def become(creds: Credentials, extra_caps: int = 0) -> None:
     """Make the calling thread act on files as *creds*: fsuid/fsgid, groups, and the
     workload's effective capabilities (only when it is in our user namespace: its
     capabilities elsewhere count for less, so it gets none here; never more than it
     has), plus *extra_caps* (CAP_MKNOD for an emulated mknod). Undo with :func:`restore`."""
-    from contain.linux.syscalls import capget, capset
+    from contain.linux.syscalls import capset
 
+    permitted, inheritable = _own_caps()
     thread_setgroups(creds.groups)
     thread_setfsgid(creds.fsgid)
     thread_setfsuid(creds.fsuid)
-    _, permitted, inheritable = capget()
     caps = creds.cap_eff if creds.same_userns else 0
     capset((caps | extra_caps) & permitted, permitted, inheritable)
 
 
 def restore() -> None:
-    """Back to root for the calling thread (the supervisor runs as root)."""
-    from contain.linux.syscalls import capget, capset
+    """Back to root for the calling thread (the supervisor runs as root): the whole
+    permitted set effective first (the rest needs CAP_SETUID/SETGID), then the ids
+    (setfsuid(0) can only add file capabilities to a full effective set)."""
+    from contain.linux.syscalls import capset
 
-    _, permitted, inheritable = capget()
-    capset(permitted, permitted, inheritable)  # first: the rest needs CAP_SETUID/SETGID
+    permitted, inheritable = _own_caps()
+    capset(permitted, permitted, inheritable)
     thread_setfsuid(0)
     thread_setfsgid(0)
     thread_setgroups([])
-    # setfsuid(0) raised the fs capabilities again, capset the rest: check it all came back
-    if capget()[0] != permitted:
-        capset(permitted, permitted, inheritable)

@@ -189,9 +189,12 @@ def _victim_seconds(tech: Tech, work: Work, name: str, machine: Machine | _NoMac
                     mb: int, mem: int, timeout: float) -> float | None:
     cmd = machine.wrap(tech.command(work, name, ["/bin/sh", "-c", VICTIM.format(mb=mb, mem=mem)]),
                        name)
+    from contain.measure.runners import private_stdio
+
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout, cwd=work.dir, start_new_session=True)
+        with private_stdio() as stdin:
+            proc = subprocess.run(cmd, stdin=stdin, capture_output=True, text=True,
+                                  timeout=timeout, cwd=work.dir, start_new_session=True)
     except subprocess.TimeoutExpired:
         return None
     finally:
@@ -252,10 +255,12 @@ def _beside(tech: Tech, work: Work, hog: str, tag: str, machine: Machine | _NoMa
             settle: float) -> dict[str, Any]:
     script = HOGS[hog].format(hog_mb=hog_mb, io_mb=io_mb)
     name = f"ch-{tech.key}-{hog}-{tag}"
-    proc = subprocess.Popen(machine.wrap(tech.command(work, name, ["/bin/sh", "-c", script]),
-                                         name),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, cwd=work.dir, start_new_session=True)
+    from contain.measure.runners import private_stdio
+
+    with private_stdio() as stdio:
+        proc = subprocess.Popen(
+            machine.wrap(tech.command(work, name, ["/bin/sh", "-c", script]), name),
+            stdin=stdio, stdout=stdio, stderr=stdio, cwd=work.dir, start_new_session=True)
     try:
         time.sleep(settle)
         times = [_victim_seconds(tech, work, f"ci-{tech.key}-{hog}{i}-{tag}", machine,

@@ -619,6 +619,15 @@ def run_probe(tech: Tech, work: Work, baseline: dict[str, Any] | None = None,
         tech.cleanup(work, name)
 
 
+def private_stdio() -> Any:
+    """An unlinked empty file to give a technology's command as stdio instead of
+    /dev/null: runsc changes the owner of its stdio to the sandbox's user, and
+    /dev/null is the whole machine's (it went to nobody:nogroup)."""
+    import tempfile
+
+    return tempfile.TemporaryFile()
+
+
 def startup_ms(tech: Tech, work: Work, runs: int = 3) -> float | None:
     """Median wall time of running /bin/true under *tech* (what the benchmarks time)."""
     import subprocess
@@ -632,8 +641,9 @@ def startup_ms(tech: Tech, work: Work, runs: int = 3) -> float | None:
             return None
         t0 = time.perf_counter()
         try:
-            rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                                timeout=tech.timeout, cwd=work.dir).returncode
+            with private_stdio() as stdin:
+                rc = subprocess.run(cmd, stdin=stdin, capture_output=True,
+                                    timeout=tech.timeout, cwd=work.dir).returncode
         except subprocess.TimeoutExpired:
             rc = -1
         dt = (time.perf_counter() - t0) * 1000

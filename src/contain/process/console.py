@@ -53,7 +53,9 @@ def setup_console(console_fd: int, proc: Process) -> None:
         name = os.ttyname(slave)
         if proc.console_size is not None:
             set_winsize(slave, proc.console_size.height, proc.console_size.width)
-        os.fchown(slave, proc.user.uid, proc.user.gid)
+        # the user's, with the group the devpts mount gives (gid=5, tty, in runc's
+        # default config): runc 1.4 leaves the gid alone, which need not be mapped
+        os.fchown(slave, proc.user.uid, -1)
         send_fd(console_fd, master, name)
     finally:
         os.close(master)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from contain.process.spawn import Handles, Plan
     from contain.process.sync import Channel
     from contain.security.seccomp import SeccompProgram
-    from contain.spec.config import Personality, Process, Spec
+    from contain.spec.config import MemoryPolicy, Personality, Process, Spec
 
 
 def preload(plan: Plan) -> None:
@@ -61,6 +61,7 @@ def preload(plan: Plan) -> None:
     if plan.spec.landlock() is not None:  # (enforced just before execve)
         from contain.security import landlock  # noqa: F401
     import contain.linux.syscalls
+    import contain.log  # (report_failure: a failure after pivot_root is told with it)
     import contain.security.capabilities
     from contain.linux.exeguard import arm
 
@@ -84,6 +85,8 @@ def preload(plan: Plan) -> None:
         import contain.process.hooks
     if plan.seccomp is not None:
         import contain.security.seccomp
+    if plan.net_devices:
+        import contain.linux.netlink
     if proc.apparmor_profile or proc.selinux_label:
         import contain.security.lsm  # noqa: F401
 
@@ -186,6 +189,49 @@ def _stage_enter(ch: Channel, plan: Plan, fds: Handles) -> None:
                     f.write(f"{clock} {off.secs} {off.nanosecs}\n")
     if plan.forks:
         _fork_process(ch)
+    if plan.net_devices:  # (in the process: the parent opens our /proc/<pid>/ns/net)
+        import _socket
+
+        # the names taken here: a rename onto one would fail only after the move
+        before = [name for _, name in _socket.if_nameindex()]
+        ch.send(sync.NETDEV, taken=before)
+        _configure_net_devices(ch.expect(sync.NETDEV_DONE).get("devices") or [], before)
+
+
+def _configure_net_devices(devices: list[dict[str, Any]], before: list[str]) -> None:
+    """linux.netDevices, inside: the parent moved each device into our network namespace
+    (the kernel drops a device's addresses on the way); give back its permanent global
+    ones and set it up, as the spec asks. A name with "%d" is the kernel's choice: the
+    new link whose name fits the pattern (the one that kept its index, if one did)."""
+    import _socket
+    import re
+
+    from contain.linux.netlink import Address, Route
+
+    now = {name: index for index, name in _socket.if_nameindex()}
+    new = [name for name in now if name not in before]
+    claimed: set[str] = set()
+    with Route() as route:
+        for dev in devices:
+            name = dev["name"]
+            found: str | None = name if name in now else None
+            if "%d" in name:
+                pattern = re.compile(re.escape(name).replace("%d", r"\d+") + r"\Z")
+                fits = [n for n in new if n not in claimed and pattern.match(n)]
+                same = [n for n in fits if now[n] == dev["index"]]
+                choice = same or fits
+                found = choice[0] if choice else None
+            if found is None:
+                raise ContainError(f"linux.netDevices.{dev['host']}: {name} is not in the "
+                                   "container's network namespace after the move")
+            claimed.add(found)
+            try:
+                for addr in dev.get("addrs") or []:
+                    route.add_address(now[found], Address.from_json(addr))
+                route.set_up(now[found], True)
+            except OSError as exc:
+                raise ContainError(f"linux.netDevices.{dev['host']}: setting up {found} in "
+                                   f"the container: {exc.strerror}") from exc
 
 
 def _join_namespaces(plan: Plan, fds: Handles) -> None:
@@ -250,7 +296,9 @@ def _stage_init(ch: Channel, plan: Plan, fds: Handles) -> None:
     in_cgroup = _CgroupStep(ch, plan)
     setup.prepare(spec, plan.rootfs, plan.bundle, userns=plan.in_userns,
                   cgroupns=bool(plan.new_flags & c.CLONE_NEWCGROUP),
-                  before_cgroup=in_cgroup, idmap_userns=fds.idmap_userns)
+                  before_cgroup=in_cgroup, idmap_userns=fds.idmap_userns,
+                  ask_host=_HostMounts(ch, in_cgroup) if plan.host_binds else None,
+                  host_kinds=plan.host_binds)
     in_cgroup()
     _make_cwd(plan.rootfs, proc.cwd)
     if plan.hooks:
@@ -266,6 +314,7 @@ def _stage_init(ch: Channel, plan: Plan, fds: Handles) -> None:
 
         loopback_up()
     setup.enter_root(plan.rootfs, plan.no_pivot)
+    setup.reopen_dev_null()
     if spec.hostname:
         from contain.linux.syscalls import sethostname
 
@@ -291,6 +340,13 @@ def _stage_exec(ch: Channel, plan: Plan, fds: Handles) -> None:
     """Stage 3 of an exec: in the container's cgroup (the parent's CGROUP), a console."""
     ch.expect(sync.CGROUP)
     proc = plan.process
+    affinity = proc.exec_cpu_affinity
+    if affinity is not None and affinity.final:  # (initial: the parent, before the join)
+        try:
+            os.sched_setaffinity(0, parse_cpulist(affinity.final))
+        except OSError as exc:
+            raise ContainError(f"process.execCPUAffinity.final {affinity.final!r}: "
+                               f"{exc.strerror}") from exc
     # a session (and process group) of its own inside the container, with or without a
     # terminal, as runc's exec does: getpgrp() must not name a process outside
     os.setsid()
@@ -309,8 +365,10 @@ def _stage_final(ch: Channel, plan: Plan, fds: Handles, state: dict[str, Any]) -
     warnings: list[str] = []
     env = prepare_process(proc, plan.seccomp, plan.preserve_fds, extra_env=plan.env_extra,
                           personality=linux.personality if linux is not None else None,
-                          warnings=warnings)
-    path = lookup_executable(proc.args[0], env)
+                          warnings=warnings,
+                          memory_policy=linux.memory_policy if linux is not None else None)
+    # a pooled sandbox learns its command at the handover (see _take_over)
+    path = lookup_executable(proc.args[0], env) if fds.handover < 0 else ""
     # Landlock (process.landlock): the ruleset is made now, before a notify filter
     # (send_ready) could hand its opens to a supervisor, and enforced last, below; an
     # exec'd process gets it too (it is not the init's descendant). (Before the check
@@ -323,6 +381,15 @@ def _stage_final(ch: Channel, plan: Plan, fds: Handles, state: dict[str, Any]) -
         ruleset = prepare(landlock)[0]
     if fds.fifo >= 0 or plan.start_hooks:
         _check_can_start(fds.fifo, proc)
+    if plan.mode == CREATE and plan.seccomp is not None and plan.seccomp.to_agent and \
+            _rootless():
+        # an agent of the same user (a syscall supervisor) takes our listener and
+        # seizes us: a non-dumpable task whose memory belongs to the host's user
+        # namespace refuses both to anyone without CAP_SYS_PTRACE there (execve resets
+        # the flag by the new program's credentials). Only an init: nothing of the
+        # container runs yet that could attach to it; an exec'd process stays
+        # non-dumpable among the container's processes
+        prctl(c.PR_SET_DUMPABLE, 1)
     send_ready(ch, plan.seccomp, warnings)
     start = ch.expect(sync.GO)["start"]
     if not start:
@@ -335,8 +402,73 @@ def _stage_final(ch: Channel, plan: Plan, fds: Handles, state: dict[str, Any]) -
         from contain.security.landlock import restrict_before_exec
 
         restrict_before_exec(ruleset, no_new_privs=plan.mode != CREATE)
-    exec_process(path, proc, env, plan.seccomp,
-                 init=plan.mode == CREATE and wants_init(plan.spec))
+    init = plan.mode == CREATE and wants_init(plan.spec)
+    if fds.handover >= 0:
+        # a pooled sandbox: PID 1 forks the command's process now, which waits for its
+        # command (the fork is off the caller's path)
+        if init:
+            from contain.process.reaper import fork_command
+
+            fork_command(proc.terminal)
+            init = False
+        # it may wait long: nothing another thread of the runtime had open at our fork
+        # (another container's lock, another pooled sandbox's socket) stays open here
+        from contain.linux.exeguard import helper_fd
+
+        _close_all_but(fds.handover, helper_fd(), *range(3, 3 + plan.preserve_fds))
+        path = _take_over(fds.handover, proc, env)
+    exec_process(path, proc, env, plan.seccomp, init=init)
+
+
+def _close_all_but(*keep: int) -> None:
+    """Close every fd from 3 on except *keep*."""
+    from contain.linux.syscalls import close_range
+
+    low = 3
+    for fd in sorted(set(keep)):
+        if fd < low:
+            continue
+        if fd > low:
+            close_range(low, fd - 1, 0)
+        low = fd + 1
+    close_range(low, 0xFFFFFFFF, 0)
+
+
+def _take_over(sock_fd: int, proc: Process, env: list[str]) -> str:
+    """A pooled sandbox (contain.sandbox.pool), ready: wait on the handover socket for
+    the command, {"args"} with the fds for its 0, 1, 2 (SCM_RIGHTS); make them ours and
+    look the program up, as create does before READY. Nothing comes (the pool closed, or
+    its process is gone): exit. A failure goes back over the handover socket (the sync
+    channel is closed by now); its path to execve is returned."""
+    import _socket
+
+    sock = _socket.socket(fileno=sock_fd)
+    try:
+        data, anc, _flags, _addr = sock.recvmsg(sync.CHUNK, _socket.CMSG_SPACE(12),
+                                                _socket.MSG_CMSG_CLOEXEC)
+    except OSError:
+        os._exit(0)
+    if not data:
+        os._exit(0)
+    try:
+        received = [fd for level, kind, payload in anc if level == 1 and kind == 1
+                    for fd in sync.unpack_fds(payload)]
+        msg = sync.parse(data)
+        args = msg.get("args")
+        if len(received) != 3 or msg.get("t") != sync.RUN or not isinstance(args, list):
+            raise ContainError("sandbox pool: malformed handover")
+        for target, fd in enumerate(received):
+            os.dup2(fd, target)  # (inheritable: the command's stdio)
+            os.close(fd)
+        proc.args = [str(a) for a in args]
+        return lookup_executable(proc.args[0], env)
+    except BaseException as exc:
+        from contain.process.sync import Channel
+
+        try:
+            Channel(sock).send(sync.ERROR, **sync.error_fields(exc))
+        finally:
+            os._exit(1)
 
 
 class _CgroupStep:
@@ -349,14 +481,40 @@ class _CgroupStep:
         self.ch = ch
         self.plan = plan
         self.done = False
+        self.received = False  # CGROUP read already (while waiting for a MOUNT_DONE)
 
     def __call__(self) -> None:
         if self.done:
             return
         self.done = True
-        self.ch.expect(sync.CGROUP)
+        if not self.received:
+            self.ch.expect(sync.CGROUP)
+            self.received = True
         if self.plan.new_flags & c.CLONE_NEWCGROUP:
             unshare(c.CLONE_NEWCGROUP)
+
+
+class _HostMounts:
+    """A bind mount the runtime does for us from the host (MOUNT / MOUNT_DONE): the
+    parent's CGROUP may come first, sent before our request; it is noted for the cgroup
+    step, which has not been taken yet."""
+
+    def __init__(self, ch: Channel, cgroup_step: _CgroupStep) -> None:
+        self.ch = ch
+        self.cgroup_step = cgroup_step
+
+    def __call__(self, index: int, fd: int) -> None:
+        self.ch.send(sync.MOUNT, index=index, fd=fd)
+        while True:
+            msg = self.ch.recv()
+            if msg["t"] == sync.CGROUP and not self.cgroup_step.received:
+                self.cgroup_step.received = True
+                continue
+            if msg["t"] != sync.MOUNT_DONE:
+                raise sync.ProtocolError(f"sync: expected 'mount-done', got {msg['t']!r}")
+            if msg.get("error"):
+                raise ContainError(str(msg["error"]))
+            return
 
 
 def _make_cwd(rootfs: str, cwd: str) -> None:
@@ -411,7 +569,8 @@ _SCHED = {"SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3,
 def prepare_process(proc: Process, seccomp: SeccompProgram | None, preserve_fds: int,
                     extra_env: list[str] | tuple[str, ...] = (),
                     personality: Personality | None = None,
-                    warnings: list[str] | None = None) -> list[str]:
+                    warnings: list[str] | None = None,
+                    memory_policy: MemoryPolicy | None = None) -> list[str]:
     """Apply the process fields (cwd, rlimits, scheduling, user, capabilities,
     no_new_privs) in the order that keeps them; return the environment to exec with."""
     try:
@@ -435,8 +594,8 @@ def prepare_process(proc: Process, seccomp: SeccompProgram | None, preserve_fds:
         from contain.linux.syscalls import personality as set_personality
 
         set_personality(c.PERSONALITY_DOMAINS[personality.domain])
-    if proc.exec_cpu_affinity is not None and proc.exec_cpu_affinity.initial:
-        os.sched_setaffinity(0, parse_cpulist(proc.exec_cpu_affinity.initial))
+    if memory_policy is not None:
+        _set_memory_policy(memory_policy)
     if proc.apparmor_profile or proc.selinux_label:
         from contain.security.lsm import apply_on_exec
 
@@ -453,9 +612,26 @@ def prepare_process(proc: Process, seccomp: SeccompProgram | None, preserve_fds:
         warnings.extend(problems)
     env = list(proc.env)
     env.extend(extra_env)
-    if not any(e.startswith("HOME=") for e in env):
+    if not any(e.startswith("HOME=") and e != "HOME=" for e in env):  # (empty: unset, runc)
+        env = [e for e in env if e != "HOME="]
         env.append(f"HOME={home_of(proc.user.uid)}")
     return env
+
+
+def _set_memory_policy(policy: MemoryPolicy) -> None:
+    """linux.memoryPolicy: set_mempolicy(2), kept across execve and inherited by every
+    child (the host's nodes were checked at create: lifecycle.validate)."""
+    from contain.linux.syscalls import set_mempolicy
+    from contain.spec.config import MPOL_FLAGS, MPOL_MODES
+
+    mode = MPOL_MODES[policy.mode]
+    for flag in policy.flags:
+        mode |= MPOL_FLAGS[flag]
+    try:
+        set_mempolicy(mode, policy.node_set())
+    except OSError as exc:
+        raise ContainError(f"linux.memoryPolicy: set_mempolicy {policy.mode} "
+                           f"nodes={policy.nodes or ''!r}: {exc.strerror}") from exc
 
 
 def _set_rlimits(proc: Process) -> None:
@@ -612,6 +788,21 @@ def _shown(name: str) -> str:
     if len(name) <= SHOW_MAX:
         return name
     return f"{name[:SHOW_MAX]}... ({len(name)} characters)"
+
+
+def _rootless() -> bool:
+    """Whether our effective uid is not root on the host (read through our user
+    namespace's map)."""
+    euid = os.geteuid()
+    try:
+        with open("/proc/self/uid_map") as f:
+            for line in f:
+                inside, outside, count = (int(w) for w in line.split())
+                if inside <= euid < inside + count:
+                    return outside + euid - inside != 0
+    except (OSError, ValueError):
+        pass
+    return euid != 0
 
 
 def send_ready(ch: Channel, seccomp: SeccompProgram | None, warnings: list[str]) -> None:

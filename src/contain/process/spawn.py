@@ -37,7 +37,7 @@ class Plan:
 
     __slots__ = ("mode", "spec", "process", "cid", "bundle", "rootfs", "new_flags", "join",
                  "preserve_fds", "env_extra", "no_pivot", "no_new_keyring", "seccomp",
-                 "stdio", "start_now")
+                 "stdio", "start_now", "host_binds")
 
     def __init__(self, mode: str, spec: Spec, process: Process, *, cid: str = "",
                  bundle: str = "", rootfs: str = "", new_flags: int = 0,
@@ -60,6 +60,9 @@ class Plan:
         self.seccomp = seccomp
         self.stdio = stdio
         self.start_now = start_now  # GO says "start": no exec.fifo to wait on
+        # create, in a user namespace, by root: the bind mounts the runtime may do from
+        # the host when the init cannot (mount index -> the source's kind); see MOUNT
+        self.host_binds: dict[int, str] = {}
 
     @classmethod
     def for_create(cls, spec: Spec, cid: str, bundle: str, rootfs: str, *,
@@ -82,10 +85,15 @@ class Plan:
         if listen.isdigit() and int(listen) > 0:  # socket activation: pass them on
             preserve_fds += int(listen)
             env_extra = (f"LISTEN_FDS={listen}", "LISTEN_PID=1")
-        return cls(CREATE, spec, proc, cid=cid, bundle=bundle, rootfs=rootfs,
+        plan = cls(CREATE, spec, proc, cid=cid, bundle=bundle, rootfs=rootfs,
                    new_flags=new_flags, join=tuple(join), preserve_fds=preserve_fds,
                    env_extra=env_extra, no_pivot=no_pivot, no_new_keyring=no_new_keyring,
                    seccomp=seccomp, stdio=stdio, start_now=start_now)
+        if plan.in_userns and os.geteuid() == 0 and spec.mounts:
+            from contain.rootfs.mounts import host_kinds
+
+            plan.host_binds = host_kinds(spec.mounts, bundle)
+        return plan
 
     # -- derived --------------------------------------------------------------------------
 
@@ -118,6 +126,12 @@ class Plan:
         return any(flag in (c.CLONE_NEWPID, c.CLONE_NEWTIME) for flag, _ in self.join)
 
     @property
+    def net_devices(self) -> bool:
+        """linux.netDevices to move (create only): a NETDEV round in the protocol."""
+        linux = self.spec.linux
+        return self.mode == CREATE and linux is not None and bool(linux.net_devices)
+
+    @property
     def parent_hooks(self) -> bool:
         hooks = self.spec.hooks if self.mode == CREATE else None
         return hooks is not None and bool(hooks.prestart or hooks.create_runtime)
@@ -143,7 +157,8 @@ class Handles:
     """The fds of one spawn, opened by the parent and closed by :meth:`close` once the
     child has what it needs. Slots left at -1 are not in use."""
 
-    __slots__ = ("lock", "fifo", "console", "console_sock", "idmap_userns", "ns")
+    __slots__ = ("lock", "fifo", "console", "console_sock", "idmap_userns", "ns", "pidfd_sock",
+                 "handover")
 
     def __init__(self) -> None:
         self.lock = -1             # create: flock on the container directory
@@ -152,6 +167,10 @@ class Handles:
         self.console_sock: Any = None  # a console socket we connected (owned)
         self.idmap_userns: dict[int, int] = {}  # mount index -> user namespace fd
         self.ns: list[tuple[int, int]] = []     # exec: (clone flag, namespace fd) to join
+        self.pidfd_sock: Any = None  # --pidfd-socket: connected, gets the process's pidfd
+        # create of a pooled sandbox: the init's end of its handover socket (not owned:
+        # the pool closes it), on which the command comes after GO (init._take_over)
+        self.handover = -1
 
     def close(self) -> None:
         for fd in (self.lock, self.fifo, *self.idmap_userns.values(),
@@ -160,8 +179,10 @@ class Handles:
                 os.close(fd)
         if self.console_sock is not None:
             self.console_sock.close()
+        if self.pidfd_sock is not None:
+            self.pidfd_sock.close()
         self.lock = self.fifo = self.console = -1
-        self.console_sock = None
+        self.console_sock = self.pidfd_sock = None
         self.idmap_userns = {}
         self.ns = []
 
@@ -177,6 +198,7 @@ class Spawner:
         self.mgr = mgr
         self.pid = 0    # the process being set up, once known
         self.stage = 0  # the stage that forks it and exits, while it lives
+        self.mount_helper: MountHelper | None = None  # bind mounts from the host
 
     # -- the container layer's steps ----------------------------------------------------------
 
@@ -194,6 +216,11 @@ class Spawner:
     def hand_listener(self, fd: int) -> None:
         """A seccomp notify listener taken from the process: give it to the agent."""
         os.close(fd)
+
+    def move_net_devices(self, taken: list[str]) -> list[dict[str, Any]]:
+        """linux.netDevices: the child has its network namespace (NETDEV; *taken*: the
+        names in it); move them in, and say what the child is to set up there."""
+        raise sync.ProtocolError("sync: no network devices in this spawn")
 
     # -- the driver --------------------------------------------------------------------------
 
@@ -238,8 +265,13 @@ class Spawner:
     def _drive(self, ch: sync.Channel) -> None:
         plan = self.plan
         mgr = self.setup_cgroup()
-        if mgr is not None and not plan.forks:
-            mgr.join(self.pid)
+        affinity = plan.process.exec_cpu_affinity if plan.mode == EXEC else None
+        initial = affinity.initial if affinity is not None else None
+        if not plan.forks:
+            if initial:
+                set_initial_affinity(self.pid, initial)
+            if mgr is not None:
+                mgr.join(self.pid)
         if plan.new_userns:
             ch.expect(sync.USERNS)
             write_id_maps(self.stage or self.pid, plan.spec)
@@ -248,18 +280,54 @@ class Spawner:
             self.pid = ch.expect(sync.PID)["pid"]
             os.waitpid(self.stage, 0)
             self.stage = 0
+            if initial:
+                set_initial_affinity(self.pid, initial)
             if mgr is not None:
                 mgr.join(self.pid)
+        if plan.net_devices:
+            taken = ch.expect(sync.NETDEV).get("taken") or []
+            ch.send(sync.NETDEV_DONE, devices=self.move_net_devices(taken))
         ch.send(sync.CGROUP)
-        if plan.hooks:
-            ch.expect(sync.HOOKS)
-            ch.send(sync.HOOKS_DONE, state=self.run_hooks())
-        msg = ch.expect(sync.READY)
+        try:
+            if plan.hooks:
+                self._expect_serving(ch, sync.HOOKS)
+                self._close_mount_helper()  # (the rootfs is done)
+                ch.send(sync.HOOKS_DONE, state=self.run_hooks())
+            msg = self._expect_serving(ch, sync.READY)
+        finally:
+            self._close_mount_helper()
         log_warnings(msg.get("warnings"))
         if "listener_fd" in msg:
             self.hand_listener(take_fd(self.pid, msg["listener_fd"]))
         self.commit(msg)
+        if self.handles.pidfd_sock is not None:
+            send_pidfd(self.handles.pidfd_sock, self.pid,
+                       "standard" if plan.mode == CREATE else "setns")
         ch.send(sync.GO, start=plan.start_now)
+
+    def _expect_serving(self, ch: sync.Channel, kind: str) -> dict[str, Any]:
+        """The next message of *kind*, serving the init's MOUNT requests before it (a
+        create in a user namespace, while its rootfs is set up)."""
+        while True:
+            msg = ch.recv()
+            if msg["t"] != sync.MOUNT or not self.plan.host_binds:
+                break
+            index = msg.get("index")
+            if not isinstance(index, int) or index not in self.plan.host_binds:
+                raise sync.ProtocolError(f"sync: no bind mount {index!r} to do")
+            if self.mount_helper is None:
+                self.mount_helper = MountHelper(self.pid, self.plan, self.handles)
+            ch.send(sync.MOUNT_DONE, error=self.mount_helper.bind(index, int(msg["fd"])))
+        if msg["t"] == kind:
+            return msg
+        if msg["t"] == sync.ERROR:
+            raise sync.child_error(msg)
+        raise sync.ProtocolError(f"sync: expected {kind!r}, got {msg['t']!r}")
+
+    def _close_mount_helper(self) -> None:
+        if self.mount_helper is not None:
+            self.mount_helper.close()
+            self.mount_helper = None
 
     def _how_it_ended(self) -> str:
         """'was killed by signal N' / 'exited with status N' (or less, when the process
@@ -303,6 +371,106 @@ class Spawner:
                 except ChildProcessError:
                     pass
         self.stage = self.pid = 0
+
+
+class MountHelper:
+    """A child of the runtime in the init's mount namespace, with the host's
+    credentials, which binds what the init cannot (process/sync.py: MOUNT): made on
+    the first request, gone when the rootfs is done. (A setns of the mount namespace
+    needs a process of its own: the runtime's threads share its root and cwd.)"""
+
+    def __init__(self, pid: int, plan: Plan, handles: Handles) -> None:
+        ours, theirs = sync.Channel.pair()
+        self.pid = os.fork()
+        if self.pid == 0:  # the helper: never returns
+            ours.close()
+            code = 1
+            try:
+                _helper_main(theirs, pid, plan, handles)
+                code = 0
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.ch = ours
+
+    def bind(self, index: int, fd: int) -> str | None:
+        """mounts[index] onto the init's fd *fd*; why not, or None when done."""
+        self.ch.send(sync.MOUNT, index=index, fd=fd)
+        try:
+            return self.ch.expect(sync.MOUNT_DONE).get("error")
+        except sync.ChannelClosed:
+            return "the runtime's mount helper died"
+
+    def close(self) -> None:
+        self.ch.close()
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _helper_main(ch: sync.Channel, pid: int, plan: Plan, handles: Handles) -> None:
+    from contain.linux.syscalls import setns
+    from contain.rootfs.mounts import bind_from_host
+
+    try:
+        fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            setns(fd, c.CLONE_NEWNS)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        failed: str | None = f"entering the container's mount namespace: {exc.strerror}"
+    else:
+        failed = None
+    while True:
+        try:
+            msg = ch.expect(sync.MOUNT)
+        except sync.ChannelClosed:
+            return
+        if failed is not None:
+            ch.send(sync.MOUNT_DONE, error=failed)
+            continue
+        index = int(msg["index"])
+        try:
+            bind_from_host(plan.spec.mounts[index], index, plan.bundle,
+                           f"/proc/{pid}/fd/{int(msg['fd'])}",
+                           handles.idmap_userns.get(index, -1))
+        except ContainError as exc:
+            ch.send(sync.MOUNT_DONE, error=str(exc))
+        except OSError as exc:
+            ch.send(sync.MOUNT_DONE, error=f"mounts[{index}]: {exc.strerror or exc}")
+        else:
+            ch.send(sync.MOUNT_DONE)
+
+
+def set_initial_affinity(pid: int, cpus: str) -> None:
+    """process.execCPUAffinity.initial: the CPUs the process runs on before it joins the
+    container's cgroup (set here, by the parent, before the join)."""
+    from contain.process.init import parse_cpulist
+
+    try:
+        os.sched_setaffinity(pid, parse_cpulist(cpus))
+    except OSError as exc:
+        raise ContainError(f"process.execCPUAffinity.initial {cpus!r}: "
+                           f"{exc.strerror}") from exc
+
+
+def send_pidfd(sock: Any, pid: int, name: str) -> None:
+    """--pidfd-socket: a pidfd of *pid* over the connected unix socket (SCM_RIGHTS, with
+    *name* as the payload: "standard" for a container's init, "setns" for an exec'd
+    process, the names runc sends), so the receiver can signal and wait on the process
+    without the race of a reused pid."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError as exc:
+        raise ContainError(f"--pidfd-socket: pidfd_open {pid}: {exc.strerror}") from exc
+    try:
+        sync.send_fd(sock.fileno(), pidfd, name)
+    except OSError as exc:
+        raise ContainError(f"--pidfd-socket: sending the pidfd: {exc.strerror}") from exc
+    finally:
+        os.close(pidfd)
 
 
 def kill_and_wait(pid: int) -> None:

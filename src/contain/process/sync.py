@@ -19,6 +19,9 @@ which they may come (``[...]``: only when the plan says so; both sides know the 
                                                       [S forks I into the PID/time ns]
             <---------------------------------------- [PID {pid}]        (S exits)
     [reap S, join I to the cgroup]
+            <---------------------------------------- [NETDEV]  (create, netDevices)
+    [move linux.netDevices into I's network ns]
+            ----------------------------------------> [NETDEV_DONE]
             ----------------------------------------> CGROUP
                                                       I: reads CGROUP at one point:
                                                          exec: before it forks I, or
@@ -28,6 +31,10 @@ which they may come (``[...]``: only when the plan says so; both sides know the 
                                                          without one), then
                                                          unshare(NEWCGROUP)
                                                       create: rootfs mounts
+            <---------------------------------------- [MOUNT {index, fd}]  (any number:
+    [a helper in I's mount namespace, with the            a bind source I cannot reach,
+     host's credentials, mounts onto I's fd]              an id-mapped bind in a userns)
+            ----------------------------------------> [MOUNT_DONE {error?}]
             <---------------------------------------- [HOOKS]          (create, hooks)
     [prestart, createRuntime hooks]
             ----------------------------------------> [HOOKS_DONE {state}]
@@ -75,14 +82,23 @@ if TYPE_CHECKING:
 USERNS = "userns"            # child -> parent: I unshared a user namespace; map its ids
 USERNS_DONE = "userns-done"  # parent -> child: uid_map and gid_map are written
 PID = "pid"                  # stage -> parent: {"pid"}: the process I forked; I exit now
+MOUNT = "mount"              # init -> parent: {"index", "fd"}: bind mounts[index] from the
+                             # host onto my fd (a source out of my reach, an id-mapped one)
+MOUNT_DONE = "mount-done"    # parent -> init: {"error"?}: done (or why not)
+NETDEV = "netdev"            # init -> parent: my network namespace exists; move devices in
+NETDEV_DONE = "netdev-done"  # parent -> init: linux.netDevices are in it
 CGROUP = "cgroup"            # parent -> child: you are in the container's cgroup (if any)
 HOOKS = "hooks"              # init -> parent: rootfs mounted; run prestart, createRuntime
 HOOKS_DONE = "hooks-done"    # parent -> init: {"state"}: they ran; the hooks' state
 READY = "ready"              # child -> parent: {"warnings"?, "listener_fd"?}: set up
 GO = "go"                    # parent -> child: {"start"}: committed; go on (start now?)
 ERROR = "error"              # child -> parent: {"kind", "errno", "path", "msg"}: I failed
+# a pooled sandbox's handover socket, after GO (contain.sandbox.pool): {"args"}, with
+# the fds of its 0, 1, 2; the init answers only with an ERROR (then exits)
+RUN = "run"
 
-KINDS = (USERNS, USERNS_DONE, PID, CGROUP, HOOKS, HOOKS_DONE, READY, GO, ERROR)
+KINDS = (USERNS, USERNS_DONE, PID, NETDEV, NETDEV_DONE, CGROUP, MOUNT, MOUNT_DONE, HOOKS,
+         HOOKS_DONE, READY, GO, ERROR, RUN)
 
 CHUNK = 1 << 16  # bytes per packet (a message may take several)
 _HEADER = 4
@@ -157,10 +173,7 @@ class Channel:
                 parts.append(packet)
                 have += len(packet)
             data = b"".join(parts)
-        msg = loads(data)
-        if not isinstance(msg, dict) or msg.get("t") not in KINDS:
-            raise ProtocolError(f"sync: malformed message {str(msg)[:80]!r}")
-        return msg
+        return _checked(loads(data))
 
     def expect(self, kind: str) -> dict[str, Any]:
         """The next message, which must be of *kind*; the other side's ERROR is raised
@@ -238,6 +251,28 @@ def _pack_fds(fds: tuple[int, ...] | list[int]) -> bytes:
     return b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
 
 
+def parse(packet: bytes) -> dict[str, Any]:
+    """The message of one whole packet (one that :func:`frame` made alone)."""
+    size = int.from_bytes(packet[:_HEADER], "little")
+    if len(packet) - _HEADER != size:
+        raise ProtocolError("sync: a message in more than one packet")
+    return _checked(loads(packet[_HEADER:]))
+
+
+def _checked(msg: Any) -> dict[str, Any]:
+    if not isinstance(msg, dict) or msg.get("t") not in KINDS:
+        raise ProtocolError(f"sync: malformed message {str(msg)[:80]!r}")
+    return msg
+
+
+def pack_fds(fds: tuple[int, ...] | list[int]) -> bytes:
+    return _pack_fds(fds)
+
+
+def unpack_fds(data: bytes) -> list[int]:
+    return _unpack_fds(data)
+
+
 def _unpack_fds(data: bytes) -> list[int]:
     return [int.from_bytes(data[i:i + 4], sys.byteorder, signed=True)
             for i in range(0, len(data) - 3, 4)]
@@ -262,11 +297,12 @@ def recv_fd(sock: _socket.socket) -> tuple[int, str]:
     raise ContainError("console socket: no file descriptor received")
 
 
-def connect_unix(path: str) -> _socket.socket:
+def connect_unix(path: str, what: str = "") -> _socket.socket:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         sock.connect(path)
     except OSError as exc:
         sock.close()
-        raise ContainError(f"connect to {path}: {exc.strerror}") from exc
+        prefix = f"{what}: " if what else ""
+        raise ContainError(f"{prefix}connect to {path}: {exc.strerror}") from exc
     return sock

@@ -13,6 +13,8 @@ from contain.rootfs.paths import fd_path, is_dir_fd, open_in_root, resolve_in_ro
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from contain.spec.config import Mount
 
 # option -> (clear?, flag)
@@ -39,12 +41,20 @@ PROPAGATION: dict[str, int] = {
     "slave": c.MS_SLAVE, "rslave": c.MS_SLAVE | c.MS_REC,
     "unbindable": c.MS_UNBINDABLE, "runbindable": c.MS_UNBINDABLE | c.MS_REC,
 }
-# recursive attributes, applied with mount_setattr(AT_RECURSIVE): option -> (set, clear)
-RECURSIVE: dict[str, tuple[int, int]] = {
-    "rro": (c.MOUNT_ATTR_RDONLY, 0), "rrw": (0, c.MOUNT_ATTR_RDONLY),
-    "rnosuid": (c.MOUNT_ATTR_NOSUID, 0), "rsuid": (0, c.MOUNT_ATTR_NOSUID),
-    "rnodev": (c.MOUNT_ATTR_NODEV, 0), "rdev": (0, c.MOUNT_ATTR_NODEV),
-    "rnoexec": (c.MOUNT_ATTR_NOEXEC, 0), "rexec": (0, c.MOUNT_ATTR_NOEXEC),
+# recursive attributes, applied with mount_setattr(AT_RECURSIVE): option -> (clear?, attr)
+RECURSIVE: dict[str, tuple[bool, int]] = {
+    "rro": (False, c.MOUNT_ATTR_RDONLY), "rrw": (True, c.MOUNT_ATTR_RDONLY),
+    "rnosuid": (False, c.MOUNT_ATTR_NOSUID), "rsuid": (True, c.MOUNT_ATTR_NOSUID),
+    "rnodev": (False, c.MOUNT_ATTR_NODEV), "rdev": (True, c.MOUNT_ATTR_NODEV),
+    "rnoexec": (False, c.MOUNT_ATTR_NOEXEC), "rexec": (True, c.MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (False, c.MOUNT_ATTR_NODIRATIME),
+    "rdiratime": (True, c.MOUNT_ATTR_NODIRATIME),
+    "rrelatime": (False, c.MOUNT_ATTR_RELATIME), "rnorelatime": (True, c.MOUNT_ATTR_RELATIME),
+    "rnoatime": (False, c.MOUNT_ATTR_NOATIME), "ratime": (True, c.MOUNT_ATTR_NOATIME),
+    "rstrictatime": (False, c.MOUNT_ATTR_STRICTATIME),
+    "rnostrictatime": (True, c.MOUNT_ATTR_STRICTATIME),
+    "rnosymfollow": (False, c.MOUNT_ATTR_NOSYMFOLLOW),
+    "rsymfollow": (True, c.MOUNT_ATTR_NOSYMFOLLOW),
 }
 # options of our own, not passed to the kernel
 EXTRA = ("tmpcopyup", "idmap", "ridmap", "copy-symlink")
@@ -52,7 +62,7 @@ EXTRA = ("tmpcopyup", "idmap", "ridmap", "copy-symlink")
 
 class MountOptions:
     __slots__ = ("flags", "clear", "propagation", "data", "recursive_set", "recursive_clear",
-                 "extra")
+                 "recursive", "extra")
 
     def __init__(self) -> None:
         self.flags = 0
@@ -61,6 +71,7 @@ class MountOptions:
         self.data: list[str] = []
         self.recursive_set = 0
         self.recursive_clear = 0
+        self.recursive = False  # a recursive option was given (rrelatime sets no bit)
         self.extra: set[str] = set()
 
     @property
@@ -83,9 +94,17 @@ def parse_options(options: list[str]) -> MountOptions:
         elif opt in PROPAGATION:
             out.propagation.append(PROPAGATION[opt])
         elif opt in RECURSIVE:
-            s, cl = RECURSIVE[opt]
-            out.recursive_set |= s
-            out.recursive_clear |= cl
+            clear, attr = RECURSIVE[opt]
+            if clear:
+                out.recursive_clear |= attr
+                out.recursive_set &= ~attr
+            else:
+                out.recursive_set |= attr
+                out.recursive_clear &= ~attr
+            if attr & c.MOUNT_ATTR__ATIME == attr:
+                # an access-time mode is set with the whole mask cleared (mount_setattr(2))
+                out.recursive_clear |= c.MOUNT_ATTR__ATIME
+            out.recursive = True
         elif opt in EXTRA:
             out.extra.add(opt)
         else:
@@ -147,13 +166,27 @@ def mount_entry(root_fd: int, m: Mount, index: int, bundle: str, ctx: MountConte
                 os.close(fd)
             if stat.S_ISDIR(st.st_mode):
                 opts.data.append(f"mode={stat.S_IMODE(st.st_mode):o}")
+    from_host = False
     if is_bind:
         source = _host_source(m.source or "", bundle)
+        host_kind = ctx.host_kinds.get(index) if ctx.ask_host is not None else None
+        # in a user namespace: an id-mapped bind needs the host's CAP_SYS_ADMIN (over the
+        # filesystem), and a source our root cannot reach the host's access to it
+        from_host = host_kind is not None and bool(m.uid_mappings)
+        src_st: os.stat_result | None = None
         try:
-            st = os.stat(source)
+            if not from_host:
+                src_st = os.stat(source)
+        except PermissionError as exc:
+            if host_kind is None:
+                raise ContainError(f"{where}: bind source {source}: {exc.strerror}") from exc
+            from_host = True
         except OSError as exc:
             raise ContainError(f"{where}: bind source {source}: {exc.strerror}") from exc
-        kind = "dir" if stat.S_ISDIR(st.st_mode) else "file"
+        if src_st is not None:
+            kind = "dir" if stat.S_ISDIR(src_st.st_mode) else "file"
+        else:
+            kind = host_kind or "dir"
     try:
         dest_fd = resolve_in_root(root_fd, m.destination, kind)
     except OSError as exc:
@@ -163,7 +196,10 @@ def mount_entry(root_fd: int, m: Mount, index: int, bundle: str, ctx: MountConte
         target = fd_path(dest_fd)
         if not is_bind and not is_dir_fd(dest_fd):
             raise ContainError(f"{where}: destination is not a directory")
-        if is_bind:
+        if from_host:
+            assert ctx.ask_host is not None
+            ctx.ask_host(index, dest_fd)
+        elif is_bind:
             _mount_bind(source, target, opts, m, where, ctx.idmap_userns.get(index, -1))
         elif fstype == "sysfs" or fstype == "mqueue":
             try:
@@ -197,7 +233,7 @@ def mount_entry(root_fd: int, m: Mount, index: int, bundle: str, ctx: MountConte
             remount_bind(top, rest)
         for prop in opts.propagation:
             mount(None, top, None, prop)
-        if opts.recursive_set or opts.recursive_clear:
+        if opts.recursive:
             from contain.linux.syscalls import mount_setattr
 
             mount_setattr(new_fd, "", c.AT_EMPTY_PATH | c.AT_RECURSIVE,
@@ -211,14 +247,21 @@ def mount_entry(root_fd: int, m: Mount, index: int, bundle: str, ctx: MountConte
 class MountContext:
     """What the mount code needs to know about the container being set up."""
 
-    __slots__ = ("userns", "cgroupns", "rootfs", "idmap_userns")
+    __slots__ = ("userns", "cgroupns", "rootfs", "idmap_userns", "ask_host", "host_kinds")
 
     def __init__(self, userns: bool, cgroupns: bool, rootfs: str,
-                 idmap_userns: dict[int, int] | None = None) -> None:
+                 idmap_userns: dict[int, int] | None = None,
+                 ask_host: Callable[[int, int], None] | None = None,
+                 host_kinds: dict[int, str] | None = None) -> None:
         self.userns = userns
         self.cgroupns = cgroupns
         self.rootfs = rootfs
         self.idmap_userns = idmap_userns or {}  # mount index -> user namespace fd
+        # bind mounts the runtime on the host may do for us (a user namespace, a root
+        # runtime): mount index -> the source's kind as the host sees it; *ask_host*
+        # (index, destination fd) has it done
+        self.ask_host = ask_host
+        self.host_kinds = host_kinds or {}
 
     def reopen(self, root_fd: int, destination: str) -> int:
         """An O_PATH fd of the mount now on *destination*."""
@@ -248,6 +291,46 @@ def _mount_bind(source: str, target: str, opts: MountOptions, m: Mount, where: s
         mount(source, target, None, c.MS_BIND | (opts.flags & c.MS_REC))
     except OSError as exc:
         raise ContainError(f"{where}: bind mount {source}: {exc.strerror}") from exc
+
+
+def is_bind_mount(m: Mount) -> bool:
+    return m.type == "bind" or "bind" in m.options or "rbind" in m.options
+
+
+def host_kinds(mounts: list[Mount], bundle: str) -> dict[int, str]:
+    """For the runtime on the host, before the container exists: each bind mount's
+    index -> "dir" or "file" (its source as the host sees it; "dir" when the host
+    cannot see it either: the bind then fails with the host's reason)."""
+    out = {}
+    for i, m in enumerate(mounts):
+        if is_bind_mount(m):
+            try:
+                st = os.stat(_host_source(m.source or "", bundle))
+            except OSError:
+                out[i] = "dir"
+                continue
+            out[i] = "dir" if stat.S_ISDIR(st.st_mode) else "file"
+    return out
+
+
+def bind_from_host(m: Mount, index: int, bundle: str, target: str, userns: int) -> None:
+    """Bind mounts[index] onto *target* (a /proc/<pid>/fd/N of the container's init) as
+    a process with the host's credentials, in the container's mount namespace (so the
+    source is resolved in the init's copy of the host's mounts, whose submounts stay
+    locked): the source need not be reachable from the container's user namespace,
+    and MOUNT_ATTR_IDMAP, which needs CAP_SYS_ADMIN over the filesystem, can be set."""
+    opts = parse_options(m.options)
+    source = _host_source(m.source or "", bundle)
+    where = f"mounts[{index}] ({m.destination})"
+    if m.uid_mappings:
+        from contain.rootfs.idmap import mount_idmapped
+
+        mount_idmapped(source, target, m, opts.flags & c.MS_REC != 0, userns)
+        return
+    try:
+        mount(source, target, None, c.MS_BIND | (opts.flags & c.MS_REC))
+    except OSError as exc:
+        raise ContainError(f"{where}: bind source {source}: {exc.strerror}") from exc
 
 
 def _copy_up(below: int, top: str) -> None:

@@ -39,7 +39,9 @@ DEV_SYMLINKS = (("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
 
 def prepare(spec: Spec, rootfs: str, bundle: str, userns: bool, cgroupns: bool,
             before_cgroup: Callable[[], None] | None = None,
-            idmap_userns: dict[int, int] | None = None) -> None:
+            idmap_userns: dict[int, int] | None = None,
+            ask_host: Callable[[int, int], None] | None = None,
+            host_kinds: dict[int, str] | None = None) -> None:
     """Everything before pivot_root: propagation, self-bind, mounts, /dev.
     *before_cgroup* is called before the first cgroup filesystem is mounted."""
     linux = spec.linux
@@ -55,7 +57,7 @@ def prepare(spec: Spec, rootfs: str, bundle: str, userns: bool, cgroupns: bool,
     mount(rootfs, rootfs, None, c.MS_BIND | c.MS_REC)
     root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        ctx = MountContext(userns, cgroupns, rootfs, idmap_userns)
+        ctx = MountContext(userns, cgroupns, rootfs, idmap_userns, ask_host, host_kinds)
         dev_is_bind = False
         for i, m in enumerate(spec.mounts):
             if before_cgroup is not None and m.type in ("cgroup", "cgroup2"):
@@ -176,18 +178,47 @@ def enter_root(rootfs: str, no_pivot: bool) -> None:
     os.chdir("/")
 
 
+def reopen_dev_null() -> None:
+    """After pivot_root: stdio that is the host's /dev/null (an engine's stdin) becomes
+    the container's own /dev/null, as runc does: an fd of a mount outside the
+    container is one CRIU cannot checkpoint ("Can't lookup mount")."""
+    null = -1
+    try:
+        for fd in range(3):
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                continue
+            if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+                continue
+            if null < 0:
+                try:
+                    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+                except OSError:
+                    return  # no /dev/null in the container: leave stdio as it is
+            os.dup2(null, fd)
+    finally:
+        if null >= 0:
+            os.close(null)
+
+
 def finish(spec: Spec) -> None:
     """After pivot_root: propagation of /, masked and read-only paths, read-only root."""
     linux = spec.linux
     assert linux is not None
     root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    null = -1
     try:
         for path in linux.readonly_paths:
             _readonly(root_fd, path)
         for path in linux.masked_paths:
-            _mask(root_fd, path)
+            if null < 0:
+                null = _dev_null(root_fd)
+            _mask(root_fd, path, null)
     finally:
         os.close(root_fd)
+        if null >= 0:
+            os.close(null)
     if linux.rootfs_propagation in ("shared", "rshared", "unbindable", "runbindable"):
         from contain.rootfs.mounts import PROPAGATION
 
@@ -217,7 +248,24 @@ def _readonly(root_fd: int, path: str) -> None:
         os.close(fd)
 
 
-def _mask(root_fd: int, path: str) -> None:
+def _dev_null(root_fd: int) -> int:
+    """An O_PATH fd of the container's /dev/null, checked to be the null device: a file is
+    masked by binding it, and a /dev/null that is a symlink (a /dev bound from the image)
+    would bind whatever it names -- /proc/sys/kernel/core_pattern, writable (runc's
+    CVE-2025-31133)."""
+    try:
+        fd = open_in_root(root_fd, "/dev/null")
+    except OSError as exc:
+        raise ContainError(f"maskedPaths: /dev/null: {exc.strerror}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+        os.close(fd)
+        raise ContainError("maskedPaths: the container's /dev/null is not the null device "
+                           "(1:3); refused to mask with it")
+    return fd
+
+
+def _mask(root_fd: int, path: str, null: int) -> None:
     try:
         fd = open_in_root(root_fd, path)
     except OSError as exc:
@@ -230,7 +278,7 @@ def _mask(root_fd: int, path: str) -> None:
             mount("tmpfs", target, "tmpfs", c.MS_RDONLY, "size=0k")
         else:
             try:
-                mount("/dev/null", target, None, c.MS_BIND)
+                mount(fd_path(null), target, None, c.MS_BIND)
             except OSError as exc:
                 raise ContainError(f"maskedPaths {path}: {exc.strerror}") from exc
     finally:

@@ -85,10 +85,8 @@ class Built(Record):
 def _network_module() -> Any:
     """contain.sandbox.network when this build has it (``--net allow`` and ``private``,
     and the loopback of ``none``), else None."""
-    try:
-        import importlib
-
-        mod = importlib.import_module("contain.sandbox.network")
+    try:  # (__import__: importlib would also load warnings, on every sandbox)
+        mod = __import__("contain.sandbox.network", fromlist=["start_network"])
     except ImportError:
         return None
     return mod if hasattr(mod, "start_network") else None
@@ -97,6 +95,10 @@ def _network_module() -> Any:
 def _net_plan(pol: Policy) -> tuple[str, tuple[str, list[str], list[str]] | None]:
     """(the net value for host.sandbox_spec, what to start with the network module)."""
     mode = pol.network.mode
+    if mode == "none" and not pol.network.publish and not pol.network.allow:
+        # the default: the sandbox's own namespace, whose lo its init brings up; the
+        # network module has nothing to start for it (nor the spec to re-decode)
+        return "none", None
     if mode == "host":
         if pol.network.publish:
             raise ContainError("--publish needs --net private")
@@ -133,6 +135,8 @@ def _start_network(built: Built, reporter: Reporter) -> Any:
             reporter.event("proxy", "allowed", target=target, **detail)
 
     handle = _network_module().start_network(mode, allow, publish, report, userns=ids)
+    if not (handle.namespace_path or handle.userns_path or handle.env):
+        return handle  # (--net none: nothing to join, the spec stands as decoded)
     try:
         raw = built.raw
         for ns in raw["linux"]["namespaces"]:
@@ -372,11 +376,10 @@ def _cgroup_stats(record: Any) -> dict[str, Any] | None:
 def _disarm_init() -> None:
     """Undo, in the runtime, what arming the sandbox's PID-1 init did before the fork
     (contain.process.reaper, where this build has it)."""
-    import importlib
+    import sys
 
-    try:
-        mod = importlib.import_module("contain.process.reaper")
-    except ImportError:
+    mod = sys.modules.get("contain.process.reaper")  # (not imported: nothing was armed)
+    if mod is None:
         return
     disarm = getattr(mod, "disarm", None)
     if disarm is not None:

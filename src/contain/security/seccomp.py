@@ -100,6 +100,17 @@ class SeccompProgram:
     def instructions(self) -> int:
         return len(self.bpf) // 8
 
+    @property
+    def to_agent(self) -> bool:
+        """Whether some call goes to a user-space agent: a notify listener, or a tracer
+        (a SECCOMP_RET_TRACE return: BPF_RET|BPF_K with that action)."""
+        if self.notify:
+            return True
+        import struct
+
+        return any(code == 0x06 and k & 0xFFFF0000 == 0x7FF00000
+                   for code, _, _, k in struct.iter_unpack("=HBBI", self.bpf))
+
     def __repr__(self) -> str:
         return (f"SeccompProgram({self.instructions} insns, flags={self.flags:#x}, "
                 f"notify={self.notify})")
@@ -107,26 +118,31 @@ class SeccompProgram:
 
 # -- compile (parent, at create) -------------------------------------------------------
 
-def _action(name: str, errno_ret: int | None, path: str, errno_path: str) -> int:
-    from contain.linux import libseccomp as L
+# actions: the kernel's SECCOMP_RET_* values, which libseccomp's SCMP_ACT_* are (so that a
+# cached program needs nothing of libseccomp)
+_ACT_KILL_PROCESS = 0x80000000
+_ACT_KILL_THREAD = 0x00000000
+_ACT_TRAP = 0x00030000
+_ACT_ERRNO = 0x00050000
+_ACT_NOTIFY = 0x7FC00000
+_ACT_TRACE = 0x7FF00000
+_ACT_LOG = 0x7FFC0000
+_ACT_ALLOW = 0x7FFF0000
+_SIMPLE_ACTIONS = {"SCMP_ACT_KILL": _ACT_KILL_THREAD, "SCMP_ACT_KILL_THREAD": _ACT_KILL_THREAD,
+                   "SCMP_ACT_KILL_PROCESS": _ACT_KILL_PROCESS, "SCMP_ACT_TRAP": _ACT_TRAP,
+                   "SCMP_ACT_ALLOW": _ACT_ALLOW, "SCMP_ACT_LOG": _ACT_LOG,
+                   "SCMP_ACT_NOTIFY": _ACT_NOTIFY}
 
-    if name in ("SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD"):
-        return L.ACT_KILL_THREAD
-    if name == "SCMP_ACT_KILL_PROCESS":
-        return L.ACT_KILL_PROCESS
-    if name == "SCMP_ACT_TRAP":
-        return L.ACT_TRAP
-    if name == "SCMP_ACT_ALLOW":
-        return L.ACT_ALLOW
-    if name == "SCMP_ACT_LOG":
-        return L.ACT_LOG
-    if name == "SCMP_ACT_NOTIFY":
-        return L.ACT_NOTIFY
+
+def _action(name: str, errno_ret: int | None, path: str, errno_path: str) -> int:
+    simple = _SIMPLE_ACTIONS.get(name)
+    if simple is not None:
+        return simple
     if name in ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"):
         code = EPERM if errno_ret is None else errno_ret
         if not 0 <= code <= 0xFFFF:
             raise SpecError(errno_path, f"{code} does not fit the 16 bits of the filter's data")
-        return L.act_errno(code) if name == "SCMP_ACT_ERRNO" else L.act_trace(code)
+        return (_ACT_ERRNO if name == "SCMP_ACT_ERRNO" else _ACT_TRACE) | code
     raise SpecError(path, f"unknown seccomp action {name!r}")
 
 
@@ -392,10 +408,10 @@ def _cache_key(seccomp: Seccomp) -> str:
     import os
     from _blake2 import blake2b
 
-    from contain.linux import libseccomp as L
+    from contain.linux.seccomp import libseccomp_version
 
-    try:
-        libver = L.version()
+    try:  # (the lean way: a cache hit never loads the ctypes binding)
+        libver = libseccomp_version()
     except OSError:
         libver = (0, 0, 0)
     u = os.uname()

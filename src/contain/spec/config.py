@@ -34,7 +34,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-OCI_VERSION = "1.2.0"
+OCI_VERSION = "1.3.0"
 
 _strs = array(string)
 
@@ -580,9 +580,16 @@ class CPU(Model):
 
 
 class Pids(Model):
+    """runtime-spec 1.3: the limit is optional, -1 is no limit and 0 is a limit of 0 (the
+    kernel takes pids.max=0: no fork at all); runc before 1.4 wrote "max" for 0."""
+
     __slots__ = ("limit",)
-    FIELDS = (("limit", "limit", i64, REQUIRED),)
-    limit: int
+    FIELDS = (("limit", "limit", i64, None),)
+    limit: int | None
+
+    def validate(self, path: str) -> None:
+        if self.limit is not None and self.limit < -1:
+            raise fail(f"{path}.limit", f"{self.limit} is negative (use -1 for no limit)")
 
 
 class WeightDevice(Model):
@@ -683,10 +690,145 @@ class Resources(Model):
     unified: dict[str, str]
 
 
+IFNAMSIZ = 16  # a network device's name: at most 15 bytes and the NUL
+
+
+def check_netdev_name(name: str, path: str) -> None:
+    """A name the kernel takes for a network device (dev_valid_name): 1 to 15 bytes, not
+    . or .., no slash, colon or white space."""
+    if not name or len(name.encode()) >= IFNAMSIZ:
+        raise fail(path, f"{show(name)} is not a network device name (1 to "
+                   f"{IFNAMSIZ - 1} bytes)")
+    if name in (".", "..") or any(ch in name for ch in "/:") or \
+            any(ch.isspace() for ch in name):
+        raise fail(path, f"{show(name)} is not a network device name (no /, : or "
+                   "white space; not . or ..)")
+
+
+class NetDevice(Model):
+    """runtime-spec 1.3 linux.netDevices.<host name>: the device's name inside (a "%d"
+    in it lets the kernel pick a free number)."""
+
+    __slots__ = ("name",)
+    FIELDS = (("name", "name", string, None),)
+    name: str | None
+
+    def validate(self, path: str) -> None:
+        if self.name is not None:
+            check_netdev_name(self.name, f"{path}.name")
+
+
+MPOL_MODES = {"MPOL_DEFAULT": 0, "MPOL_PREFERRED": 1, "MPOL_BIND": 2, "MPOL_INTERLEAVE": 3,
+              "MPOL_LOCAL": 4, "MPOL_PREFERRED_MANY": 5, "MPOL_WEIGHTED_INTERLEAVE": 6}
+MPOL_FLAGS = {"MPOL_F_STATIC_NODES": 1 << 15, "MPOL_F_RELATIVE_NODES": 1 << 14,
+              "MPOL_F_NUMA_BALANCING": 1 << 13}
+
+
+class MemoryPolicy(Model):
+    """runtime-spec 1.3 linux.memoryPolicy: set_mempolicy(2) for the container's
+    processes (the init and every exec'd one)."""
+
+    __slots__ = ("mode", "nodes", "flags")
+    FIELDS = (
+        ("mode", "mode", one_of(*MPOL_MODES), REQUIRED),
+        ("nodes", "nodes", string, None),
+        ("flags", "flags", array(one_of(*MPOL_FLAGS)), list),
+    )
+    mode: str
+    nodes: str | None
+    flags: list[str]
+
+    def validate(self, path: str) -> None:
+        if self.nodes is not None:
+            check_cpu_list(self.nodes, f"{path}.nodes", NODE_MAX)
+        has_nodes = bool(self.nodes and self.nodes.strip())
+        if self.mode in ("MPOL_DEFAULT", "MPOL_LOCAL") and has_nodes:
+            raise fail(f"{path}.nodes", f"{self.mode} takes no nodes")
+        if self.mode in ("MPOL_BIND", "MPOL_INTERLEAVE", "MPOL_WEIGHTED_INTERLEAVE",
+                         "MPOL_PREFERRED_MANY") and not has_nodes:
+            raise fail(f"{path}.nodes", f"{self.mode} needs at least one node")
+        if self.mode == "MPOL_DEFAULT" and self.flags:
+            raise fail(f"{path}.flags", "MPOL_DEFAULT takes no flags")
+        if {"MPOL_F_STATIC_NODES", "MPOL_F_RELATIVE_NODES"} <= set(self.flags):
+            raise fail(f"{path}.flags", "MPOL_F_STATIC_NODES and MPOL_F_RELATIVE_NODES "
+                       "exclude each other")
+        if "MPOL_F_NUMA_BALANCING" in self.flags and self.mode not in (
+                "MPOL_BIND", "MPOL_PREFERRED_MANY"):
+            raise fail(f"{path}.flags", "MPOL_F_NUMA_BALANCING needs MPOL_BIND or "
+                       "MPOL_PREFERRED_MANY")
+
+    def node_set(self) -> set[int]:
+        out: set[int] = set()
+        for part in (self.nodes or "").split(","):
+            part = part.strip()
+            if part:
+                lo, _, hi = part.partition("-")
+                out.update(range(int(lo), int(hi or lo) + 1))
+        return out
+
+
+def _one_line(value: Any, path: str) -> str:
+    string(value, path)
+    if "\n" in value or "\r" in value:
+        raise fail(path, f"{show(value)} contains a newline")
+    return value
+
+
+class IntelRdt(Model):
+    """linux.intelRdt (runtime-spec 1.3: schemata and enableMonitoring; enableCMT and
+    enableMBM, which no runtime implemented, are gone and ignored)."""
+
+    __slots__ = ("clos_id", "l3_cache_schema", "mem_bw_schema", "schemata",
+                 "enable_monitoring")
+    FIELDS = (
+        ("clos_id", "closID", string, None),
+        ("l3_cache_schema", "l3CacheSchema", _one_line, None),
+        ("mem_bw_schema", "memBwSchema", _one_line, None),
+        ("schemata", "schemata", array(_one_line), list),
+        ("enable_monitoring", "enableMonitoring", boolean, False),
+    )
+    clos_id: str | None
+    l3_cache_schema: str | None
+    mem_bw_schema: str | None
+    schemata: list[str]
+    enable_monitoring: bool
+
+    def validate(self, path: str) -> None:
+        clos = self.clos_id
+        if clos is not None and clos != "/" and (
+                not clos or clos in (".", "..") or "/" in clos or len(clos.encode()) > 255):
+            raise fail(f"{path}.closID", f"{show(clos)} is not a resctrl group name (one "
+                       "path component, or / for the default group)")
+        if self.mem_bw_schema is not None and not self.mem_bw_schema.startswith("MB:"):
+            raise fail(f"{path}.memBwSchema", f"{show(self.mem_bw_schema)} does not start "
+                       "with MB:")
+        for i, line in enumerate(self.schemata):
+            if not line.strip():
+                raise fail(f"{path}.schemata[{i}]", "an empty schemata line")
+
+    def has_schema(self) -> bool:
+        return bool(self.l3_cache_schema or self.mem_bw_schema or self.schemata)
+
+
+def _check_net_devices(devices: dict[str, NetDevice], netns: bool, path: str) -> None:
+    if not netns:
+        raise fail(path, "moving network devices needs a network namespace of the "
+                   "container's own")
+    inside: dict[str, str] = {}
+    for host, netdev in devices.items():
+        check_netdev_name(host, f"{path}.{key(host)}")
+        name = netdev.name or host
+        if name in inside and "%d" not in name:
+            raise fail(f"{path}.{key(host)}", f"{show(name)} is also the name of "
+                       f"{show(inside[name])} in the container")
+        inside[name] = host
+
+
 class Linux(Model):
     __slots__ = ("namespaces", "uid_mappings", "gid_mappings", "time_offsets", "devices",
                  "cgroups_path", "resources", "rootfs_propagation", "seccomp", "sysctl",
-                 "masked_paths", "readonly_paths", "mount_label", "personality", "intel_rdt")
+                 "masked_paths", "readonly_paths", "mount_label", "personality", "intel_rdt",
+                 "net_devices", "memory_policy")
     FIELDS = (
         ("namespaces", "namespaces", array(model(Namespace)), list),
         ("uid_mappings", "uidMappings", array(model(IDMapping)), list),
@@ -704,7 +846,9 @@ class Linux(Model):
         ("readonly_paths", "readonlyPaths", array(absolute_path), list),
         ("mount_label", "mountLabel", string, None),
         ("personality", "personality", model(Personality), None),
-        ("intel_rdt", "intelRdt", mapping(lambda v, p: v), None),
+        ("intel_rdt", "intelRdt", model(IntelRdt), None),
+        ("net_devices", "netDevices", mapping(model(NetDevice)), dict),
+        ("memory_policy", "memoryPolicy", model(MemoryPolicy), None),
     )
     namespaces: list[Namespace]
     uid_mappings: list[IDMapping]
@@ -720,7 +864,9 @@ class Linux(Model):
     readonly_paths: list[str]
     mount_label: str | None
     personality: Personality | None
-    intel_rdt: dict[str, Any] | None
+    intel_rdt: IntelRdt | None
+    net_devices: dict[str, NetDevice]
+    memory_policy: MemoryPolicy | None
 
     def validate(self, path: str) -> None:
         seen: dict[str, int] = {}
@@ -754,8 +900,8 @@ class Linux(Model):
             if not dev.path.startswith("/") or dev.path.rstrip("/") == "":
                 raise fail(f"{path}.devices[{i}].path", f"{show(dev.path)} is not an "
                            "absolute path of a file")
-        if self.intel_rdt:
-            raise fail(f"{path}.intelRdt", "Intel RDT is not supported by this host")
+        if self.net_devices:
+            _check_net_devices(self.net_devices, "network" in seen, f"{path}.netDevices")
 
     def namespace(self, kind: str) -> Namespace | None:
         for ns in self.namespaces:

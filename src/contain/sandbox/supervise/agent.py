@@ -468,7 +468,8 @@ class _NotifyLoop:
         self.wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        self.handle = NotifySupervisor(sup.policy, report, recorder, ask, sup.hostname).handle
+        self.notify = NotifySupervisor(sup.policy, report, recorder, ask, sup.hostname)
+        self.handle = self.notify.handle
         self.poller = select.poll()
         for fd in (self.server.fileno(), control.fileno(), self.wake_r):
             self.poller.register(fd, select.POLLIN)
@@ -491,7 +492,11 @@ class _NotifyLoop:
                 return 0
             if not self.had and (not self.control_open or time.monotonic() - started > 300):
                 return 0 if not self.control_open else 1
-            for fd, ev in self.poller.poll(1000 if not self.had else None):
+            waiting = self.notify.waiting
+            if waiting:  # FIFO opens in workers: are their calls still there?
+                self.notify.unblock()
+            timeout = 1000 if not self.had else (250 if waiting else None)
+            for fd, ev in self.poller.poll(timeout):
                 if fd in listeners:
                     if ev & IN:
                         handle(fd)

@@ -24,6 +24,7 @@ decided by the profile.
 from __future__ import annotations
 
 import copy
+import os
 
 from contain.errors import SpecError
 
@@ -40,14 +41,31 @@ ALWAYS_KERNEL = ("exit", "exit_group", "rt_sigreturn", "restart_syscall")
 _ALLOWING = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
 
 
-def check_policy(policy: SyscallPolicy, mode: str) -> None:
-    """Refuse what the chosen supervisor cannot do, naming the field."""
+#: handlers that act as the workload inside its root: chroot, setfsuid/setgroups to its
+#: ids, CAP_MKNOD lent, a mount in its namespaces -- root's privileges on the host
+ROOT_HANDLERS = ("open", "mknod", "mount")
+
+
+def check_policy(policy: SyscallPolicy, mode: str, machine: str | None = None,
+                 euid: int | None = None) -> None:
+    """Refuse what the chosen supervisor cannot do, naming the field (*machine* and
+    *euid*: this one's and ours, by default)."""
+    euid = os.geteuid() if euid is None else euid
     from contain.sandbox.supervise.handlers import HANDLERS
 
     path, doc = policy.path, policy.document
     if mode not in ("notify", "ptrace"):
         raise SpecError("supervisor", f"unknown supervisor {mode!r}: notify or ptrace",
                         document="options")
+    if mode == "ptrace":
+        from contain.linux.ptrace import SYSCALL_REGISTERS
+
+        machine = machine or os.uname().machine
+        if machine not in SYSCALL_REGISTERS:
+            known = ", ".join(SYSCALL_REGISTERS)
+            raise SpecError("supervisor", f"the ptrace supervisor knows the registers of "
+                            f"{known} only, not {machine}: use the notify supervisor",
+                            document="options")
     for name, rules in policy.rules.items():
         for i, rule in enumerate(rules):
             where = f"{path}.{name}" + (f"[{i}]" if len(rules) > 1 else "")
@@ -55,6 +73,12 @@ def check_policy(policy: SyscallPolicy, mode: str) -> None:
                 raise SpecError(f"{where}.action", f"{name} cannot be supervised by the "
                                 "notify supervisor (the runtime hands the listener over "
                                 "with it); use --supervisor ptrace", document=doc)
+            if rule.handler in ROOT_HANDLERS and euid != 0:
+                raise SpecError(f"{where}.handler", f"handler {rule.handler!r} needs a "
+                                "supervisor running as root (it enters the workload's root "
+                                "and takes its credentials); a rootless supervisor can "
+                                "allow, deny, log, kill, ask and emulate uname and return",
+                                document=doc)
             if mode == "ptrace" and rule.handler and not HANDLERS[rule.handler].ptrace:
                 raise SpecError(f"{where}.handler", f"handler {rule.handler!r} needs the "
                                 "notify supervisor (ptrace cannot install a file descriptor)",

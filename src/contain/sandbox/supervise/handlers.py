@@ -37,15 +37,20 @@ class Result:
     """What a handler answers: ``value`` (a return value), ``error`` (a positive
     errno) or ``fd`` (to install in the workload, the call returning its number)."""
 
-    __slots__ = ("cloexec", "detail", "error", "fd", "value")
+    __slots__ = ("cloexec", "creds", "detail", "error", "fd", "fifo", "value")
 
     def __init__(self, value: int = 0, error: int = 0, fd: int = -1, cloexec: bool = False,
-                 detail: str = "") -> None:
+                 detail: str = "", fifo: tuple[int, int] | None = None) -> None:
         self.value = value
         self.error = error
         self.fd = fd
         self.cloexec = cloexec
         self.detail = detail
+        # an open that may block (a FIFO without O_NONBLOCK): (an O_PATH fd of the
+        # decided inode, the open flags), opened later as ``creds`` -- by a worker, so
+        # that the supervisor's other notifications keep flowing
+        self.fifo = fifo
+        self.creds: Any = None
 
 
 class Gone(Exception):
@@ -191,9 +196,10 @@ class InRoot:
     thread (the supervisor is single-threaded, or this runs in a thread that has
     unshared its fs_struct); leave on exit."""
 
-    def __init__(self, pid: int, extra_caps: int = 0) -> None:
+    def __init__(self, pid: int, extra_caps: int = 0, cwd: bool = True) -> None:
         self.pid = pid
         self.extra_caps = extra_caps
+        self.cwd = cwd  # False: only absolute paths and dirfds follow (no chdir)
         self.entered = False
         self.creds: Any = None
 
@@ -204,22 +210,22 @@ class InRoot:
         _host_proc()  # opened now, outside: inside, /proc is the workload's
         _host_root()  # and the way back
         root = proc_open(self.pid, "root", os.O_PATH | os.O_DIRECTORY)
+        cwd = -1
         try:
-            cwd = proc_open(self.pid, "cwd", os.O_PATH | os.O_DIRECTORY)
-        except OSError:
-            os.close(root)
-            raise
-        try:
+            if self.cwd:
+                cwd = proc_open(self.pid, "cwd", os.O_PATH | os.O_DIRECTORY)
             os.fchdir(root)
             os.chroot(".")
             self.entered = True
-            os.fchdir(cwd)
+            if cwd >= 0:
+                os.fchdir(cwd)
         except BaseException:
             self.__exit__()
             raise
         finally:
             os.close(root)
-            os.close(cwd)
+            if cwd >= 0:
+                os.close(cwd)
         try:
             become(creds, self.extra_caps)
         except BaseException:
@@ -314,28 +320,48 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 AT_FDCWD = -100
 
 
-def _open_args(t: Target) -> tuple[int, int, int, int] | Result:
-    """(dirfd, path address, flags, mode) from the registers (openat2: from our copy of
-    its struct open_how)."""
+RESOLVE_NO_XDEV, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS = 0x01, 0x02, 0x04
+RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_CACHED = 0x08, 0x10, 0x20
+RESOLVE_ALL = 0x3F
+#: resolve flags that make the dirfd the limit (or the root) of every path
+RESOLVE_SCOPED = RESOLVE_BENEATH | RESOLVE_IN_ROOT
+_O_TMPFILE = 0o20000000 | os.O_DIRECTORY
+
+
+def _open_args(t: Target) -> tuple[int, int, int, int, int] | Result:
+    """(dirfd, path address, flags, mode, resolve) from the registers (openat2: from our
+    copy of its struct open_how, checked as the kernel checks it)."""
     a = t.args
     if t.name == "open":
-        return AT_FDCWD, a[0], a[1] & 0xFFFFFFFF, a[2] & 0o7777
+        return AT_FDCWD, a[0], a[1] & 0xFFFFFFFF, a[2] & 0o7777, 0
     if t.name == "creat":
-        return AT_FDCWD, a[0], os.O_CREAT | os.O_WRONLY | os.O_TRUNC, a[1] & 0o7777
+        return AT_FDCWD, a[0], os.O_CREAT | os.O_WRONLY | os.O_TRUNC, a[1] & 0o7777, 0
     if t.name == "openat2":
-        import struct
+        return _open_how(t)
+    return _signed32(a[0]), a[1], a[2] & 0xFFFFFFFF, a[3] & 0o7777, 0
 
-        size = a[3]
-        if size < 24:
-            return Result(error=EINVAL)
-        raw = t.memory(a[2], 24)
-        if len(raw) < 24:
-            return Result(error=EFAULT)
-        flags, mode, resolve = struct.unpack("=QQQ", raw)
-        if resolve:
-            return Result(error=EINVAL, detail="openat2 resolve flags are not emulated")
-        return _signed32(a[0]), a[1], flags & 0xFFFFFFFF, mode & 0o7777
-    return _signed32(a[0]), a[1], a[2] & 0xFFFFFFFF, a[3] & 0o7777
+
+def _open_how(t: Target) -> tuple[int, int, int, int, int] | Result:
+    import struct
+    from errno import E2BIG
+
+    a = t.args
+    size = a[3]
+    if size < 24:  # OPEN_HOW_SIZE_VER0
+        return Result(error=EINVAL)
+    if size > 4096:
+        return Result(error=E2BIG)
+    raw = t.memory(a[2], size)
+    if len(raw) < size:
+        return Result(error=EFAULT)
+    if raw[24:].strip(b"\0"):  # a newer struct's fields this kernel would not know
+        return Result(error=E2BIG)
+    flags, mode, resolve = struct.unpack_from("=QQQ", raw)
+    if flags >> 32 or resolve & ~RESOLVE_ALL or \
+            resolve & RESOLVE_SCOPED == RESOLVE_SCOPED or mode & ~0o7777 or \
+            (mode and not (flags & os.O_CREAT or flags & _O_TMPFILE == _O_TMPFILE)):
+        return Result(error=EINVAL)
+    return _signed32(a[0]), a[1], flags, mode, resolve
 
 
 def _signed32(v: int) -> int:
@@ -349,7 +375,7 @@ def _open(t: Target, opts: dict[str, Any]) -> Result:
     parsed = _open_args(t)
     if isinstance(parsed, Result):
         return parsed
-    dirfd, addr, flags, mode = parsed
+    dirfd, addr, flags, mode, resolve = parsed
     raw = t.string(addr)
     if raw is None:
         return Result(error=EFAULT)
@@ -360,7 +386,9 @@ def _open(t: Target, opts: dict[str, Any]) -> Result:
     default = opts.get("default", "deny")
     paths = opts["paths"]
     base = -1
-    own = _own_fd(raw)
+    own = None if resolve & RESOLVE_SCOPED else _own_fd(raw)
+    if own is not None and resolve & (RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS):
+        return Result(error=ELOOP, detail=os.fsdecode(raw))  # /proc/self/fd/N: a magic link
     if own is not None:
         # its own fd, reopened through /proc/self/fd: taken from the host's /proc (a
         # not-yet-exec'd init is non-dumpable: only the process itself could go there)
@@ -369,14 +397,20 @@ def _open(t: Target, opts: dict[str, Any]) -> Result:
         except OSError:
             return Result(error=ENOENT)
         path = ""
-    elif dirfd != AT_FDCWD and not path.startswith("/"):
+    elif dirfd != AT_FDCWD and (not path.startswith("/") or resolve & RESOLVE_SCOPED):
         try:
             base = _proc_open(t.pid, f"fd/{dirfd}", os.O_PATH)
         except OSError:
             return Result(error=EBADF)
     try:
-        with InRoot(t.pid):
-            return _open_in_root(base, path, flags, mode, paths, default, deny_errno)
+        # the workload's cwd matters only without a dirfd: to a relative path, or as
+        # the limit of RESOLVE_BENEATH / IN_ROOT
+        cwd = base < 0 and (not path.startswith("/") or bool(resolve & RESOLVE_SCOPED))
+        with InRoot(t.pid, cwd=cwd) as inside:
+            result = _open_in_root(base, path, flags, mode, paths, default, deny_errno,
+                                   resolve)
+            result.creds = inside.creds
+            return result
     except OSError as e:
         return Result(error=e.errno or EACCES, detail=str(e))
     finally:
@@ -384,8 +418,19 @@ def _open(t: Target, opts: dict[str, Any]) -> Result:
             os.close(base)
 
 
+def _resolve(path: str, flags: int, dfd: int, resolve: int) -> int:
+    """An O_PATH fd of *path* (from *dfd*), resolved as the workload's call would resolve
+    it: with openat2 and its RESOLVE_* flags when it gave some (they keep their meaning
+    here: the supervisor is in the workload's root and cwd, *dfd* is the workload's)."""
+    if not resolve:
+        return os.open(path, flags, dir_fd=dfd)
+    from contain.linux.syscalls import openat2
+
+    return openat2(dfd, path, flags, 0, resolve)
+
+
 def _open_in_root(base: int, path: str, flags: int, mode: int, paths: dict[str, str],
-                  default: str, deny_errno: int) -> Result:
+                  default: str, deny_errno: int, resolve: int = 0) -> Result:
     import stat
 
     dfd = base if base >= 0 else AT_FDCWD
@@ -394,14 +439,15 @@ def _open_in_root(base: int, path: str, flags: int, mode: int, paths: dict[str, 
     cloexec = bool(flags & os.O_CLOEXEC)
     probe = os.O_PATH | os.O_CLOEXEC | (flags & (os.O_NOFOLLOW | os.O_DIRECTORY))
     try:
-        pfd = os.open(path, probe, dir_fd=dfd) if path else os.dup(base)
+        pfd = _resolve(path, probe, dfd, resolve) if path else os.dup(base)
     except FileNotFoundError:
         if not flags & os.O_CREAT:
             raise
         parent, name = os.path.split(path.rstrip("/") or "/")
         if not name or name in (".", ".."):
             return Result(error=EINVAL if name else EEXIST)
-        pdir = os.open(parent or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd)
+        pdir = _resolve(parent or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dfd,
+                        resolve)
         try:
             where = os.path.join(_fd_path(pdir), name)
             if path_mode(paths, where, default) != "rw":
@@ -428,14 +474,24 @@ def _open_in_root(base: int, path: str, flags: int, mode: int, paths: dict[str, 
             return Result(error=ELOOP, detail=where)
         if flags & os.O_DIRECTORY and not stat.S_ISDIR(st.st_mode):
             return Result(error=ENOTDIR, detail=where)
+        reopen = (flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW)) | os.O_CLOEXEC
+        if stat.S_ISFIFO(st.st_mode) and not flags & os.O_NONBLOCK and \
+                flags & os.O_ACCMODE != os.O_RDWR:
+            # this open waits for the other end: not here (see Result.fifo)
+            return Result(fifo=(os.dup(pfd), reopen), cloexec=cloexec, detail=where)
         # reopen this very inode (not the path again) with the workload's flags; the
         # permission check happens now, with the workload's credentials
-        fd = os.open(f"thread-self/fd/{pfd}",
-                     (flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW)) | os.O_CLOEXEC,
-                     dir_fd=_host_proc())
+        fd = reopen_as(pfd, reopen)
         return Result(fd=fd, cloexec=cloexec, detail=where)
     finally:
         os.close(pfd)
+
+
+def reopen_as(pfd: int, flags: int) -> int:
+    """Open the inode of O_PATH fd *pfd* with *flags* (through the host's
+    /proc/thread-self/fd: unaffected by a chroot of another thread), with the calling
+    thread's credentials."""
+    return os.open(f"thread-self/fd/{pfd}", flags, dir_fd=_host_proc())
 
 
 def _named_in_root(where: str, fd: int) -> bool:

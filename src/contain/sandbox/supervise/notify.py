@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from contain.linux.seccomp import Notification
     from contain.sandbox.supervise.policy import Call, Rule, SyscallPolicy
     from contain.sandbox.supervise.record import Recorder, Report
 
@@ -37,7 +36,7 @@ ENOSYS = errno.ENOSYS
 class NotifyTarget(Target):
     can_install_fd = True
 
-    def __init__(self, listener: int, n: Notification, name: str, hostname: str) -> None:
+    def __init__(self, listener: int, n: Any, name: str, hostname: str) -> None:
         self.listener = listener
         self.id = n.id
         self.pid = n.pid
@@ -72,12 +71,36 @@ def kill_caller(pid: int, check: Callable[[], bool]) -> None:
         os.close(pidfd)
 
 
+class _Received:
+    """A received notification, for the slow path (the fields handlers expect)."""
+
+    __slots__ = ("args", "id", "nr", "pid")
+
+    def __init__(self, f: tuple[int, ...]) -> None:
+        self.id = f[0]
+        self.pid = f[1]
+        self.nr = f[3]
+        self.args = f[6:]
+
+
+#: a fast-path answer: (value, negative errno, response flags, emit or None)
+Fast = tuple[int, int, int, "Callable[[int, tuple[int, ...]], None] | None"]
+
+
 class NotifySupervisor:
-    """Decides the notifications of any number of listeners with one policy."""
+    """Decides the notifications of any number of listeners with one policy.
+
+    The hot path: calls whose rule is decided on the syscall number alone (no argument
+    rules) and answered without the workload's memory -- allow, log, deny, the
+    ``return`` emulation -- are compiled once per syscall number into a ready answer;
+    a notification of such a call costs a receive, a dict lookup and an answer (no
+    objects, no /proc reads, no logging unless a report file is open). Everything else
+    takes the general path."""
 
     def __init__(self, policy: SyscallPolicy, report: Report, recorder: Recorder | None = None,
                  ask: Callable[[Rule, Call], Any] | None = None,
                  hostname: str = "sandbox") -> None:
+        from contain.linux.unotify import Receiver
         from contain.sandbox.supervise.policy import syscall_name
 
         self.policy = policy
@@ -86,17 +109,71 @@ class NotifySupervisor:
         self.ask = ask
         self.hostname = hostname
         self.name_of = syscall_name
+        rx = Receiver()
+        self.recv = rx.recv
+        self.answer = rx.answer
+        # syscall number -> its ready answer, or None: the general path
+        self.fast: dict[int, Fast | None] = {}
+        # FIFO opens in workers: (listener, notification id) -> (O_PATH fd, flags)
+        self.waiting: dict[tuple[int, int], tuple[int, int]] = {}
+        import threading
+
+        self.lock = threading.Lock()
+
+    def _compile(self, nr: int) -> Fast | None:
+        """The ready answer for every call of *nr*, when there is one."""
+        from contain.linux.unotify import SECCOMP_USER_NOTIF_FLAG_CONTINUE as CONTINUE
+
+        out: Fast | None = None
+        name = self.name_of(nr)
+        rules = self.policy.rules.get(name)
+        rule = self.policy.default if rules is None else rules[0]
+        if self.recorder is None and (rules is None or (len(rules) == 1 and not rule.args)):
+            rep = self.report
+            if rule.action == "allow":
+                out = (0, 0, CONTINUE, None)
+            elif rule.action == "log":
+                out = (0, 0, CONTINUE, rep.emitter(name, nr, "log", rule=rule.where))
+            elif rule.action == "deny":
+                out = (0, -rule.errno, 0, rep.emitter(name, nr, "deny", errno=rule.errno,
+                                                      rule=rule.where))
+            elif rule.action == "emulate" and rule.handler == "return":
+                err = int(rule.options.get("errno", 0))
+                val = 0 if err else int(rule.options.get("value", 0))
+                out = (val, -err, 0, rep.emitter(name, nr, "emulate", handler="return",
+                                                 result=-err if err else val,
+                                                 rule=rule.where))
+        self.fast[nr] = out
+        return out
 
     def handle(self, listener: int) -> None:
         """Receive and answer one notification of *listener*."""
-        from contain.linux import unotify as u
-
         try:
-            n = u.notif_recv(listener)
+            f = self.recv(listener)
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):  # the target died first
                 return
             raise
+        nr = f[3]
+        try:
+            fast = self.fast[nr]
+        except KeyError:
+            fast = self._compile(nr)
+        if fast is None:
+            self._general(listener, _Received(f))
+            return
+        val, err, flags, emit = fast
+        if emit is not None:
+            emit(f[1], f[6:])
+        try:
+            self.answer(listener, f[0], val, err, flags)
+        except OSError as e:
+            if e.errno != errno.ENOENT:  # the target went away meanwhile
+                raise
+
+    def _general(self, listener: int, n: _Received) -> None:
+        from contain.linux import unotify as u
+
         name = self.name_of(n.nr)
         if self.recorder is not None:
             self.recorder.add(name, n.args)
@@ -133,13 +210,22 @@ class NotifySupervisor:
             if e.errno != errno.ENOENT:  # the target went away meanwhile: nothing to answer
                 raise
 
-    def _emulate(self, listener: int, n: Notification, name: str, rule: Rule) -> None:
-        from contain.linux import unotify as u
+    def _emulate(self, listener: int, n: _Received, name: str, rule: Rule) -> None:
         from contain.sandbox.supervise.handlers import run
 
         assert rule.handler is not None
         target = NotifyTarget(listener, n, name, self.hostname)
         result = run(rule.handler, target, rule.options)
+        if result.fifo is not None:
+            self._open_later(listener, n, name, rule, result)
+            return
+        self._install(listener, n, name, rule, result)
+
+    def _install(self, listener: int, n: _Received, name: str, rule: Rule,
+                 result: Any) -> None:
+        """Answer an emulation with its result (installing its fd, if any)."""
+        from contain.linux import unotify as u
+
         if result.fd >= 0:
             try:
                 fd = u.notif_addfd(listener, n.id, result.fd, 0, u.SECCOMP_ADDFD_FLAG_SEND,
@@ -162,7 +248,64 @@ class NotifySupervisor:
         else:
             self._send(listener, n.id, val=result.value)
 
-    def _ask(self, listener: int, n: Notification, name: str, rule: Rule) -> None:
+    def _open_later(self, listener: int, n: _Received, name: str, rule: Rule,
+                    result: Any) -> None:
+        """An open that waits for the FIFO's other end, done by a worker thread (as
+        the workload's credentials: they are per thread) so that the other
+        notifications keep flowing; the worker answers the notification itself when the
+        open returns. If the call goes away meanwhile (the workload was interrupted or
+        died), the loop's :meth:`unblock` opens the other end once, so the worker ends."""
+        import threading
+
+        pfd, flags = result.fifo
+        creds = result.creds
+        key = (listener, n.id)
+        with self.lock:
+            self.waiting[key] = (pfd, flags)
+
+        def work() -> None:
+            from contain.linux.unotify import become, restore
+            from contain.sandbox.supervise.handlers import Result, reopen_as
+
+            try:
+                try:
+                    become(creds)
+                    fd = reopen_as(pfd, flags)
+                    done = Result(fd=fd, cloexec=result.cloexec, detail=result.detail)
+                except OSError as e:
+                    done = Result(error=e.errno or errno.EACCES, detail=result.detail)
+                finally:
+                    restore()
+                    with self.lock:  # from now on unblock() leaves this one alone
+                        self.waiting.pop(key, None)
+                self._install(listener, n, name, rule, done)
+            except Exception:  # the notification is gone: nothing to answer
+                pass
+            finally:
+                with self.lock:
+                    self.waiting.pop(key, None)
+                os.close(pfd)
+
+        threading.Thread(target=work, daemon=True, name="contain-fifo-open").start()
+
+    def unblock(self) -> None:
+        """Workers waiting on a FIFO for a call that is no longer there (the workload
+        was interrupted, or died): open the other end once, non-blocking, which lets
+        their open return. Under the lock, so never after a worker's open returned."""
+        from contain.linux.unotify import notif_id_valid
+        from contain.sandbox.supervise.handlers import reopen_as
+
+        with self.lock:
+            for (listener, nid), (pfd, flags) in self.waiting.items():
+                try:
+                    if notif_id_valid(listener, nid):
+                        continue
+                    other = os.O_RDONLY if flags & os.O_ACCMODE == os.O_WRONLY else os.O_WRONLY
+                    os.close(reopen_as(pfd, other | os.O_NONBLOCK | os.O_CLOEXEC))
+                except OSError:  # nobody at the other end any more
+                    pass
+
+    def _ask(self, listener: int, n: _Received, name: str, rule: Rule) -> None:
         from contain.linux import unotify as u
         from contain.sandbox.supervise.policy import Call
 
