@@ -201,18 +201,8 @@ class Manager:
     def destroy(self) -> None:
         """Kill what is left (freeze, SIGKILL, thaw, wait), then rmdir every hierarchy
         (sub-cgroups first), retrying while the kernel says EBUSY."""
-        import time
-
         if self.exists() and self.pids():  # freezing an empty cgroup costs for nothing
-            try:
-                self.kill_all(9)
-            except (OSError, ContainError):
-                pass
-            deadline = time.monotonic() + 10
-            delay = 0.001
-            while self.pids() and time.monotonic() < deadline:
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
+            self._kill_rest()
         errors = []
         for key, d in self._paths.items():
             err = _remove_tree(d)
@@ -226,6 +216,20 @@ class Manager:
                     break
         if errors:
             raise ContainError(f"cannot remove cgroup: {errors[0]}")
+
+    def _kill_rest(self) -> None:
+        """SIGKILL every process left and wait (10 s at most) for the cgroup to empty."""
+        import time
+
+        try:
+            self.kill_all(9)
+        except (OSError, ContainError):
+            pass
+        deadline = time.monotonic() + 10
+        delay = 0.001
+        while self.pids() and time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     # -- processes -----------------------------------------------------------------
 
@@ -357,8 +361,14 @@ class Manager:
 # -- construction ----------------------------------------------------------------------
 
 def new_manager(cgroups_path: str | None, container_id: str, *,
-                rootless: bool = False) -> Manager:
-    """The Manager for a new container (nothing is created yet: see :meth:`create`)."""
+                rootless: bool = False, systemd: bool = False) -> Manager:
+    """The Manager for a new container (nothing is created yet: see :meth:`create`);
+    with *systemd*, a transient scope of the systemd driver (cgroupsPath is then
+    ``slice:prefix:name``)."""
+    if systemd:
+        from contain.cgroups.systemd import new_systemd_manager
+
+        return new_systemd_manager(cgroups_path, container_id, rootless=rootless)
     from contain.cgroups.fs import (
         check_cgroups_path,
         join_under,
@@ -388,6 +398,10 @@ def new_manager(cgroups_path: str | None, container_id: str, *,
 
 def load_manager(saved: dict[str, Any]) -> Manager:
     """Rebuild a Manager from what :meth:`Manager.to_json` saved (no probing)."""
+    if saved.get("systemd"):
+        from contain.cgroups.systemd import load_systemd_manager
+
+        return load_systemd_manager(saved, saved.get("layout") or detect_layout())
     return Manager(saved.get("layout") or detect_layout(), dict(saved.get("paths") or {}),
                    rootless=bool(saved.get("rootless")), created=saved.get("created"),
                    path=saved.get("path", ""), unified_mount=saved.get("unified_mount"))

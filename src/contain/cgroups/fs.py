@@ -99,8 +99,8 @@ def check_cgroups_path(path: str | None) -> str | None:
     if not path.startswith("/") and path.count(":") == 2 and "/" not in path:
         raise ContainError(
             f"cgroupsPath {path!r} is in the systemd form slice:prefix:name, which needs the "
-            "systemd cgroup driver; contain uses the cgroupfs driver: give a path such as "
-            "/mygroup/ctr (absolute) or mygroup/ctr (relative)")
+            "systemd cgroup driver (--systemd-cgroup); the cgroupfs driver takes a path such "
+            "as /mygroup/ctr (absolute) or mygroup/ctr (relative)")
     parts: list[str] = []
     for comp in path.split("/"):
         if comp in ("", "."):

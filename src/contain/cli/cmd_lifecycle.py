@@ -89,10 +89,12 @@ def _create_options(ctx: Context, opts: dict[str, Any]) -> Any:
 
     if opts["preserve_fds"] < 0:
         raise ContainError("--preserve-fds must not be negative")
-    return CreateOptions(console_socket=opts["console_socket"], pid_file=opts["pid_file"],
-                         preserve_fds=opts["preserve_fds"], no_pivot=opts["no_pivot"],
-                         no_new_keyring=opts["no_new_keyring"],
-                         rootless=ctx.rootless == "true", pidfd_socket=opts["pidfd_socket"])
+    options = CreateOptions(console_socket=opts["console_socket"],
+                            pid_file=opts["pid_file"], preserve_fds=opts["preserve_fds"],
+                            no_pivot=opts["no_pivot"], no_new_keyring=opts["no_new_keyring"],
+                            rootless=ctx.rootless == "true", pidfd_socket=opts["pidfd_socket"])
+    options.systemd_cgroup = ctx.systemd_cgroup
+    return options
 
 
 def _cwd() -> str:

@@ -40,7 +40,7 @@ GLOBAL_FLAGS = (
     Flag("--log", default=None, help="set the log file to write runtime logs to"),
     Flag("--log-format", default="text", help="log format: text (default) or json"),
     Flag("--debug", "bool", help="enable debug logging and tracebacks"),
-    Flag("--systemd-cgroup", "bool", help="use systemd for cgroups (not supported yet)"),
+    Flag("--systemd-cgroup", "bool", help="systemd cgroup driver (slice:prefix:name)"),
     Flag("--rootless", default="auto", help="ignore cgroup permission errors (true, false, auto)"),
     Flag("--criu", default="criu", help="path to the criu binary (checkpoint, restore)"),
     Flag("--version,-v", "bool", help="print the version"),
@@ -131,9 +131,6 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 sys.stdout.write(usage_text())
             return 0 if (gopts["help"] or rest) else 1
-        if gopts["systemd_cgroup"]:
-            raise ContainError("--systemd-cgroup: the systemd cgroup driver is not supported; "
-                               "use the cgroupfs driver (omit --systemd-cgroup)")
         name = rest[0]
         if name not in REGISTRY:
             raise UsageError(f"unknown command {name!r} (see contain --help)")

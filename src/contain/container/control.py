@@ -189,7 +189,9 @@ def delete(root: str, cid: str, force: bool = False) -> None:
             except WrongState:
                 pass
             _wait_gone(record)
-        if record.cgroup and not _remove_empty_cgroup(record.cgroup):
+        # (a systemd scope is stopped through systemd: the driver's destroy)
+        if record.cgroup and (record.cgroup.get("systemd")
+                              or not _remove_empty_cgroup(record.cgroup)):
             mgr = record.cgroup_manager()
             if mgr is not None:
                 mgr.destroy()

@@ -77,7 +77,7 @@ def features() -> dict[str, Any]:
             "namespaces": list(NAMESPACE_TYPES),
             "capabilities": _capabilities(),
             "cgroup": {"v1": layout in ("v1", "hybrid"), "v2": layout in ("v2", "hybrid"),
-                       "systemd": False, "systemdUser": False, "rdma": True},
+                       "systemd": True, "systemdUser": True, "rdma": True},
             "seccomp": seccomp,
             "apparmor": {"enabled": _lsm_enabled("apparmor")},
             "selinux": {"enabled": _lsm_enabled("selinux")},

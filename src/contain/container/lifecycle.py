@@ -35,7 +35,7 @@ _SYSCTL_NS = (("kernel.shm", "ipc"), ("kernel.msg", "ipc"), ("kernel.sem", "ipc"
 class CreateOptions:
     __slots__ = ("console_socket", "pid_file", "preserve_fds", "no_pivot", "no_new_keyring",
                  "console_fd", "rootless", "stdio", "start_now", "no_cgroup", "pidfd_socket",
-                 "handover")
+                 "handover", "systemd_cgroup")
 
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None,
                  preserve_fds: int = 0, no_pivot: bool = False, no_new_keyring: bool = False,
@@ -57,6 +57,7 @@ class CreateOptions:
         # a pooled sandbox (contain.sandbox.pool): the init's end of a SOCK_SEQPACKET
         # pair, on which it waits after GO for its command and stdio (not closed here)
         self.handover = -1
+        self.systemd_cgroup = False  # --systemd-cgroup: the cgroup is a systemd scope
 
 
 def load_bundle(bundle: str) -> tuple[str, Spec]:
@@ -254,7 +255,8 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
         from contain.cgroups import new_manager
 
         try:
-            mgr = new_manager(linux.cgroups_path, cid, rootless=rootless)
+            mgr = new_manager(linux.cgroups_path, cid, rootless=rootless,
+                              systemd=opts.systemd_cgroup)
             mgr.validate(linux.resources)
         except ContainError as exc:
             if not rootless:
