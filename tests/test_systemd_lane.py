@@ -75,15 +75,19 @@ MASKED = ("sysinit.target", "basic.target", "sockets.target", "timers.target",
 # The lane's first stage (after test_uml_lane's init has mounted /proc, /sys, /run and
 # a cgroup2 tree, which systemd mounts itself: given back to it). The host's tree is
 # made read-only for the whole lane (a read-only bind of /), with tmpfs on /tmp and
-# /var/tmp; only the lane's own directory is bound back writable.
+# /var/tmp; only the lane's own directory is bound back writable, and the checkout
+# (which may itself live under /tmp or /var/tmp) is bound back read-only.
 STAGE = """set -e
-mkdir -p /run/lane-out
+mkdir -p /run/lane-out /run/lane-repo
 mount --bind {out} /run/lane-out
+mount --bind {repo} /run/lane-repo
 mount -o remount,bind,ro /
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=1777 tmpfs /var/tmp
-mkdir -p {out}
+mkdir -p {out} {repo}
 mount --bind /run/lane-out {out}
+mount --bind /run/lane-repo {repo}
+mount -o remount,bind,ro {repo}
 for u in dbus.service dbus.socket; do
   mkdir -p /run/systemd/system/$u.d
   cp {out}/no-default-deps.conf /run/systemd/system/$u.d/
@@ -109,7 +113,8 @@ def sd_lane(tmp_path_factory: pytest.TempPathFactory) -> Lane:
     tests = os.environ.get("CONTAIN_SYSTEMD_LANE_TESTS") or " ".join(INNER_TESTS)
     (out / "inner.sh").write_text(INNER.format(
         out=q, pytest=PYTEST.format(python=python, args=tests)))
-    return boot(out, [], timeout=TIMEOUT, command=STAGE.format(out=q, masked=" ".join(MASKED)))
+    return boot(out, [], timeout=TIMEOUT, command=STAGE.format(out=q, repo=shlex.quote(str(REPO)),
+                                                               masked=" ".join(MASKED)))
 
 
 def test_systemd_lane(sd_lane: Lane) -> None:
