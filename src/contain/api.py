@@ -223,20 +223,13 @@ class Sandbox:
         it runs (off by default: a library should not take its caller's signals; only
         from the main thread); without it, safe to call from any thread. *options*
         override the policy for this command only (cwd="/src", env=["A=1"], ...)."""
-        from contain.sandbox.policy import PolicyTypeError, Validator, resolve
+        from contain.sandbox.policy import check_run_call, resolve
         from contain.sandbox.report import Reporter
         from contain.sandbox.runner import SandboxTimeout, build, execute
 
-        v = Validator()
-        data = v.input(input, "input")
-        seconds = v.seconds(timeout, "timeout")
-        for name, value in (("capture_output", capture_output), ("check", check),
-                            ("forward_signals", forward_signals)):
-            if not isinstance(value, bool):
-                raise PolicyTypeError(name, f"expected True or False, got "
-                                      f"{type(value).__name__}")
-        if on_output is not None and not callable(on_output):
-            raise PolicyTypeError("on_output", "expected a callable(stream, data)")
+        data, seconds = check_run_call(
+            input, timeout, {"capture_output": capture_output, "check": check,
+                             "forward_signals": forward_signals}, on_output)
         pol = resolve(self.policy, options) if options else self.policy
         built = build(pol, args, self.root)
         reporter = Reporter(pol.report.target)

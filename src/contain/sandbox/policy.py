@@ -488,6 +488,21 @@ class Validator:
         raise self.type_error(key, "bytes or str", value)
 
 
+def check_run_call(input: Any, timeout: Any, flags: dict[str, Any],
+                   on_output: Any) -> tuple[bytes | None, float | None]:
+    """The arguments of one Sandbox.run / Pool.run call (not the policy's): the input
+    as bytes and the timeout in seconds; *flags* must each be True or False."""
+    v = Validator()
+    data = v.input(input, "input")
+    seconds = v.seconds(timeout, "timeout")
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise PolicyTypeError(name, f"expected True or False, got {type(value).__name__}")
+    if on_output is not None and not callable(on_output):
+        raise PolicyTypeError("on_output", "expected a callable(stream, data)")
+    return data, seconds
+
+
 # -- the policy file's fields ---------------------------------------------------------
 
 def _tmpfs_list(v: Validator, value: Any, key: str) -> list[tuple[str, int | None]]:

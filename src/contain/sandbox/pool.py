@@ -336,20 +336,13 @@ class Pool:
                   "forward_signals": forward_signals}
         if options or state.owner != os.getpid():
             return self._unpooled(args, kwargs, options)
-        from contain.sandbox.policy import PolicyTypeError, Validator
+        from contain.sandbox.policy import check_run_call
         from contain.sandbox.runner import SandboxTimeout, _Stdio
 
         _check_args(args)
-        v = Validator()
-        data = v.input(input, "input")
-        seconds = v.seconds(timeout, "timeout")
-        for name, value in (("capture_output", capture_output), ("check", check),
-                            ("forward_signals", forward_signals)):
-            if not isinstance(value, bool):
-                raise PolicyTypeError(name, f"expected True or False, got "
-                                      f"{type(value).__name__}")
-        if on_output is not None and not callable(on_output):
-            raise PolicyTypeError("on_output", "expected a callable(stream, data)")
+        data, seconds = check_run_call(
+            input, timeout, {"capture_output": capture_output, "check": check,
+                             "forward_signals": forward_signals}, on_output)
         packet = _packet(args)
         if packet is None:  # (an argument list over 64 KiB: the unpooled way)
             return self._unpooled(args, kwargs, {})
