@@ -421,9 +421,8 @@ def _serve(state: _State, ready: _Ready, args: list[str], io: _Stdio, data: byte
            forward_signals: bool) -> Result:
     """The rest of :func:`contain.sandbox.runner.execute`, for a sandbox handed its
     command: serve its stdio until it exits, its result; then its removal."""
-    from contain.process.pump import Pump
     from contain.process.sync import Channel
-    from contain.sandbox.runner import Result, _cgroup_stats, _sink, _wait4
+    from contain.sandbox.runner import Result, _cgroup_stats, _wait4, serving
 
     run = ready.run
     run.io = io
@@ -431,15 +430,7 @@ def _serve(state: _State, ready: _Ready, args: list[str], io: _Stdio, data: byte
     reporter = ready.reporter
     built = run.built
     started = time.monotonic()
-    if built.landlock is not None:
-        reporter.event("landlock", "enforced" if built.landlock.abi else "unavailable",
-                       **built.landlock.to_json())
-    pump = Pump()
-    outputs: dict[str, bytearray] = {}
-    for fd, name in ((io.out_r, "stdout"), (io.err_r, "stderr")):
-        if fd >= 0:
-            pump.each(fd, _sink(outputs.setdefault(name, bytearray()), name, capture,
-                                on_output))
+    pump, outputs = serving(built, reporter, io, capture, on_output)
     forward = None
     failed = True
     reaped = False

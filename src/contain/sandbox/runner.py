@@ -575,7 +575,6 @@ def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
             on_output: Callable[[str, bytes], None] | None = None,
             forward_signals: bool = False) -> Result:
     """Run the built sandbox to its end; see the module's docstring."""
-    from contain.process.pump import Pump
 
     io = _Stdio(capture, on_output is not None, input, stdin, stdout, stderr)
     try:
@@ -584,15 +583,7 @@ def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
         io.close()
         raise
     started = time.monotonic()
-    if built.landlock is not None:
-        reporter.event("landlock", "enforced" if built.landlock.abi else "unavailable",
-                       **built.landlock.to_json())
-    pump = Pump()
-    outputs: dict[str, bytearray] = {}
-    for fd, name in ((io.out_r, "stdout"), (io.err_r, "stderr")):
-        if fd >= 0:
-            pump.each(fd, _sink(outputs.setdefault(name, bytearray()), name, capture,
-                                on_output))
+    pump, outputs = serving(built, reporter, io, capture, on_output)
     failed = True
     try:
         run.start(forward_signals)
@@ -610,6 +601,25 @@ def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
         result.stdout = bytes(outputs.get("stdout", b""))
         result.stderr = bytes(outputs.get("stderr", b""))
     return result
+
+
+def serving(built: Built, reporter: Reporter, io: _Stdio, capture: bool,
+            on_output: Callable[[str, bytes], None] | None) -> tuple[Any, dict[str, bytearray]]:
+    """What a sandbox's command is served with, as it starts (a pooled one at its
+    handover): the Landlock event reported, and a pump that collects (or passes on) its
+    stdout and stderr into the returned buffers."""
+    from contain.process.pump import Pump
+
+    if built.landlock is not None:
+        reporter.event("landlock", "enforced" if built.landlock.abi else "unavailable",
+                       **built.landlock.to_json())
+    pump = Pump()
+    outputs: dict[str, bytearray] = {}
+    for fd, name in ((io.out_r, "stdout"), (io.err_r, "stderr")):
+        if fd >= 0:
+            pump.each(fd, _sink(outputs.setdefault(name, bytearray()), name, capture,
+                                on_output))
+    return pump, outputs
 
 
 def _sink(buf: bytearray, name: str, keep: bool,
