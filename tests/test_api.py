@@ -221,8 +221,11 @@ def test_modules_are_typed(module: str) -> None:
 
 def _tasks_code() -> str:
     # the threads of the process, as the kernel sees them (threading.active_count()
-    # knows only the threads that `threading` started)
-    return "len(os.listdir('/proc/self/task'))"
+    # knows only the threads that `threading` started); a thread that has said it is
+    # done still takes a moment to leave /proc/self/task, so wait for that (5 s at most:
+    # a thread really left behind still shows)
+    return ("next((n for _ in range(500) if (n := len(os.listdir('/proc/self/task'))) == 1 "
+            "or __import__('time').sleep(0.01)), len(os.listdir('/proc/self/task')))")
 
 
 def test_failing_exec_leaves_no_thread(make_bundle: Callable[..., Bundle],
