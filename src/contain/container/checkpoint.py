@@ -234,15 +234,7 @@ def _cgroup_binds(pid: int) -> list[str]:
 def _cgroup_sources(image: str, spec: Spec, mgr: Manager | None) -> list[tuple[str, str]]:
     """(mount point, host directory) for the dumped cgroup binds: the same hierarchy's
     directory of the restored container's cgroup."""
-    from contain.jsonio import loads
-
-    try:
-        with open(os.path.join(image, CGROUP_BINDS), "rb") as f:
-            binds = loads(f.read())
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as exc:
-        raise ContainError(f"{image}/{CGROUP_BINDS}: {exc}") from exc
+    binds = _read_json(image, CGROUP_BINDS)
     if not binds:
         return []
     if mgr is None:
@@ -699,15 +691,9 @@ def _restored(record: ContainerRecord, spec: Spec, image: str) -> None:
 
 
 def _read_descriptors(image: str) -> list[str]:
-    from contain.jsonio import loads
-
-    try:
-        with open(os.path.join(image, DESCRIPTORS), "rb") as f:
-            data = loads(f.read())
-    except FileNotFoundError:
+    data = _read_json(image, DESCRIPTORS)
+    if data is None:
         return []
-    except (OSError, ValueError) as exc:
-        raise ContainError(f"{image}/{DESCRIPTORS}: {exc}") from exc
     if not isinstance(data, list) or not all(isinstance(d, str) for d in data):
         raise ContainError(f"{image}/{DESCRIPTORS}: expected a list of strings")
     return data

@@ -178,7 +178,7 @@ def _check_memory_policy(policy: Any) -> None:
     except OSError as exc:
         raise fail("$.linux.memoryPolicy", "this kernel has no NUMA support "
                    "(/sys/devices/system/node is missing)") from exc
-    from contain.process.init import parse_cpulist
+    from contain.spec.config import parse_cpulist
 
     online = parse_cpulist(online_text)
     missing = sorted(policy.node_set() - online)

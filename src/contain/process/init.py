@@ -342,6 +342,8 @@ def _stage_exec(ch: Channel, plan: Plan, fds: Handles) -> None:
     proc = plan.process
     affinity = proc.exec_cpu_affinity
     if affinity is not None and affinity.final:  # (initial: the parent, before the join)
+        from contain.spec.config import parse_cpulist  # (loaded: it decoded the plan)
+
         try:
             os.sched_setaffinity(0, parse_cpulist(affinity.final))
         except OSError as exc:
@@ -650,17 +652,6 @@ def _set_rlimits(proc: Process) -> None:
 
 def _rlim(v: int) -> int:
     return -1 if v >= 2**64 - 1 else v
-
-
-def parse_cpulist(text: str) -> set[int]:
-    cpus: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        cpus.update(range(int(lo), int(hi or lo) + 1))
-    return cpus
 
 
 def _set_scheduler(proc: Process) -> None:

@@ -447,7 +447,7 @@ def _helper_main(ch: sync.Channel, pid: int, plan: Plan, handles: Handles) -> No
 def set_initial_affinity(pid: int, cpus: str) -> None:
     """process.execCPUAffinity.initial: the CPUs the process runs on before it joins the
     container's cgroup (set here, by the parent, before the join)."""
-    from contain.process.init import parse_cpulist
+    from contain.spec.config import parse_cpulist
 
     try:
         os.sched_setaffinity(pid, parse_cpulist(cpus))

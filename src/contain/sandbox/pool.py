@@ -389,16 +389,10 @@ class Pool:
 
 def _check_args(args: Any) -> None:
     """What build() refuses in a command, refused the same way."""
+    from contain.sandbox.runner import check_command
     from contain.spec.decode import check_text
 
-    if isinstance(args, (str, bytes)) or not isinstance(args, (list, tuple)) or not all(
-            isinstance(a, str) for a in args):
-        from contain.sandbox.policy import PolicyTypeError
-
-        raise PolicyTypeError("args", "expected a list of strings (the command and its "
-                              "arguments)")
-    if not args:
-        raise ContainError("sandbox: no command given")
+    check_command(args)
     for i, a in enumerate(args):
         check_text(a, f"$.process.args[{i}]")
 

@@ -265,11 +265,9 @@ def _host_options(sandbox_spec: Any, pol: Policy) -> dict[str, Any]:
     return out
 
 
-def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Built:
-    """The decoded spec of *args* under *pol*; every refusal happens here."""
-    from contain.sandbox.host import sandbox_spec
-    from contain.spec.config import Spec
-
+def check_command(args: Any) -> None:
+    """A sandbox's command: a non-empty list of strings (its texts are checked with the
+    spec)."""
     if isinstance(args, (str, bytes)) or not isinstance(args, (list, tuple)) or not all(
             isinstance(a, str) for a in args):
         from contain.sandbox.policy import PolicyTypeError
@@ -278,6 +276,14 @@ def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Bu
                               "arguments)")
     if not args:
         raise ContainError("sandbox: no command given")
+
+
+def build(pol: Policy, args: list[str], root: str, terminal: bool = False) -> Built:
+    """The decoded spec of *args* under *pol*; every refusal happens here."""
+    from contain.sandbox.host import sandbox_spec
+    from contain.spec.config import Spec
+
+    check_command(args)
     userns = pol.use_userns()
     lim = pol.limits
     net, network = _net_plan(pol)

@@ -66,6 +66,17 @@ def _number(text: str) -> bool:
     return text.isdigit() and text.isascii() and len(text) <= 18
 
 
+def parse_cpulist(text: str) -> set[int]:
+    """The numbers of a list in the kernel's cpulist format ("0-3,7"), checked already."""
+    out: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if part:
+            lo, _, hi = part.partition("-")
+            out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 def check_cpu_list(text: str, path: str, limit: int = CPU_MAX, stride: bool = False) -> None:
     """A list of the kernel's cpulist format ("0-3,7"): numbers below *limit*; with
     *stride*, ranges may take the cgroup files' "0-7:2/4" form too."""
@@ -758,13 +769,7 @@ class MemoryPolicy(Model):
                        "MPOL_PREFERRED_MANY")
 
     def node_set(self) -> set[int]:
-        out: set[int] = set()
-        for part in (self.nodes or "").split(","):
-            part = part.strip()
-            if part:
-                lo, _, hi = part.partition("-")
-                out.update(range(int(lo), int(hi or lo) + 1))
-        return out
+        return parse_cpulist(self.nodes or "")
 
 
 def _one_line(value: Any, path: str) -> str:
