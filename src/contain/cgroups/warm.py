@@ -16,11 +16,18 @@ The thread belongs to the command that wants it: :func:`warming` is a context ma
 and leaving it stops the thread and waits for it, whatever happened in between (a
 long-lived program calling the API keeps no thread behind). The library code that does
 the attach ends the warming early with :func:`stop`, as soon as it is no longer useful.
+
+The grace period is the longest single wait of a ``create`` (7-16 ms measured here, a
+cgroup mkdir waits behind it), so the first write is issued as early as possible:
+this module and the package's ``__init__`` import nothing but ``posix`` (``os`` alone
+costs ~1 ms), and :meth:`warming.__enter__` returns only once the thread is about to
+write, instead of leaving it to wait for the GIL behind the command's imports
+(docs/performance.md, the third pass).
 """
 
 from __future__ import annotations
 
-import os
+import posix
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,10 +39,18 @@ _INTERVAL = 0.004
 def _own_procs_file() -> str | None:
     """cgroup.procs of the cgroup this process is in (a v1 hierarchy if there is one)."""
     try:
-        with open("/proc/self/cgroup") as f:
-            lines = f.read().splitlines()
+        fd = posix.open("/proc/self/cgroup", posix.O_RDONLY | posix.O_CLOEXEC)
     except OSError:
         return None
+    data = b""
+    try:
+        while chunk := posix.read(fd, 4096):
+            data += chunk
+    except OSError:
+        return None
+    finally:
+        posix.close(fd)
+    lines = data.decode(errors="surrogateescape").splitlines()
     v2 = None
     for line in lines:
         hid, ctrls, path = line.split(":", 2)
@@ -46,8 +61,11 @@ def _own_procs_file() -> str | None:
     if v2 is not None:
         for base in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
             candidate = f"{base}{v2.rstrip('/')}/cgroup.procs"
-            if os.path.exists(candidate):
-                return candidate
+            try:
+                posix.stat(candidate)
+            except OSError:
+                continue
+            return candidate
     return None
 
 
@@ -63,10 +81,14 @@ class warming:
         self._done: Any = None
 
     def __enter__(self) -> warming:
-        if not self.enabled or warming._current is not None or os.geteuid() != 0:
+        if not self.enabled or warming._current is not None or posix.geteuid() != 0:
             return self
         path = _own_procs_file()
         if path is None:
+            return self
+        try:
+            fd = posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC)
+        except OSError:
             return self
         import _thread
 
@@ -74,12 +96,18 @@ class warming:
         self._stop.acquire()
         self._done = _thread.allocate_lock()
         self._done.acquire()
+        going = _thread.allocate_lock()
+        going.acquire()
         try:
-            _thread.start_new_thread(_loop, (path, str(os.getpid()).encode(), self._stop,
-                                             self._done))
+            _thread.start_new_thread(_loop, (fd, str(posix.getpid()).encode(), self._stop,
+                                             self._done, going))
         except BaseException:
+            posix.close(fd)
             self._stop = self._done = None
             raise
+        # until the thread is at its first write: started and left alone, it would wait
+        # for the GIL behind our imports (up to the 5 ms switch interval) before it
+        going.acquire()
         warming._current = self
         return self
 
@@ -104,23 +132,21 @@ def stop() -> None:
         warming._current.stop()
 
 
-def _loop(path: str, pid: bytes, stop: Any, done: Any) -> None:
-    # plain os calls and the two locks only: the main thread may fork meanwhile, and the
-    # child must not inherit a lock this thread held; one open fd, so each round is one
-    # syscall (each takes and gives back the GIL, which the main thread needs); the
-    # pause is a wait on the stop lock, so that stop() ends it at once
+def _loop(fd: int, pid: bytes, stop: Any, done: Any, going: Any) -> None:
+    # plain posix calls and the locks only: the main thread may fork meanwhile, and the
+    # child must not inherit a lock this thread held; one open fd (opened by warming, ours
+    # to close), so each round is one syscall (each takes and gives back the GIL, which
+    # the main thread needs); the pause is a wait on the stop lock, so that stop() ends
+    # it at once. *going* is released just before the first write, which gives up the
+    # GIL for the (long) syscall: the main thread goes on at once.
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    except OSError:
-        done.release()
-        return
-    try:
+        going.release()
         while True:
-            os.write(fd, pid)
+            posix.write(fd, pid)
             if stop.acquire(timeout=_INTERVAL):
                 break
     except OSError:
         pass
     finally:
-        os.close(fd)
+        posix.close(fd)
         done.release()
