@@ -272,6 +272,22 @@ def test_cgroup_mount_shows_the_containers_own_cgroup(run_sh: Runner) -> None:
     assert "pids.max" in out and "cgroup.procs" in out
 
 
+def test_cgroup_mount_without_cgroup_namespace_binds_the_containers_own(
+        run_sh: Runner) -> None:
+    """No cgroup namespace: each v1 hierarchy is the container's own cgroup bound from
+    the host (found in /proc/self/cgroup, read once for all of them): its pids.max and
+    memory.limit_in_bytes are the container's limits, not the host's or the runtime's."""
+    def mutate(cfg: dict[str, Any], bundle: Path) -> None:
+        linux = cfg["linux"]
+        linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] != "cgroup"]
+        linux.setdefault("resources", {}).update(
+            {"pids": {"limit": 77}, "memory": {"limit": 123 * 1024 * 1024}})
+
+    out = ok(run_sh("cat /sys/fs/cgroup/pids/pids.max "
+                    "/sys/fs/cgroup/memory/memory.limit_in_bytes", mutate))
+    assert out.split() == ["77", str(123 * 1024 * 1024)]
+
+
 def test_cgroup2_mount(run_sh: Runner) -> None:
     def mutate(cfg: dict[str, Any], bundle: Path) -> None:
         cfg["mounts"].append({"destination": "/cg2", "type": "cgroup2", "source": "cgroup",

@@ -404,6 +404,13 @@ def _oserr(exc: OSError) -> str:
 
 def _makedirs(d: str) -> list[str]:
     """mkdir -p; return the directories made, top first."""
+    try:  # the usual case: the parent exists, the directory does not (one syscall)
+        os.mkdir(d, 0o755)
+        return [d]
+    except FileExistsError:
+        return []
+    except FileNotFoundError:
+        pass
     missing = []
     p = d
     while not os.path.isdir(p):

@@ -291,6 +291,12 @@ def _stage_init(ch: Channel, plan: Plan, fds: Handles) -> None:
     assert linux is not None
     os.setsid()
     state: dict[str, Any] = {}
+    if plan.new_flags & c.CLONE_NEWNET:  # a new network namespace's lo is down (runc: up,
+        # before the rootfs and the hooks, as here; first, while the parent may still be
+        # making the cgroup; the socket modules are imported from the host)
+        from contain.linux.syscalls import loopback_up
+
+        loopback_up()
     from contain.rootfs import setup
 
     in_cgroup = _CgroupStep(ch, plan)
@@ -308,11 +314,6 @@ def _stage_init(ch: Channel, plan: Plan, fds: Handles) -> None:
         from contain.process.hooks import run_hooks
 
         run_hooks("createContainer", spec.hooks.create_container, state)
-    if plan.new_flags & c.CLONE_NEWNET:  # a new network namespace's lo is down (runc: up;
-        # before the pivot: the socket modules are imported from the host)
-        from contain.linux.syscalls import loopback_up
-
-        loopback_up()
     setup.enter_root(plan.rootfs, plan.no_pivot)
     setup.reopen_dev_null()
     if spec.hostname:

@@ -367,8 +367,9 @@ def _populate_cgroup(target: str, opts: MountOptions, ctx: MountContext) -> None
     flags = opts.flags & ~(c.MS_BIND | c.MS_REC)
     hierarchies = _cgroup_hierarchies()
     if any(mp == "/sys/fs/cgroup" and t == "cgroup2" for mp, t, _, _ in hierarchies):
-        _cgroup_mount_one("cgroup2", "/sys/fs/cgroup", target, "", flags, ctx)
+        _cgroup_mount_one("cgroup2", "/sys/fs/cgroup", target, "", flags, ctx, None)
         return
+    own: list[str] | None = None  # /proc/self/cgroup, read once for every hierarchy
     for mp, fstype, sopts, _root in hierarchies:
         if not mp.startswith("/sys/fs/cgroup/"):
             continue
@@ -378,13 +379,15 @@ def _populate_cgroup(target: str, opts: MountOptions, ctx: MountContext) -> None
         sub = os.path.join(target, name)
         os.mkdir(sub, 0o755)
         kernel_opts = ",".join(o for o in sopts.split(",") if o not in ("rw", "ro"))
-        _cgroup_mount_one(fstype, mp, sub, kernel_opts, flags, ctx)
+        if own is None and not ctx.cgroupns:
+            own = _own_cgroups()
+        _cgroup_mount_one(fstype, mp, sub, kernel_opts, flags, ctx, own)
     if flags & c.MS_RDONLY:
         mount(None, target, None, c.MS_REMOUNT | flags)
 
 
 def _cgroup_mount_one(fstype: str, host_mp: str, target: str, kernel_opts: str, flags: int,
-                      ctx: MountContext) -> None:
+                      ctx: MountContext, own: list[str] | None) -> None:
     if ctx.cgroupns:
         try:
             mount("cgroup", target, fstype, flags, kernel_opts or None)
@@ -393,7 +396,7 @@ def _cgroup_mount_one(fstype: str, host_mp: str, target: str, kernel_opts: str, 
             if exc.errno not in (errno.EPERM, errno.EBUSY, errno.EINVAL):
                 raise
     # no cgroup namespace (or the kernel refused): bind the container's own cgroup
-    sub = _own_cgroup(fstype, kernel_opts)
+    sub = _own_cgroup(fstype, kernel_opts, own if own is not None else _own_cgroups())
     source = host_mp + sub if sub != "/" else host_mp
     if not os.path.isdir(source):
         source = host_mp
@@ -401,13 +404,20 @@ def _cgroup_mount_one(fstype: str, host_mp: str, target: str, kernel_opts: str, 
     remount_bind(target, flags)
 
 
-def _own_cgroup(fstype: str, kernel_opts: str) -> str:
-    wanted = set(kernel_opts.split(",")) if kernel_opts else set()
+def _own_cgroups() -> list[str]:
+    """The lines of /proc/self/cgroup (we are in the container's cgroup by now)."""
     with open("/proc/self/cgroup") as f:
-        for line in f:
-            hid, ctrls, path = line.rstrip("\n").split(":", 2)
-            if fstype == "cgroup2" and hid == "0":
-                return path
-            if fstype == "cgroup" and ctrls and wanted & set(ctrls.split(",")):
-                return path
+        return f.read().splitlines()
+
+
+def _own_cgroup(fstype: str, kernel_opts: str, own: list[str]) -> str:
+    """Our cgroup in the hierarchy of *fstype* with *kernel_opts*, from the lines of
+    /proc/self/cgroup."""
+    wanted = set(kernel_opts.split(",")) if kernel_opts else set()
+    for line in own:
+        hid, ctrls, path = line.split(":", 2)
+        if fstype == "cgroup2" and hid == "0":
+            return path
+        if fstype == "cgroup" and ctrls and wanted & set(ctrls.split(",")):
+            return path
     return "/"

@@ -90,9 +90,11 @@ def _make_parent_private(rootfs: str) -> None:
 
 
 def _mknod(root_fd: int, path: str, kind: str, major: int, minor: int, mode: int,
-           uid: int | None, gid: int | None, userns: bool) -> None:
+           uid: int | None, gid: int | None, userns: bool, parent_fd: int = -1) -> None:
+    """The node *path* (its directory resolved in the root, or *parent_fd*: that
+    directory resolved already)."""
     parent, _, name = path.rpartition("/")
-    pfd = resolve_in_root(root_fd, parent or "/", "dir")
+    pfd = resolve_in_root(root_fd, parent or "/", "dir") if parent_fd < 0 else parent_fd
     try:
         try:
             os.unlink(name, dir_fd=pfd)
@@ -121,19 +123,21 @@ def _mknod(root_fd: int, path: str, kind: str, major: int, minor: int, mode: int
             os.chown(name, uid if uid is not None else -1, gid if gid is not None else -1,
                      dir_fd=pfd, follow_symlinks=False)
     finally:
-        os.close(pfd)
+        if pfd != parent_fd:
+            os.close(pfd)
 
 
 def _setup_dev(root_fd: int, devices: list[Device], userns: bool) -> None:
     configured = {d.path for d in devices}
-    for path, kind, major, minor, mode in DEFAULT_DEVICES:
-        if path not in configured:
-            _mknod(root_fd, path, kind, major, minor, mode, 0, 0, userns)
-    for d in devices:
-        mode = d.file_mode if d.file_mode is not None else 0o666
-        _mknod(root_fd, d.path, d.type, d.major or 0, d.minor or 0, mode, d.uid, d.gid, userns)
-    dev_fd = resolve_in_root(root_fd, "/dev", "dir")
+    dev_fd = resolve_in_root(root_fd, "/dev", "dir")  # (the default nodes' directory)
     try:
+        for path, kind, major, minor, mode in DEFAULT_DEVICES:
+            if path not in configured:
+                _mknod(root_fd, path, kind, major, minor, mode, 0, 0, userns, dev_fd)
+        for d in devices:
+            mode = d.file_mode if d.file_mode is not None else 0o666
+            _mknod(root_fd, d.path, d.type, d.major or 0, d.minor or 0, mode, d.uid, d.gid,
+                   userns)
         links = [*DEV_SYMLINKS, ("pts/ptmx", "/dev/ptmx")]
         if os.path.exists("/proc/kcore"):
             links.append(("/proc/kcore", "/dev/core"))
