@@ -105,10 +105,14 @@ class warming:
             posix.close(fd)
             self._stop = self._done = None
             raise
+        warming._current = self
         # until the thread is at its first write: started and left alone, it would wait
         # for the GIL behind our imports (up to the 5 ms switch interval) before it
-        going.acquire()
-        warming._current = self
+        try:
+            going.acquire()
+        except BaseException:  # (a signal's exception): the block never runs, so stop here
+            self.__exit__()
+            raise
         return self
 
     def stop(self) -> None:
