@@ -72,6 +72,30 @@ def _read(d: str, name: str) -> str:
 
 # -- paths ---------------------------------------------------------------------------------
 
+def test_warming_starts_before_os_and_the_manager() -> None:
+    """create and run start the warming thread first thing: its first write waits for a
+    grace period that the rest of the command then overlaps (docs/performance.md, the
+    third pass), so neither the package nor warm.py may import os (~1 ms) or the
+    manager before it; the package's names still come on first use. The thread is
+    running (and stops) as the command's block says."""
+    from conftest import SRC
+
+    code = (f"import sys; sys.path.insert(0, {str(SRC)!r})\n"
+            "from contain.cgroups import warm\n"
+            "early = sorted(m for m in ('os', 'contain.cgroups.manager', 'contain.cgroups.fs') "
+            "if m in sys.modules)\n"
+            "import posix\n"
+            "with warm.warming():\n"
+            "    during = len(posix.listdir('/proc/self/task'))\n"
+            "from contain.cgroups import Manager, UNIFIED, detect_layout, new_manager\n"
+            "print(early, during, Manager.__module__, UNIFIED, detect_layout() in "
+            "('v1', 'v2', 'hybrid'), new_manager(None, 'x').paths()['pids'].endswith('/x'))\n")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                         text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert out.stdout.split() == ["[]", "2", "contain.cgroups.manager", "unified", "True",
+                                  "True"], out.stdout + out.stderr
+
+
 def test_layout_is_hybrid_here() -> None:
     """This machine: v1 controllers plus /sys/fs/cgroup/unified."""
     assert detect_layout() == "hybrid"
