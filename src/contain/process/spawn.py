@@ -450,9 +450,6 @@ def _helper_main(ch: sync.Channel, pid: int, plan: Plan, handles: Handles) -> No
             ch.send(sync.MOUNT_DONE)
 
 
-_EVERY_CPU = range(8192)  # the kernel's most CPUs (NR_CPUS); it keeps what exists
-
-
 def reset_affinity(pid: int) -> None:
     """Let *pid* run on every CPU its cgroup's cpuset allows, not only those of the
     runtime's caller (a unit's CPUAffinity=, taskset), as runc does since 1.2.7/1.3.1.
@@ -460,8 +457,10 @@ def reset_affinity(pid: int) -> None:
     sched_setaffinity across the join. The kernel bounds the mask by the cpuset, and
     remembers the wide request, so a cpuset widened later widens the process's CPUs.
     A failure is a warning (runc's too): the process only keeps the caller's CPUs."""
+    from contain.linux.syscalls import allow_every_cpu  # (loaded: init.preload)
+
     try:
-        os.sched_setaffinity(pid, _EVERY_CPU)
+        allow_every_cpu(pid)
     except OSError as exc:
         from contain import log
 
