@@ -464,8 +464,8 @@ def reset_affinity(pid: int) -> None:
     except OSError as exc:
         from contain import log
 
-        log.warning(f"resetting the CPU affinity of pid {pid}: {exc.strerror}; "
-                    "it keeps the runtime's")
+        log.warning(f"cannot reset the CPU affinity ({exc.strerror or exc}): the "
+                    "process keeps the runtime's")
 
 
 def set_initial_affinity(pid: int, cpus: str) -> None:
