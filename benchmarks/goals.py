@@ -7,7 +7,12 @@ machine hits both sides of a ratio alike.
 
 - ``contain sandbox -- /bin/true`` vs bubblewrap doing the same
   (``bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --unshare-all
-  --die-with-parent --new-session /bin/true``);
+  --die-with-parent --new-session /bin/true``), and with a file policy (a writable
+  directory, a hidden file in it) vs bubblewrap binding the same;
+- two yardsticks beside the sandbox, no goal of their own: the interpreter alone
+  (``python3 -I -S -c pass``) and benchmarks/sandbox_floor.py, the sandbox's system calls
+  and nothing else on the same interpreter, each against bubblewrap: the second is the
+  lowest ratio any sandbox started per command in Python can reach here;
 - ``contain.run(["/bin/true"])`` and ``contain.Pool(size=2).run(["/bin/true"])`` vs
   ``subprocess.run`` of that bwrap command, all three from one Python process (a child
   interpreter, as in api_spawn), interleaved call by call;
@@ -58,11 +63,22 @@ from .common import (
 BWRAP_TRUE = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
               "--tmpfs", "/tmp", "--unshare-all", "--die-with-parent", "--new-session",
               "/bin/true"]
+SANDBOX_FLOOR = Path(__file__).resolve().parent / "sandbox_floor.py"
 
 #: goal -> (what, peer, target ratio or None, how the target reads)
 GOALS: dict[str, tuple[str, str, float | None, str]] = {
     "sandbox": ("`contain sandbox -- /bin/true`", "bwrap (same namespaces and mounts)", 2.0,
                 "<= 2.0"),
+    "sandbox_policy": ("`contain sandbox --rw DIR --deny DIR/secret -- /bin/true`",
+                       "bwrap, the same plus `--bind DIR DIR --ro-bind /dev/null DIR/secret`",
+                       2.5, "<= 2.5"),
+    "floor_python": ("`python3 -I -S -c pass` (yardstick)", "bwrap (same namespaces and mounts)",
+                     None, "(the interpreter alone)"),
+    "floor_sandbox": ("benchmarks/sandbox_floor.py (yardstick)",
+                      "bwrap (same namespaces and mounts)", None,
+                      "(the least a Python-started sandbox costs)"),
+    "sandbox_over_floor": ("`contain sandbox -- /bin/true`", "benchmarks/sandbox_floor.py",
+                           None, "(what contain adds to the floor)"),
     "api": ("`contain.run(['/bin/true'])`", "`subprocess.run(bwrap ...)`, same process", 1.0,
             "< 1.0, and < 5 ms"),
     "api_pool": ("`contain.Pool(size=2).run(['/bin/true'])`",
@@ -288,9 +304,19 @@ def _round(i: int, session: Session, rounds: _Rounds, oci: list[OciRuntime],
         else:
             rounds.errors.setdefault(f"{rt.name}.run", c.describe())
     if have_bwrap:
-        pair = [("contain.sandbox", [*contain.argv, "sandbox", "--", "/bin/true"]),
-                ("bwrap.sandbox", BWRAP_TRUE)]
-        for name, argv in (pair if i % 2 == 0 else pair[::-1]):
+        work = session.tmp / "goals-work"
+        group = [("contain.sandbox", [*contain.argv, "sandbox", "--", "/bin/true"]),
+                 ("bwrap.sandbox", BWRAP_TRUE),
+                 ("floor.python", [*floor]),
+                 ("floor.sandbox", [floor[0], "-I", "-S", str(SANDBOX_FLOOR), "/bin/true"]),
+                 ("contain.sandbox_policy", [*contain.argv, "sandbox", "--rw", str(work),
+                                             "--deny", str(work / "secret"), "--",
+                                             "/bin/true"]),
+                 ("bwrap.sandbox_policy", [*BWRAP_TRUE[:-1], "--bind", str(work), str(work),
+                                           "--ro-bind", "/dev/null", str(work / "secret"),
+                                           "/bin/true"])]
+        k = i % len(group)  # the order rotates from round to round
+        for name, argv in group[k:] + group[:k]:
             rounds.time(name, argv, session)
     names = list(points)
     for name in names[i % len(names):] + names[:i % len(names)]:
@@ -318,6 +344,9 @@ def run(session: Session) -> Result:
         result.errors["bwrap"] = "bubblewrap is not installed: no ratio to bwrap"
     python = _interpreter(contain.argv)
     floor = [python, "-I", "-S", "-c", "pass"]
+    work = session.tmp / "goals-work"  # the policy row's writable directory
+    work.mkdir(exist_ok=True)
+    (work / "secret").write_text("not for the sandbox\n")
     oci = [rt for rt in (contain, runc) if isinstance(rt, OciRuntime)]
     sleep = {rt.name: session.bundle(rt.name, "goals-sleep", oci_config(["/bin/sleep", "600"]))
              for rt in oci}
@@ -349,6 +378,11 @@ def run(session: Session) -> Result:
     s = rounds.samples
     pairs: dict[str, tuple[list[float], list[float]]] = {
         "sandbox": (s.get("contain.sandbox", []), s.get("bwrap.sandbox", [])),
+        "sandbox_policy": (s.get("contain.sandbox_policy", []),
+                           s.get("bwrap.sandbox_policy", [])),
+        "floor_python": (s.get("floor.python", []), s.get("bwrap.sandbox", [])),
+        "floor_sandbox": (s.get("floor.sandbox", []), s.get("bwrap.sandbox", [])),
+        "sandbox_over_floor": (s.get("contain.sandbox", []), s.get("floor.sandbox", [])),
         "api": (api.get("api", []), api.get("peer", [])),
         "api_pool": (api.get("pool", []), api.get("peer", [])),
         "lifecycle": (s.get("contain.lifecycle", []), s.get("runc.lifecycle", [])),

@@ -223,6 +223,29 @@ def test_bench_goals_quick(tmp_path: Path) -> None:
     assert report.count("**x") == len(GOALS)
 
 
+def test_sandbox_floor_isolates() -> None:
+    """The goals' yardstick benchmarks/sandbox_floor.py is only a fair floor if it does
+    the sandbox's work: PID 1 of its own PID namespace, a read-only host root, a private
+    /tmp and /proc, a /dev of a few nodes, no network but lo, its own hostname space."""
+    if os.geteuid() != 0:
+        pytest.skip("the floor program mounts: it runs as root")
+    script = ("echo pid=$$; touch /etc/floor-probe 2>/dev/null || echo ro; "
+              "ls /tmp | wc -l; ls /dev | tr '\\n' ' '; echo; "
+              "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; ls /proc | grep -c '^[0-9]'; "
+              "hostname floor-probe && hostname")
+    floor = REPO / "benchmarks" / "sandbox_floor.py"
+    proc = subprocess.run([sys.executable, "-I", "-S", str(floor), "/bin/sh", "-c", script],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    pid, ro, tmp, dev, net, procs, host = proc.stdout.splitlines()
+    assert (pid, ro, tmp) == ("pid=1", "ro", "0")
+    assert dev.split() == sorted(["full", "null", "ptmx", "pts", "random", "shm", "tty",
+                                  "urandom", "zero"])
+    assert net.split() == ["lo"] and host == "floor-probe"
+    assert int(procs) <= 3  # sh, and ls / grep of the pipe: nothing of the host's
+    assert os.uname().nodename != "floor-probe" and not os.path.exists("/etc/floor-probe")
+
+
 def test_bench_bad_benchmark_name(tmp_path: Path) -> None:
     proc = bench(tmp_path, "--only", "nosuch")
     assert proc.returncode == 1

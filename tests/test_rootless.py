@@ -240,10 +240,43 @@ def test_rootless_mapping_not_owned_is_refused(user: User, bundle: Path,
 
 
 def test_rootless_resources_without_a_delegated_cgroup(user: User, bundle: Path) -> None:
+    """The controllers are mounted but the user may not make a cgroup in them: the
+    warning says so (not delegated), naming the controller and the cgroup, never "not
+    mounted"."""
     cfg = edit(bundle, args=["/bin/true"])
-    cfg["linux"]["resources"] = {"pids": {"limit": 100}}
+    cfg["linux"]["resources"] = {"memory": {"limit": 64 << 20}, "pids": {"limit": 100}}
     cfg["linux"]["cgroupsPath"] = "/contain-rootless-test"
     (bundle / "config.json").write_text(json.dumps(cfg))
     proc = user.contain("run", unique_id(), cwd=bundle)
     assert proc.returncode == 0, proc.stderr
-    assert "level=warning" in proc.stderr and "cgroup" in proc.stderr
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and "level=warning" in err, err
+    assert "resources not applied" in err and "not mounted" not in err, err
+    mount = ("/sys/fs/cgroup/memory" if os.path.isdir("/sys/fs/cgroup/memory")
+             else "/sys/fs/cgroup")  # (v1 or hybrid; pure v2)
+    assert "memory" in err and "not delegated to this user" in err, err
+    assert f"{mount}/contain-rootless-test cannot be made in {mount}" in err, err
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/fs/cgroup/cpuacct"),
+                    reason="needs cgroup v1 with cpu and cpuacct mounted apart")
+def test_rootless_cgroup_delegated_in_one_hierarchy_only(user: User, bundle: Path) -> None:
+    """The user may make the cgroup in the cpu hierarchy (its parent is theirs) but not in
+    the next one: the cpu directory is given up too, and a CPU limit says that, not
+    "not delegated" nor "not mounted"."""
+    parent = Path(f"/sys/fs/cgroup/cpu/{unique_id('deleg')}")
+    parent.mkdir()
+    try:
+        os.chown(parent, user.uid, user.gid)
+        cfg = edit(bundle, args=["/bin/true"])
+        cfg["linux"]["resources"] = {"cpu": {"shares": 512}}
+        cfg["linux"]["cgroupsPath"] = f"/{parent.name}/c"
+        (bundle / "config.json").write_text(json.dumps(cfg))
+        proc = user.contain("run", unique_id(), cwd=bundle)
+        assert proc.returncode == 0, proc.stderr
+        err = proc.stderr.strip()
+        assert "a CPU limit needs the cpu cgroup controller, which is left out, as the " \
+               "container's cgroup could not be made in every hierarchy" in err, err
+        assert not (parent / "c").exists()
+    finally:
+        parent.rmdir()

@@ -81,6 +81,32 @@ def test_log_file_that_cannot_be_opened_fails(state_root: Path, tmp_path: Path) 
     assert proc.returncode == 0 and good.exists()
 
 
+def test_list_of_a_root_that_does_not_exist(tmp_path: Path) -> None:
+    """runc 1.5 (`runc list: fix error reporting for non-existent root`): `list` with a
+    --root that does not exist fails, whatever the format, and makes nothing (runc 1.1
+    listed nothing and made the directory; 1.2-1.4 had the test inverted); the default
+    root not existing yet lists nothing (no container made yet)."""
+    from conftest import SRC, fails
+
+    missing = tmp_path / "no-such-root"
+    for flags in ((), ("-q",), ("--format", "json"), ("--format", "table")):
+        proc = run_contain(missing, "list", *flags)
+        fails(proc, f"--root {missing}: No such file or directory")
+        assert proc.stdout == "" and not missing.exists()
+    (tmp_path / "file").touch()
+    fails(run_contain(tmp_path / "file", "list"), f"--root {tmp_path / 'file'}: Not a directory")
+    # the default root of a user who has made no container yet ($XDG_RUNTIME_DIR/contain)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SRC), "PYTHONDONTWRITEBYTECODE": "1",
+           "XDG_RUNTIME_DIR": f"/tmp/contain-no-such-dir-{unique_id()}"}
+    for flags, out in (((), "ID  "), (("-q",), ""), (("--format", "json"), "null\n")):
+        proc = subprocess.run(["/usr/bin/python3.11", "-m", "contain", "list", *flags],
+                              capture_output=True, text=True, env=env, timeout=60,
+                              user=65534, group=65534, extra_groups=[], cwd="/")
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        assert proc.stdout.startswith(out) if out else proc.stdout == "", proc.stdout
+    assert not os.path.exists(env["XDG_RUNTIME_DIR"])
+
+
 @pytest.fixture
 def sleeper(make_bundle: Callable[..., Bundle], state_root: Path) -> Iterator[str]:
     bundle = make_bundle(["/bin/sleep", "100"])

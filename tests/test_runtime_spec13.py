@@ -41,12 +41,14 @@ def nothing_left(state_root: Path) -> None:
     assert [p.name for p in state_root.iterdir() if not p.name.startswith(".")] == []
 
 
-def detached(state_root: Path, bundle: Bundle, *flags: str) -> str:
+def detached(state_root: Path, bundle: Bundle, *flags: str,
+             prefix: tuple[str, ...] = ()) -> str:
     """`run -d` (its output to a file: a pipe would be held open by the container)."""
     cid = unique_id("s13")
     with tempfile.TemporaryFile() as out:
-        proc = subprocess.run([*contain_cmd(), "--root", str(state_root), "run", "-d", *flags,
-                               "--bundle", str(bundle.path), cid], stdin=subprocess.DEVNULL,
+        proc = subprocess.run([*prefix, *contain_cmd(), "--root", str(state_root), "run",
+                               "-d", *flags, "--bundle", str(bundle.path), cid],
+                              stdin=subprocess.DEVNULL,
                               stdout=out, stderr=out, timeout=60)
         out.seek(0)
         assert proc.returncode == 0, out.read().decode()
@@ -69,10 +71,11 @@ def delete_reaping(state_root: Path, cid: str) -> None:
     wait_for(gone)
 
 
-def exec_detached(state_root: Path, *args: str) -> None:
+def exec_detached(state_root: Path, *args: str, prefix: tuple[str, ...] = ()) -> None:
     """`exec -d` (output to a file, as above)."""
     with tempfile.TemporaryFile() as out:
-        proc = subprocess.run([*contain_cmd(), "--root", str(state_root), "exec", "-d", *args],
+        proc = subprocess.run([*prefix, *contain_cmd(), "--root", str(state_root), "exec",
+                               "-d", *args],
                               stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=60)
         out.seek(0)
         assert proc.returncode == 0, out.read().decode()
@@ -122,7 +125,7 @@ def test_exec_cpu_affinity(make_bundle: Callable[..., Bundle], state_root: Path,
     cid = detached(state_root, bundle)
     try:
         state = json.loads(ok(run_contain(state_root, "state", cid)))
-        assert _cpus_allowed(state["pid"]) == ours  # the init: untouched
+        assert _cpus_allowed(state["pid"]) == ours  # the init: every CPU (as pytest's)
         cases = [({"final": "1"}, "1"), ({"initial": "1"}, "1"),
                  ({"initial": "0", "final": "1"}, "1"), ({"initial": "1", "final": "0"}, "0"),
                  (None, "1")]  # (None: the config's process, whose final is 1)
@@ -148,6 +151,49 @@ def test_exec_cpu_affinity(make_bundle: Callable[..., Bundle], state_root: Path,
                           cid), "$.execCPUAffinity.final")
     finally:
         delete_reaping(state_root, cid)
+
+
+PINNED = ("taskset", "-c", "0")  # the runtime's caller pins it to CPU 0
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_processes_do_not_inherit_the_runtimes_affinity(
+        make_bundle: Callable[..., Bundle], state_root: Path, tmp_path: Path) -> None:
+    """As runc 1.2.7/1.3.1 and later: a runtime started on CPU 0 alone (a systemd unit's
+    CPUAffinity=, `taskset`) does not pass that on. The init and an exec'd process
+    without execCPUAffinity get every CPU the container's cpuset allows (since Linux 6.2
+    joining a cpuset no longer widens a mask the caller set); `initial` alone is kept,
+    `final` wins."""
+    every = _cpus_allowed(os.getpid())
+    bundle = make_bundle(["/bin/sleep", "100"])
+    cid = detached(state_root, bundle, prefix=PINNED)
+    bounded = make_bundle(["/bin/sleep", "100"])
+    bounded.config["linux"].setdefault("resources", {})["cpu"] = {"cpus": "1"}
+    bounded.write()
+    cid2 = ""
+    try:
+        state = json.loads(ok(run_contain(state_root, "state", cid)))
+        assert _cpus_allowed(state["pid"]) == every
+        cases = [(None, every), ({"initial": "1"}, "1"), ({"final": "0"}, "0")]
+        for i, (affinity, want) in enumerate(cases):
+            pid_file = tmp_path / f"exec{i}.pid"
+            flags = ["--pid-file", str(pid_file)]
+            if affinity is not None:
+                process = dict(bundle.config["process"], execCPUAffinity=affinity)
+                (tmp_path / "process.json").write_text(json.dumps(process))
+                flags += ["--process", str(tmp_path / "process.json")]
+            exec_detached(state_root, *flags, cid,
+                          *(["/bin/sleep", "100"] if affinity is None else []),
+                          prefix=PINNED)
+            assert _cpus_allowed(_pid_of(pid_file)) == want, (affinity, want)
+        # the container's cpuset bounds the reset
+        cid2 = detached(state_root, bounded, prefix=PINNED)
+        state = json.loads(ok(run_contain(state_root, "state", cid2)))
+        assert _cpus_allowed(state["pid"]) == "1"
+    finally:
+        delete_reaping(state_root, cid)
+        if cid2:
+            delete_reaping(state_root, cid2)
 
 
 # -- --pidfd-socket ------------------------------------------------------------------------

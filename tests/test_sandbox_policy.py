@@ -408,6 +408,9 @@ def test_rootless_limits_are_not_silently_dropped(user: User, hostdir: Path) -> 
                         cwd=hostdir / "home", **env)
     assert proc.returncode == 0, proc.stderr
     assert "level=warning" in proc.stderr and "resources not applied" in proc.stderr
+    # mounted here, but not the user's to use: said so, naming the controller
+    assert "memory cgroup controller, which is not delegated" in proc.stderr, proc.stderr
+    assert "not mounted" not in proc.stderr
 
 
 def test_deny_secrets(state_root: Path, hostdir: Path) -> None:

@@ -108,6 +108,49 @@ def test_unit_properties() -> None:
     assert "CPUWeight" not in v1 and "AllowedCPUs" not in v1 and "MemoryMax" in v1
 
 
+DEFAULT_ALLOW = [("char-*", "m"), ("block-*", "m"), ("/dev/char/1:3", "rwm"),
+                 ("/dev/char/1:8", "rwm"), ("/dev/char/1:7", "rwm"), ("/dev/char/5:0", "rwm"),
+                 ("/dev/char/1:5", "rwm"), ("/dev/char/1:9", "rwm"), ("char-136", "rwm"),
+                 ("/dev/char/5:2", "rwm"), ("/dev/char/10:200", "rwm")]
+
+
+def test_device_properties(capfd: pytest.CaptureFixture[str]) -> None:
+    """The device rules as the scope's DevicePolicy/DeviceAllow, as runc's systemd driver
+    gives them: the list emptied first, then strict with the folded allow list (the
+    config's rules, then the default allowances); a wildcard minor is char-MAJOR, both
+    wildcards char-*; what systemd cannot say (a minor of every major, a deny list) is
+    left to the cgroup files, with a warning; allow-all is DevicePolicy=auto."""
+    from contain.cgroups.systemd import device_properties
+    from contain.spec.config import Resources
+
+    def props(rules: list[dict[str, object]], paths: tuple[str, ...] = ()) -> list[object]:
+        res = Resources.decode({"devices": rules}, "$.linux.resources")
+        return device_properties(res, paths)  # type: ignore[return-value]
+
+    clear = ("DeviceAllow", ("a(ss)", []))
+    strict = ("DevicePolicy", ("s", "strict"))
+    deny_all = {"allow": False, "access": "rwm"}
+    assert props([deny_all]) == [clear, strict, ("DeviceAllow", ("a(ss)", DEFAULT_ALLOW))]
+    got = props([deny_all, {"allow": True, "type": "c", "major": 42, "minor": 1,
+                            "access": "rw"},
+                 {"allow": True, "type": "b", "major": 8, "access": "r"},
+                 {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "r"}],
+                ("/dev/null",))  # (a linux.devices /dev/null: its default rule is not added)
+    allow = dict(got[2][1][1])  # type: ignore[index]
+    assert allow["/dev/char/42:1"] == "rw" and allow["block-8"] == "r"
+    assert allow["/dev/char/1:3"] == "r"
+    assert capfd.readouterr().err == ""
+    got = props([deny_all, {"allow": True, "type": "c", "minor": 7, "access": "rwm"}])
+    assert "c *:7" in capfd.readouterr().err
+    assert got == [clear, strict, ("DeviceAllow", ("a(ss)", DEFAULT_ALLOW))]
+    # a deny list: deny-all for systemd, with a warning; allow-all: policy auto
+    got = props([{"allow": True, "access": "rwm"},
+                 {"allow": False, "type": "c", "major": 42, "minor": 2, "access": "rwm"}])
+    assert got == [clear, strict] and "deny list" in capfd.readouterr().err
+    assert props([{"allow": True, "access": "rwm"}]) == [clear, ("DevicePolicy", ("s", "auto"))]
+    assert device_properties(None) == []
+
+
 def test_dbus_marshalling_round_trip() -> None:
     """The D-Bus client's encoding of StartTransientUnit's arguments reads back equal
     (the real exchange with systemd is the lane's)."""
@@ -247,6 +290,61 @@ def test_scope_lifecycle(make_bundle: Callable[..., Bundle], state_root: Path) -
         deleted = run_contain(state_root, "--systemd-cgroup", "delete", "--force", cid)
     assert deleted.returncode == 0 and deleted.stderr == "", deleted.stderr  # no warning
     assert not (CG / "system.slice" / unit).exists()
+    assert _show(unit, "LoadState")["LoadState"] == "not-found"
+
+
+def _device_programs(cg: Path) -> int:
+    """How many device programs are attached to the cgroup2 directory *cg* itself."""
+    from contain.linux import bpf
+
+    fd = os.open(cg, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return len(bpf.prog_query(fd, bpf.BPF_CGROUP_DEVICE))
+    finally:
+        os.close(fd)
+
+
+@needs_systemd
+def test_scope_device_rules(make_bundle: Callable[..., Bundle], state_root: Path) -> None:
+    """The device rules are the scope's DevicePolicy=strict and DeviceAllow list (as runc
+    gives them to systemd), so that when systemd applies the unit's settings again (a
+    daemon-reload) it enforces the same rules, not its default allow-all: /dev/null
+    works, the allowed node gets as far as its (absent) driver, the other is refused."""
+    cid = unique_id("sddev")
+    unit = f"contain-{cid}.scope"
+    b = _bundle(make_bundle, f"system.slice:contain:{cid}",
+                devices=[{"allow": False, "access": "rwm"},
+                         {"allow": True, "type": "c", "major": 42, "minor": 1,
+                          "access": "rw"}])
+    b.config["linux"]["devices"] = [
+        {"path": "/dev/allowed", "type": "c", "major": 42, "minor": 1, "fileMode": 0o666},
+        {"path": "/dev/denied", "type": "c", "major": 42, "minor": 2, "fileMode": 0o666}]
+    b.write()
+    ok(_detached(state_root, "--systemd-cgroup", "run", "-d", "--bundle", str(b.path), cid))
+    try:
+        assert _show(unit, "DevicePolicy") == {"DevicePolicy": "strict"}
+        out = subprocess.run(["systemctl", "show", "-p", "DeviceAllow", unit],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        allowed = [ln.split("=", 1)[1] for ln in out.splitlines()
+                   if ln.startswith("DeviceAllow=") and ln != "DeviceAllow="]
+        # (systemd lists the entries last first)
+        assert sorted(allowed) == sorted(["/dev/char/42:1 rw"] + [
+            f"{path} {access}" for path, access in DEFAULT_ALLOW]), out
+        cg = CG / "system.slice" / unit
+        script = ("echo x > /dev/null && echo null-ok; cat /dev/allowed; cat /dev/denied; "
+                  "true")
+        for when in ("created", "after daemon-reload"):
+            if when != "created":  # systemd's own program is back, beside contain's:
+                assert _device_programs(cg) >= 2  # each must allow what is allowed
+            proc = run_contain(state_root, "exec", cid, "sh", "-c", script)
+            assert "null-ok" in proc.stdout, (when, proc.stdout, proc.stderr)
+            assert "/dev/allowed': No such device or address" in proc.stderr, (when, proc.stderr)
+            assert "/dev/denied': Operation not permitted" in proc.stderr, (when, proc.stderr)
+            if when == "created":
+                subprocess.run(["systemctl", "daemon-reload"], check=True, timeout=60)
+    finally:
+        deleted = run_contain(state_root, "--systemd-cgroup", "delete", "--force", cid)
+    assert deleted.returncode == 0 and deleted.stderr == "", deleted.stderr
     assert _show(unit, "LoadState")["LoadState"] == "not-found"
 
 

@@ -25,15 +25,20 @@ _PERM_ERRNOS = (errno.EPERM, errno.EACCES, errno.EROFS)
 class Manager:
     """A container's cgroup in every hierarchy of the host's layout."""
 
-    __slots__ = ("_paths", "created", "layout", "path", "rootless", "unified_mount")
+    __slots__ = ("_paths", "created", "layout", "path", "rootless", "unified_mount",
+                 "undelegated")
 
     def __init__(self, layout: str, paths: dict[str, str], *, rootless: bool = False,
                  created: dict[str, int] | None = None, path: str = "",
-                 unified_mount: str | None = None) -> None:
+                 unified_mount: str | None = None,
+                 undelegated: dict[str, str] | None = None) -> None:
         self.layout = layout
         self._paths = paths
         self.rootless = rootless
         self.created: dict[str, int] = created or {}
+        # rootless: the hierarchies left out because the user could not make the
+        # cgroup there (controller -> why), for the errors of limits there
+        self.undelegated: dict[str, str] = undelegated or {}
         self.path = path  # the cgroupsPath as resolved (absolute or relative)
         # where the cgroup2 tree is mounted (a fake tree in tests)
         self.unified_mount = unified_mount or (
@@ -49,6 +54,7 @@ class Manager:
         out: dict[str, Any] = {"layout": self.layout, "path": self.path, "paths": self._paths}
         if self.rootless:
             out["rootless"] = True
+            out["undelegated"] = self.undelegated  # (live, as "created")
         # the live dict: a record that saved to_json() before create() still learns
         # which directories create() made (so destroy removes the parents it made)
         out["created"] = self.created
@@ -104,6 +110,7 @@ class Manager:
             if self.rootless and exc.errno in _PERM_ERRNOS:
                 for d in reversed(made):
                     _rmdir_quiet(d)
+                self.undelegated.update(_why_not_made(self._paths, made))
                 self._paths = {k: v for k, v in self._paths.items() if os.path.isdir(v)}
                 self.created.clear()
                 return
@@ -393,13 +400,35 @@ def load_manager(saved: dict[str, Any]) -> Manager:
         return load_systemd_manager(saved, saved.get("layout") or detect_layout())
     return Manager(saved.get("layout") or detect_layout(), dict(saved.get("paths") or {}),
                    rootless=bool(saved.get("rootless")), created=saved.get("created"),
-                   path=saved.get("path", ""), unified_mount=saved.get("unified_mount"))
+                   path=saved.get("path", ""), unified_mount=saved.get("unified_mount"),
+                   undelegated=saved.get("undelegated"))
 
 
 # -- helpers ---------------------------------------------------------------------------
 
 def _oserr(exc: OSError) -> str:
     return message(exc)
+
+
+def _why_not_made(paths: dict[str, str], made: list[str]) -> dict[str, str]:
+    """Rootless, after a cgroup directory could not be made: why each hierarchy whose
+    directory is missing is left out (for the errors of limits there)."""
+    out = {}
+    for key, d in paths.items():
+        if os.path.isdir(d):
+            continue
+        if d in made:
+            out[key] = ("left out, as the container's cgroup could not be made in every "
+                        "hierarchy")
+            continue
+        parent = os.path.dirname(d)
+        while parent != "/" and not os.path.isdir(parent):
+            parent = os.path.dirname(parent)
+        if os.access(parent, os.W_OK | os.X_OK):
+            out[key] = f"left out, as the container's cgroup could not be made ({d})"
+        else:
+            out[key] = f"not delegated to this user ({d} cannot be made in {parent})"
+    return out
 
 
 def _makedirs(d: str) -> list[str]:

@@ -177,6 +177,10 @@ class _Plan:
     def v1dir(self, ctrl: str, field: str, what: str) -> str:
         d = self.mgr.paths().get(ctrl)
         if not d:
+            why = self.mgr.undelegated.get(ctrl)
+            if why:  # rootless: mounted, but the user may not make a cgroup there
+                raise _fail(field, f"{what} needs the {ctrl} cgroup controller, which is "
+                                   f"{why}")
             raise _fail(field, f"{what} needs the {ctrl} cgroup controller, which is not "
                                "mounted on this host")
         return d
@@ -185,6 +189,10 @@ class _Plan:
         """The cgroup2 directory, checking that *ctrl* can be had there (on hybrid hosts
         it is enabled on the way down first)."""
         d = self.mgr.unified()
+        why = self.mgr.undelegated.get("unified")  # (rootless: see Manager.create)
+        if why:
+            raise _fail(field, f"{what} needs the {ctrl} cgroup controller, whose cgroup "
+                               f"v2 tree is {why}")
         if not d or ctrl not in self.available2():
             where = "cgroup v2 tree" if d else "host (no cgroup v2 tree)"
             raise _fail(field, f"{what} needs the {ctrl} controller, which this {where} "

@@ -5,10 +5,11 @@ cgroupsPath is ``slice:prefix:name``: the unit is ``prefix-name.scope`` in *slic
 (default ``system.slice``, or ``user.slice`` rootless), and a nested slice is expanded
 as systemd does (``a-b.slice`` lives at ``a.slice/a-b.slice``). The scope is started
 with ``Delegate=yes`` and the resource properties systemd knows (MemoryMax, CPUWeight,
-CPUQuotaPerSecUSec, TasksMax, AllowedCPUs...), so that systemd's view agrees with the
-container's limits and a ``daemon-reload`` does not undo them; then every limit is also
-written to the cgroup files, as with the cgroupfs driver (the files are the authority:
-the device program, io, hugetlb and the rest are only there). ``update`` sets the unit's
+CPUQuotaPerSecUSec, TasksMax, AllowedCPUs..., and the device rules as DevicePolicy and
+DeviceAllow), so that systemd's view agrees with the container's limits and a
+``daemon-reload`` does not undo them; then every limit is also written to the cgroup
+files, as with the cgroupfs driver (the files are the authority: the exact device
+program, io, hugetlb and the rest are only there). ``update`` sets the unit's
 properties (runtime) and writes the files; ``delete`` kills what is left, stops the unit
 and resets it if it failed.
 
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
     from contain.linux.dbus import Bus
     from contain.spec.config import CPU, Resources
 
-__all__ = ["SystemdManager", "expand_slice", "new_systemd_manager", "parse_cgroups_path",
-           "unit_properties"]
+__all__ = ["SystemdManager", "device_properties", "expand_slice", "new_systemd_manager",
+           "parse_cgroups_path", "unit_properties"]
 
 FLAG = "--systemd-cgroup"
 DEST = "org.freedesktop.systemd1"
@@ -119,6 +120,48 @@ def unit_properties(res: Resources | None, layout: str) -> list[tuple[str, tuple
     if p is not None and p.limit:
         props.append(("TasksMax", ("t", INFINITY if p.limit < 0 else p.limit)))
     return props
+
+
+def device_properties(res: Resources | None,
+                      linux_device_paths: tuple[str, ...] | list[str] = ()
+                      ) -> list[tuple[str, tuple[str, Any]]]:
+    """The device rules (the config's, then the default allowances, as the files get
+    them) as the scope's DevicePolicy and DeviceAllow, as runc's systemd driver gives
+    them: otherwise systemd keeps its own policy for the unit (allow everything) and
+    puts it back whenever it applies the unit's cgroup settings again. systemd has only
+    an allow list ("strict"): a concrete device is /dev/{char,block}/MAJOR:MINOR, every
+    minor of a major char-MAJOR (systemd 240 and later), every device char-*; a rule
+    for one minor of every major cannot be said and is left to the cgroup files, as is
+    a deny list, for which systemd gets deny-all (allow-all where that is the rule)."""
+    if res is None:
+        return []
+    from contain.cgroups.devices import _letters, fold, rules_from_spec
+
+    state = fold(rules_from_spec(res.devices, linux_device_paths))
+    clear: tuple[str, tuple[str, Any]] = ("DeviceAllow", ("a(ss)", []))  # empties the list
+    if state.default_allow:
+        if not state.exceptions:
+            return [clear, ("DevicePolicy", ("s", "auto"))]
+        _warn("systemd has no deny list for devices: the scope denies every device "
+              "(DevicePolicy=strict), the container's cgroup has the rules")
+        return [clear, ("DevicePolicy", ("s", "strict"))]
+    allow = []
+    for (typ, major, minor), bits in state.exceptions.items():
+        kind = "char" if typ == "c" else "block"
+        if major == -1 and minor != -1:
+            _warn(f"systemd cannot allow device {typ} *:{minor} (every major): not in the "
+                  "scope's DeviceAllow, the container's cgroup has it")
+            continue
+        path = (f"{kind}-*" if major == -1 else f"{kind}-{major}" if minor == -1 else
+                f"/dev/{kind}/{major}:{minor}")
+        allow.append((path, _letters(bits)))
+    return [clear, ("DevicePolicy", ("s", "strict")), ("DeviceAllow", ("a(ss)", allow))]
+
+
+def _warn(text: str) -> None:
+    from contain import log
+
+    log.warning(f"{FLAG}: {text}")
 
 
 def _cpu_properties(props: list[tuple[str, tuple[str, Any]]], c: CPU, v2: bool) -> None:
@@ -281,8 +324,12 @@ class SystemdManager(Manager):
             self._pending = (resources, {"skip_devices": skip_devices,
                                          "linux_device_paths": linux_device_paths})
             self._props = unit_properties(resources, self.layout)
+            if not skip_devices:
+                self._props += device_properties(resources, linux_device_paths)
             return
         props = unit_properties(resources, self.layout)
+        if not skip_devices:
+            props += device_properties(resources, linux_device_paths)
         if props:
             from contain.linux.dbus import DBusError
 

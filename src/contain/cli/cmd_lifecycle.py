@@ -168,8 +168,14 @@ def cmd_list(ctx: Context, opts: dict[str, Any], args: list[str]) -> int:
     from contain.container import store
     from contain.errors import NotFound
 
+    # runc 1.5: a --root that does not exist is an error; the default one lists nothing
+    # (no container made yet)
+    try:
+        ids = store.list_ids(ctx.root, missing_ok=not ctx.root_given)
+    except OSError as exc:
+        raise ContainError(f"--root {ctx.root}: {exc.strerror or exc}") from exc
     records = []
-    for cid in store.list_ids(ctx.root):
+    for cid in ids:
         try:
             records.append(store.load(ctx.root, cid).oci_state())
         except NotFound:  # deleted meanwhile

@@ -51,10 +51,12 @@ GLOBAL_FLAGS = (
 class Context:
     """What the global flags decide, handed to every command."""
 
-    __slots__ = ("_root", "log", "log_format", "debug", "systemd_cgroup", "rootless", "criu")
+    __slots__ = ("_root", "root_given", "log", "log_format", "debug", "systemd_cgroup",
+                 "rootless", "criu")
 
     def __init__(self, opts: dict[str, Any]) -> None:
         self._root: str | None = opts["root"]
+        self.root_given = self._root is not None  # --root, not the default
         self.log: str | None = opts["log"]
         self.log_format: str = opts["log_format"]
         self.debug: bool = opts["debug"]

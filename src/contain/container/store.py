@@ -374,11 +374,14 @@ def save(record: ContainerRecord, directory: str | None = None) -> None:
     posix.rename(tmp, final)
 
 
-def list_ids(root: str) -> list[str]:
+def list_ids(root: str, missing_ok: bool = True) -> list[str]:
+    """The ids under *root*; none when it does not exist, unless not *missing_ok*."""
     try:
         return sorted(e for e in posix.listdir(root)
                       if not e.startswith(".") and is_dir(join(root, e)))
     except FileNotFoundError:
+        if not missing_ok:
+            raise
         return []
 
 

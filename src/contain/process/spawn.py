@@ -267,11 +267,15 @@ class Spawner:
         mgr = self.setup_cgroup()
         affinity = plan.process.exec_cpu_affinity if plan.mode == EXEC else None
         initial = affinity.initial if affinity is not None else None
+        # not the runtime's own affinity: every CPU the cpuset allows (see reset_affinity)
+        reset = affinity is None or not (initial or affinity.final)
         if not plan.forks:
             if initial:
                 set_initial_affinity(self.pid, initial)
             if mgr is not None:
                 mgr.join(self.pid)
+            if reset:
+                reset_affinity(self.pid)
         if plan.new_userns:
             ch.expect(sync.USERNS)
             write_id_maps(self.stage or self.pid, plan.spec)
@@ -284,6 +288,8 @@ class Spawner:
                 set_initial_affinity(self.pid, initial)
             if mgr is not None:
                 mgr.join(self.pid)
+            if reset:
+                reset_affinity(self.pid)
         if plan.net_devices:
             taken = ch.expect(sync.NETDEV).get("taken") or []
             ch.send(sync.NETDEV_DONE, devices=self.move_net_devices(taken))
@@ -442,6 +448,24 @@ def _helper_main(ch: sync.Channel, pid: int, plan: Plan, handles: Handles) -> No
             ch.send(sync.MOUNT_DONE, error=f"mounts[{index}]: {exc.strerror or exc}")
         else:
             ch.send(sync.MOUNT_DONE)
+
+
+def reset_affinity(pid: int) -> None:
+    """Let *pid* run on every CPU its cgroup's cpuset allows, not only those of the
+    runtime's caller (a unit's CPUAffinity=, taskset), as runc does since 1.2.7/1.3.1.
+    Joining a cpuset used to do this; since Linux 6.2 the kernel keeps a mask set by
+    sched_setaffinity across the join. The kernel bounds the mask by the cpuset, and
+    remembers the wide request, so a cpuset widened later widens the process's CPUs.
+    A failure is a warning (runc's too): the process only keeps the caller's CPUs."""
+    from contain.linux.syscalls import allow_every_cpu  # (loaded: init.preload)
+
+    try:
+        allow_every_cpu(pid)
+    except OSError as exc:
+        from contain import log
+
+        log.warning(f"cannot reset the CPU affinity ({exc.strerror or exc}): the "
+                    "process keeps the runtime's")
 
 
 def set_initial_affinity(pid: int, cpus: str) -> None:

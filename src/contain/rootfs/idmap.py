@@ -21,7 +21,24 @@ AT_FDCWD = -100
 
 
 def userns_fd_for(uid_maps: list[IDMapping], gid_maps: list[IDMapping]) -> int:
-    """An fd of a new user namespace with the given maps (made by a short-lived child)."""
+    """An fd of a new user namespace with the given maps (made by a short-lived child:
+    one that shares our memory and exits at once where linux.syscalls can make it, its
+    maps written while it is a zombie; else a fork)."""
+    from contain.linux.syscalls import clone_exited
+
+    made = clone_exited(c.CLONE_NEWUSER)
+    if made is not None:
+        pid, stack = made
+        try:
+            # (its /proc directory, held: the maps go to this child, reaped or not)
+            proc = os.open(f"/proc/{pid}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                return _write_maps(proc, uid_maps, gid_maps)
+            finally:
+                os.close(proc)
+        finally:
+            os.waitpid(pid, 0)
+            del stack
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
@@ -39,16 +56,29 @@ def userns_fd_for(uid_maps: list[IDMapping], gid_maps: list[IDMapping]) -> int:
             if os.readlink(f"/proc/{pid}/ns/user") != me:
                 break
             os.sched_yield()
-        with open(f"/proc/{pid}/uid_map", "w") as f:
-            f.write("".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in uid_maps))
-        with open(f"/proc/{pid}/setgroups", "w") as f:
-            f.write("deny")
-        with open(f"/proc/{pid}/gid_map", "w") as f:
-            f.write("".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in gid_maps))
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        proc = os.open(f"/proc/{pid}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return _write_maps(proc, uid_maps, gid_maps)
+        finally:
+            os.close(proc)
     finally:
         os.close(w)
         os.waitpid(pid, 0)
+
+
+def _write_maps(proc: int, uid_maps: list[IDMapping], gid_maps: list[IDMapping]) -> int:
+    """Write the maps of the (new) user namespace of the process whose /proc directory
+    is *proc*; an fd of that namespace."""
+    for name, text in (
+            ("uid_map", "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in uid_maps)),
+            ("setgroups", "deny"),
+            ("gid_map", "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in gid_maps))):
+        fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=proc)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    return os.open("ns/user", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
 
 
 def mount_idmapped(source: str, target: str, m: Mount, recursive: bool, userns: int) -> None:
