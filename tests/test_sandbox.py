@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ok, run_contain
+from conftest import SRC, contain_cmd, ok, run_contain
 
 # the real interpreter: the venv may live under /tmp, which the sandbox makes private,
 # and the sandbox's user (uid 65534) must reach it (not one under /root)
@@ -173,3 +173,24 @@ def test_userns(state_root: Path) -> None:
     out = ok(sh(state_root, "id -u; cat /proc/self/uid_map", "--userns"))
     lines = out.split()
     assert lines[0] == "0" and lines[1:] == ["0", "0", "1"]
+
+
+def test_sandbox_keeps_the_callers_cpu_affinity(state_root: Path) -> None:
+    """`taskset -c 1 contain sandbox -- CMD` pins CMD as it would pin any command (an
+    engine's container, by contrast, gets every CPU its cpuset allows: runc 1.3.1);
+    the Python API keeps the calling thread's affinity the same way."""
+    if len(os.sched_getaffinity(0)) < 2 or not shutil.which("taskset"):
+        pytest.skip("needs two CPUs and taskset")
+    cmd = ["taskset", "-c", "1", *contain_cmd(), "--root", str(state_root), "sandbox", "--",
+           "/bin/sh", "-c", "grep Cpus_allowed_list /proc/self/status"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert status(proc.stdout)["Cpus_allowed_list"] == "1"
+    code = ("import os, sys, contain; os.sched_setaffinity(0, {1}); "
+            "r = contain.run(['/bin/grep', 'Cpus_allowed_list', '/proc/self/status'], "
+            f"capture_output=True, root={str(state_root)!r}); "
+            "sys.stdout.write(r.stdout.decode())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert proc.returncode == 0, proc.stderr
+    assert status(proc.stdout)["Cpus_allowed_list"] == "1"

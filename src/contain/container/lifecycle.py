@@ -35,7 +35,7 @@ _SYSCTL_NS = (("kernel.shm", "ipc"), ("kernel.msg", "ipc"), ("kernel.sem", "ipc"
 class CreateOptions:
     __slots__ = ("console_socket", "pid_file", "preserve_fds", "no_pivot", "no_new_keyring",
                  "console_fd", "rootless", "stdio", "start_now", "no_cgroup", "pidfd_socket",
-                 "handover", "systemd_cgroup")
+                 "handover", "systemd_cgroup", "keep_affinity")
 
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None,
                  preserve_fds: int = 0, no_pivot: bool = False, no_new_keyring: bool = False,
@@ -58,6 +58,9 @@ class CreateOptions:
         # pair, on which it waits after GO for its command and stdio (not closed here)
         self.handover = -1
         self.systemd_cgroup = False  # --systemd-cgroup: the cgroup is a systemd scope
+        # a sandbox: the command keeps its caller's CPU affinity (`taskset ... contain
+        # sandbox` pins it, as it would any command); an engine's container does not
+        self.keep_affinity = False
 
 
 def load_bundle(bundle: str) -> tuple[str, Spec]:
@@ -249,6 +252,7 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
     plan = Plan.for_create(spec, cid, bundle, rootfs, preserve_fds=opts.preserve_fds,
                            no_pivot=opts.no_pivot, no_new_keyring=opts.no_new_keyring,
                            seccomp=seccomp, stdio=opts.stdio, start_now=opts.start_now)
+    plan.keep_affinity = opts.keep_affinity
     rootless = opts.rootless or os.geteuid() != 0
     mgr = None
     if (not rootless or linux.cgroups_path) and not opts.no_cgroup:

@@ -37,7 +37,7 @@ class Plan:
 
     __slots__ = ("mode", "spec", "process", "cid", "bundle", "rootfs", "new_flags", "join",
                  "preserve_fds", "env_extra", "no_pivot", "no_new_keyring", "seccomp",
-                 "stdio", "start_now", "host_binds")
+                 "stdio", "start_now", "host_binds", "keep_affinity")
 
     def __init__(self, mode: str, spec: Spec, process: Process, *, cid: str = "",
                  bundle: str = "", rootfs: str = "", new_flags: int = 0,
@@ -63,6 +63,7 @@ class Plan:
         # create, in a user namespace, by root: the bind mounts the runtime may do from
         # the host when the init cannot (mount index -> the source's kind); see MOUNT
         self.host_binds: dict[int, str] = {}
+        self.keep_affinity = False  # a sandbox's: no reset of the caller's CPU affinity
 
     @classmethod
     def for_create(cls, spec: Spec, cid: str, bundle: str, rootfs: str, *,
@@ -268,7 +269,7 @@ class Spawner:
         affinity = plan.process.exec_cpu_affinity if plan.mode == EXEC else None
         initial = affinity.initial if affinity is not None else None
         # not the runtime's own affinity: every CPU the cpuset allows (see reset_affinity)
-        reset = affinity is None or not (initial or affinity.final)
+        reset = (affinity is None or not (initial or affinity.final)) and not plan.keep_affinity
         if not plan.forks:
             if initial:
                 set_initial_affinity(self.pid, initial)

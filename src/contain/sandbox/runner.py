@@ -503,6 +503,7 @@ class _Run:
         self.sup, self.sup_fd = _start_supervisor(self.built, self.root)
         spec = self.built.spec
         self.opts.no_cgroup = spec.linux is None or spec.linux.resources is None
+        self.opts.keep_affinity = True  # the caller's taskset holds, as for any command
         self.opts.start_now = self.sup is None  # a supervisor attaches in between
         if not self.opts.no_cgroup:  # a cgroup to join: the attach finds its lock warm
             from contain.cgroups import warm
@@ -652,6 +653,7 @@ def run_foreground(built: Built, root: str, reporter: Reporter) -> int:
     bundle = bundle_dir(root, cid, built.binds)
     opts = CreateOptions()
     opts.no_cgroup = spec.linux is None or spec.linux.resources is None
+    opts.keep_affinity = True
     if built.landlock is not None:
         reporter.event("landlock", "enforced" if built.landlock.abi else "unavailable",
                        **built.landlock.to_json())
