@@ -30,12 +30,7 @@ def userns_fd_for(uid_maps: list[IDMapping], gid_maps: list[IDMapping]) -> int:
     if made is not None:
         pid, stack = made
         try:
-            # (its /proc directory, held: the maps go to this child, reaped or not)
-            proc = os.open(f"/proc/{pid}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                return _write_maps(proc, uid_maps, gid_maps)
-            finally:
-                os.close(proc)
+            return _write_maps(pid, uid_maps, gid_maps)
         finally:
             os.waitpid(pid, 0)
             del stack
@@ -56,19 +51,24 @@ def userns_fd_for(uid_maps: list[IDMapping], gid_maps: list[IDMapping]) -> int:
             if os.readlink(f"/proc/{pid}/ns/user") != me:
                 break
             os.sched_yield()
-        proc = os.open(f"/proc/{pid}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            return _write_maps(proc, uid_maps, gid_maps)
-        finally:
-            os.close(proc)
+        return _write_maps(pid, uid_maps, gid_maps)
     finally:
         os.close(w)
         os.waitpid(pid, 0)
 
 
-def _write_maps(proc: int, uid_maps: list[IDMapping], gid_maps: list[IDMapping]) -> int:
-    """Write the maps of the (new) user namespace of the process whose /proc directory
-    is *proc*; an fd of that namespace."""
+def _write_maps(pid: int, uid_maps: list[IDMapping], gid_maps: list[IDMapping]) -> int:
+    """Write the maps of the (new) user namespace of child *pid* (through its /proc
+    directory, held: the maps go to this child, a zombie or not); an fd of that
+    namespace."""
+    proc = os.open(f"/proc/{pid}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return _write_maps_at(proc, uid_maps, gid_maps)
+    finally:
+        os.close(proc)
+
+
+def _write_maps_at(proc: int, uid_maps: list[IDMapping], gid_maps: list[IDMapping]) -> int:
     for name, text in (
             ("uid_map", "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in uid_maps)),
             ("setgroups", "deny"),
