@@ -38,6 +38,32 @@ def test_new_network_namespace_has_loopback_up(make_bundle: Callable[..., Bundle
     assert "connected" in proc.stdout.split(), proc.stdout
 
 
+def test_no_resources_still_gets_the_default_device_rules(
+        make_bundle: Callable[..., Bundle], state_root: Path) -> None:
+    """A config without linux.resources: the device cgroup still denies every device but
+    the default allowances (runc appends them whatever the config says), so a container
+    given CAP_MKNOD cannot make and open a host device node (tty0, loop0); /dev/null,
+    an allowance, still opens."""
+    bundle = make_bundle(["/bin/sh", "-c",
+                          "mknod /tmp/tty0 c 4 0 && mknod /tmp/loop0 b 7 0 && "
+                          "mknod /tmp/null c 1 3 || exit 9; "
+                          "echo x > /tmp/null && echo null-ok; "
+                          "echo x > /tmp/tty0 || echo tty0-refused; "
+                          "head -c 1 /tmp/loop0 > /dev/null || echo loop0-refused"])
+    bundle.config["linux"].pop("resources", None)
+    bundle.config["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                                    "options": ["nosuid"]})  # (mknod needs a dev mount)
+    caps = ["CAP_MKNOD", "CAP_DAC_OVERRIDE"]
+    bundle.config["process"]["capabilities"] = {k: caps for k in
+                                                ("bounding", "effective", "permitted")}
+    bundle.write()
+    proc = run(state_root, bundle)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["null-ok", "tty0-refused", "loop0-refused"], \
+        (proc.stdout, proc.stderr)
+    assert proc.stderr.count("Operation not permitted") == 2, proc.stderr
+
+
 def test_device_outside_dev(make_bundle: Callable[..., Bundle], state_root: Path) -> None:
     """linux.devices may put a node anywhere in the container (the spec and runc allow
     /foo-dev); the device cgroup rules still apply to it."""

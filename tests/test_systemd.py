@@ -148,7 +148,8 @@ def test_device_properties(capfd: pytest.CaptureFixture[str]) -> None:
                  {"allow": False, "type": "c", "major": 42, "minor": 2, "access": "rwm"}])
     assert got == [clear, strict] and "deny list" in capfd.readouterr().err
     assert props([{"allow": True, "access": "rwm"}]) == [clear, ("DevicePolicy", ("s", "auto"))]
-    assert device_properties(None) == []
+    # no linux.resources at all: the default allowances alone, as the cgroup files get
+    assert device_properties(None) == [clear, strict, ("DeviceAllow", ("a(ss)", DEFAULT_ALLOW))]
 
 
 def test_dbus_marshalling_round_trip() -> None:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from contain.cgroups import Manager
-    from contain.spec.config import Resources
+    from contain.spec.config import DeviceRule, Resources
 
 R = "$.linux.resources"
 UNLIMITED_V1 = 9223372036854771712  # what v1 memory files read when unlimited
@@ -208,23 +208,24 @@ class _Plan:
 def plan(mgr: Manager, res: Resources | None, *, skip_devices: bool = False,
          linux_device_paths: tuple[str, ...] | list[str] = (), warn: bool = False) -> list[Op]:
     p = _Plan(mgr, warn)
-    if res is None:
-        return p.ops
-    _memory(p, res)
-    _cpu(p, res)
-    _cpuset(p, res)
-    _pids(p, res)
-    _blkio(p, res)
-    _hugetlb(p, res)
-    _network(p, res)
-    _rdma(p, res)
-    _unified(p, res)
-    if p.enable2:
-        ctrls = list(p.enable2)
-        p.ops.insert(0, Op("", "", "", R, restore=False,
-                           action=lambda: mgr.enable(ctrls)))
-    if not skip_devices and res is not None:
-        _devices(p, res, linux_device_paths)
+    if res is not None:
+        _memory(p, res)
+        _cpu(p, res)
+        _cpuset(p, res)
+        _pids(p, res)
+        _blkio(p, res)
+        _hugetlb(p, res)
+        _network(p, res)
+        _rdma(p, res)
+        _unified(p, res)
+        if p.enable2:
+            ctrls = list(p.enable2)
+            p.ops.insert(0, Op("", "", "", R, restore=False,
+                               action=lambda: mgr.enable(ctrls)))
+    if not skip_devices:
+        # also without linux.resources: the default allowances, every other device
+        # denied (as runc; a config that leaves resources out must not get them all)
+        _devices(p, res.devices if res is not None else [], linux_device_paths)
     return p.ops
 
 
@@ -635,13 +636,14 @@ def _unified(p: _Plan, res: Resources) -> None:
         p.write(d, key, value, field, restore=_optional)
 
 
-def _devices(p: _Plan, res: Resources, linux_device_paths: tuple[str, ...] | list[str]) -> None:
+def _devices(p: _Plan, rules: list[DeviceRule],
+             linux_device_paths: tuple[str, ...] | list[str]) -> None:
     from contain.cgroups.devices import apply_v1, apply_v2, fold, rules_from_spec
 
     mgr = p.mgr
     if mgr.rootless or _in_user_namespace():
         return  # device cgroups cannot be changed from a user namespace (runc skips too)
-    state = fold(rules_from_spec(res.devices, linux_device_paths))
+    state = fold(rules_from_spec(rules, linux_device_paths))
     f = f"{R}.devices"
     v1 = mgr.paths().get("devices")
     if v1 and not p.v2:

@@ -133,11 +133,10 @@ def device_properties(res: Resources | None,
     minor of a major char-MAJOR (systemd 240 and later), every device char-*; a rule
     for one minor of every major cannot be said and is left to the cgroup files, as is
     a deny list, for which systemd gets deny-all (allow-all where that is the rule)."""
-    if res is None:
-        return []
     from contain.cgroups.devices import _letters, fold, rules_from_spec
 
-    state = fold(rules_from_spec(res.devices, linux_device_paths))
+    # (no linux.resources: the default allowances alone, as the cgroup files get them)
+    state = fold(rules_from_spec(res.devices if res is not None else [], linux_device_paths))
     clear: tuple[str, tuple[str, Any]] = ("DeviceAllow", ("a(ss)", []))  # empties the list
     if state.default_allow:
         if not state.exceptions:
