@@ -17,7 +17,7 @@ and leaving it stops the thread and waits for it, whatever happened in between (
 long-lived program calling the API keeps no thread behind). The library code that does
 the attach ends the warming early with :func:`stop`, as soon as it is no longer useful.
 
-The grace period is the longest single wait of a ``create`` (7-16 ms measured here, a
+The grace period is the longest single wait of a ``create`` (12-31 ms measured here, a
 cgroup mkdir waits behind it), so the first write is issued as early as possible:
 this module and the package's ``__init__`` import nothing but ``posix`` (``os`` alone
 costs ~1 ms), and :meth:`warming.__enter__` returns only once the thread is about to
