@@ -19,7 +19,9 @@ machine hits both sides of a ratio alike.
 - the engine lifecycle (create, start, state, kill KILL, delete --force of a busybox
   bundle) vs runc's, and create alone;
 - each light command (state, kill, start, delete) vs the interpreter's floor,
-  ``python3 -I -S -c pass`` with the interpreter contain's command runs on;
+  ``python3 -I -S -c pass`` with the interpreter contain's command runs on, and that
+  floor against ``runc state`` (a yardstick: what one interpreter start costs against
+  a Go runtime's light command);
 - ``run`` of /bin/true vs runc's;
 - the packaged entry point (the script pip installs, scripts/contain) vs the launcher
   (scripts/make-launcher), on ``state``; pip's console script, which the package used
@@ -77,6 +79,8 @@ GOALS: dict[str, tuple[str, str, float | None, str]] = {
     "floor_sandbox": ("benchmarks/sandbox_floor.py (yardstick)",
                       "bwrap (same namespaces and mounts)", None,
                       "(the least a Python-started sandbox costs)"),
+    "floor_light": ("`python3 -I -S -c pass` (yardstick)", "`runc state`", None,
+                    "(the interpreter alone against a light runc command)"),
     "sandbox_over_floor": ("`contain sandbox -- /bin/true`", "benchmarks/sandbox_floor.py",
                            None, "(what contain adds to the floor)"),
     "api": ("`contain.run(['/bin/true'])`", "`subprocess.run(bwrap ...)`, same process", 1.0,
@@ -393,6 +397,7 @@ def run(session: Session) -> Result:
     }
     for step in ("state", "kill", "start", "delete"):
         pairs[step] = (s.get(f"contain.{step}", []), s.get(f"floor.{step}", []))
+    pairs["floor_light"] = (s.get("floor.state", []), s.get("runc.state", []))
     ratios = {name: _ratios(a, b) for name, (a, b) in pairs.items()}
     result.markdown = _table(ratios, result.errors)
     loads = os.getloadavg()
