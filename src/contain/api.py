@@ -225,7 +225,7 @@ class Sandbox:
         override the policy for this command only (cwd="/src", env=["A=1"], ...)."""
         from contain.sandbox.policy import check_run_call, resolve
         from contain.sandbox.report import Reporter
-        from contain.sandbox.runner import SandboxTimeout, build, execute
+        from contain.sandbox.runner import build, checked, execute
 
         data, seconds = check_run_call(
             input, timeout, {"capture_output": capture_output, "check": check,
@@ -240,12 +240,7 @@ class Sandbox:
                              forward_signals=forward_signals)
         finally:
             reporter.close()
-        if result.timed_out:
-            raise SandboxTimeout(f"sandbox {' '.join(args)[:200]} timed out after "
-                                 f"{timeout}s (killed)", result)
-        if check:
-            result.check_returncode()
-        return result
+        return checked(result, args, timeout, check)
 
     def __repr__(self) -> str:
         return f"Sandbox(root={self.root!r})"

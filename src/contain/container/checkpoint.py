@@ -609,7 +609,7 @@ def _restore_checks(root: str, cid: str, bundle: str,
                     opts: RestoreOptions) -> tuple[str, Spec, str, str]:
     """Everything restore checks before it makes anything: (bundle, spec, rootfs,
     image directory)."""
-    from contain.container.lifecycle import check_pid_file, load_bundle, validate
+    from contain.container.lifecycle import check_console, check_pid_file, load_bundle, validate
 
     _check_common(opts)
     store.validate_id(cid)
@@ -619,12 +619,7 @@ def _restore_checks(root: str, cid: str, bundle: str,
         check_pid_file(opts.pid_file)
     proc = spec.process
     assert proc is not None
-    if proc.terminal and not opts.console_socket and opts.console_fd < 0:
-        raise ContainError("cannot allocate tty if contain will detach without setting "
-                           "console socket")
-    if not proc.terminal and opts.console_socket:
-        raise ContainError("cannot use console socket if contain will not detach or "
-                           "allocate tty")
+    check_console(proc.terminal, opts.console_socket, opts.console_fd)
     image = os.path.abspath(opts.image_path or "checkpoint")
     if not os.path.isfile(os.path.join(image, "inventory.img")):
         what = "no such directory" if not os.path.isdir(image) else "no checkpoint in it"

@@ -227,12 +227,7 @@ def create(root: str, cid: str, bundle: str, opts: CreateOptions | None = None,
     proc = spec.process
     linux = spec.linux
     assert proc is not None and linux is not None
-    if proc.terminal and not opts.console_socket and opts.console_fd < 0:
-        raise ContainError("cannot allocate tty if contain will detach without setting "
-                           "console socket")
-    if not proc.terminal and opts.console_socket:
-        raise ContainError("cannot use console socket if contain will not detach or "
-                           "allocate tty")
+    check_console(proc.terminal, opts.console_socket, opts.console_fd)
     if proc.capabilities is not None:
         from contain import log
         from contain.security.capabilities import check_capabilities
@@ -498,6 +493,16 @@ def move_net_devices(pid: int, devices: dict[str, Any],
     finally:
         os.close(ns_fd)
     return out
+
+
+def check_console(terminal: bool, console_socket: str | None, console_fd: int) -> None:
+    """A terminal needs a console socket (or run's own console), and a socket a terminal."""
+    if terminal and not console_socket and console_fd < 0:
+        raise ContainError("cannot allocate tty if contain will detach without setting "
+                           "console socket")
+    if not terminal and console_socket:
+        raise ContainError("cannot use console socket if contain will not detach or "
+                           "allocate tty")
 
 
 def check_pid_file(path: str) -> None:

@@ -263,6 +263,16 @@ class Spawner:
             parent.close()
         return self.pid
 
+    def _enter_cgroup(self, mgr: Manager | None, initial: str | None, reset: bool) -> None:
+        """The process into its cgroup, with execCPUAffinity's initial mask set before
+        (the join keeps it) or every CPU the cpuset allows asked for after."""
+        if initial:
+            set_initial_affinity(self.pid, initial)
+        if mgr is not None:
+            mgr.join(self.pid)
+        if reset:
+            reset_affinity(self.pid)
+
     def _drive(self, ch: sync.Channel) -> None:
         plan = self.plan
         mgr = self.setup_cgroup()
@@ -271,12 +281,7 @@ class Spawner:
         # not the runtime's own affinity: every CPU the cpuset allows (see reset_affinity)
         reset = (affinity is None or not (initial or affinity.final)) and not plan.keep_affinity
         if not plan.forks:
-            if initial:
-                set_initial_affinity(self.pid, initial)
-            if mgr is not None:
-                mgr.join(self.pid)
-            if reset:
-                reset_affinity(self.pid)
+            self._enter_cgroup(mgr, initial, reset)
         if plan.new_userns:
             ch.expect(sync.USERNS)
             write_id_maps(self.stage or self.pid, plan.spec)
@@ -285,12 +290,7 @@ class Spawner:
             self.pid = ch.expect(sync.PID)["pid"]
             os.waitpid(self.stage, 0)
             self.stage = 0
-            if initial:
-                set_initial_affinity(self.pid, initial)
-            if mgr is not None:
-                mgr.join(self.pid)
-            if reset:
-                reset_affinity(self.pid)
+            self._enter_cgroup(mgr, initial, reset)
         if plan.net_devices:
             taken = ch.expect(sync.NETDEV).get("taken") or []
             ch.send(sync.NETDEV_DONE, devices=self.move_net_devices(taken))

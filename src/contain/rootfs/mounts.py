@@ -319,18 +319,8 @@ def bind_from_host(m: Mount, index: int, bundle: str, target: str, userns: int) 
     source is resolved in the init's copy of the host's mounts, whose submounts stay
     locked): the source need not be reachable from the container's user namespace,
     and MOUNT_ATTR_IDMAP, which needs CAP_SYS_ADMIN over the filesystem, can be set."""
-    opts = parse_options(m.options)
-    source = _host_source(m.source or "", bundle)
-    where = f"mounts[{index}] ({m.destination})"
-    if m.uid_mappings:
-        from contain.rootfs.idmap import mount_idmapped
-
-        mount_idmapped(source, target, m, opts.flags & c.MS_REC != 0, userns)
-        return
-    try:
-        mount(source, target, None, c.MS_BIND | (opts.flags & c.MS_REC))
-    except OSError as exc:
-        raise ContainError(f"{where}: bind source {source}: {exc.strerror}") from exc
+    _mount_bind(_host_source(m.source or "", bundle), target, parse_options(m.options), m,
+                f"mounts[{index}] ({m.destination})", userns)
 
 
 def _copy_up(below: int, top: str) -> None:

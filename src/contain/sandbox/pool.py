@@ -337,7 +337,7 @@ class Pool:
         if options or state.owner != os.getpid():
             return self._unpooled(args, kwargs, options)
         from contain.sandbox.policy import check_run_call
-        from contain.sandbox.runner import SandboxTimeout, _Stdio
+        from contain.sandbox.runner import _Stdio, checked
 
         _check_args(args)
         data, seconds = check_run_call(
@@ -359,14 +359,8 @@ class Pool:
                 ready.discard(kill=True)
                 continue
             break
-        result = _serve(state, ready, list(args), io, data, seconds, capture_output,
-                        on_output, forward_signals)
-        if result.timed_out:
-            raise SandboxTimeout(f"sandbox {' '.join(args)[:200]} timed out after "
-                                 f"{timeout}s (killed)", result)
-        if check:
-            result.check_returncode()
-        return result
+        return checked(_serve(state, ready, list(args), io, data, seconds, capture_output,
+                              on_output, forward_signals), args, timeout, check)
 
     def _unpooled(self, args: list[str], kwargs: dict[str, Any],
                   options: dict[str, Any]) -> Result:
@@ -416,7 +410,7 @@ def _serve(state: _State, ready: _Ready, args: list[str], io: _Stdio, data: byte
     """The rest of :func:`contain.sandbox.runner.execute`, for a sandbox handed its
     command: serve its stdio until it exits, its result; then its removal."""
     from contain.process.sync import Channel
-    from contain.sandbox.runner import Result, _cgroup_stats, _wait4, serving
+    from contain.sandbox.runner import _cgroup_stats, _wait4, result_of, serving
 
     run = ready.run
     run.io = io
@@ -452,11 +446,5 @@ def _serve(state: _State, ready: _Ready, args: list[str], io: _Stdio, data: byte
         else:
             ready.sock.close()
             state.done(ready)
-    result = Result(args, code, timed_out=not finished,
-                    duration=round(time.monotonic() - started, 6), rusage=usage,
-                    cgroup=cgroup, violations=list(reporter.violations),
-                    landlock=built.landlock.to_json() if built.landlock else None)
-    if capture:
-        result.stdout = bytes(outputs.get("stdout", b""))
-        result.stderr = bytes(outputs.get("stderr", b""))
-    return result
+    return result_of(built, reporter, args, code, finished, started, usage, cgroup,
+                     outputs if capture else None)

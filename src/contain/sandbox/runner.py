@@ -600,13 +600,32 @@ def execute(built: Built, args: list[str], root: str, reporter: Reporter, *,
         failed = False
     finally:
         run.close(failed)
-    result = Result(list(args), code, timed_out=not finished,
+    return result_of(built, reporter, list(args), code, finished, started, usage, cgroup,
+                     outputs if capture else None)
+
+
+def result_of(built: Built, reporter: Reporter, args: list[str], code: int, finished: bool,
+              started: float, usage: dict[str, Any], cgroup: dict[str, Any] | None,
+              outputs: dict[str, bytearray] | None) -> Result:
+    """The Result of a sandbox's command that has ended (*outputs*: what was captured)."""
+    result = Result(args, code, timed_out=not finished,
                     duration=round(time.monotonic() - started, 6), rusage=usage,
                     cgroup=cgroup, violations=list(reporter.violations),
                     landlock=built.landlock.to_json() if built.landlock else None)
-    if capture:
+    if outputs is not None:
         result.stdout = bytes(outputs.get("stdout", b""))
         result.stderr = bytes(outputs.get("stderr", b""))
+    return result
+
+
+def checked(result: Result, args: list[str], timeout: float | None, check: bool) -> Result:
+    """*result*, or SandboxTimeout when it timed out, or the error of a non-zero exit
+    when *check* asks for it."""
+    if result.timed_out:
+        raise SandboxTimeout(f"sandbox {' '.join(args)[:200]} timed out after "
+                             f"{timeout}s (killed)", result)
+    if check:
+        result.check_returncode()
     return result
 
 

@@ -123,26 +123,14 @@ class NotifySupervisor:
     def _compile(self, nr: int) -> Fast | None:
         """The ready answer for every call of *nr*, when there is one."""
         from contain.linux.unotify import SECCOMP_USER_NOTIF_FLAG_CONTINUE as CONTINUE
+        from contain.sandbox.supervise.policy import ready_answer
 
         out: Fast | None = None
-        name = self.name_of(nr)
-        rules = self.policy.rules.get(name)
-        rule = self.policy.default if rules is None else rules[0]
-        if self.recorder is None and (rules is None or (len(rules) == 1 and not rule.args)):
-            rep = self.report
-            if rule.action == "allow":
-                out = (0, 0, CONTINUE, None)
-            elif rule.action == "log":
-                out = (0, 0, CONTINUE, rep.emitter(name, nr, "log", rule=rule.where))
-            elif rule.action == "deny":
-                out = (0, -rule.errno, 0, rep.emitter(name, nr, "deny", errno=rule.errno,
-                                                      rule=rule.where))
-            elif rule.action == "emulate" and rule.handler == "return":
-                err = int(rule.options.get("errno", 0))
-                val = 0 if err else int(rule.options.get("value", 0))
-                out = (val, -err, 0, rep.emitter(name, nr, "emulate", handler="return",
-                                                 result=-err if err else val,
-                                                 rule=rule.where))
+        ready = None if self.recorder is not None else \
+            ready_answer(self.policy, self.report, self.name_of(nr), nr)
+        if ready is not None:
+            goes_on, val, err, emit = ready
+            out = (val, -err, CONTINUE if goes_on else 0, emit)
         self.fast[nr] = out
         return out
 

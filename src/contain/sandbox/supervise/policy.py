@@ -176,6 +176,31 @@ def syscall_name(nr: int) -> str:
     return name
 
 
+def ready_answer(policy: Any, report: Any, name: str,
+                 nr: int) -> tuple[bool, int, int, Any] | None:
+    """For a call whose rule depends on its number alone and needs no handler (allow,
+    log, deny, emulate ``return``): (goes on unchanged, value, errno, the report's
+    emitter or None), which a supervisor compiles once per number into its own answer;
+    None when each call must be looked at."""
+    rules = policy.rules.get(name)
+    rule = policy.default if rules is None else rules[0]
+    if not (rules is None or (len(rules) == 1 and not rule.args)):
+        return None
+    if rule.action == "allow":
+        return True, 0, 0, None
+    if rule.action == "log":
+        return True, 0, 0, report.emitter(name, nr, "log", rule=rule.where)
+    if rule.action == "deny":
+        return False, 0, rule.errno, report.emitter(name, nr, "deny", errno=rule.errno,
+                                                    rule=rule.where)
+    if rule.action == "emulate" and rule.handler == "return":
+        err = int(rule.options.get("errno", 0))
+        val = 0 if err else int(rule.options.get("value", 0))
+        return False, val, err, report.emitter(name, nr, "emulate", handler="return",
+                                               result=-err if err else val, rule=rule.where)
+    return None
+
+
 def all_syscalls() -> dict[str, int]:
     """Every syscall name of the native architecture that libseccomp knows."""
     from contain.linux import libseccomp as L

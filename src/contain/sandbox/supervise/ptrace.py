@@ -95,24 +95,14 @@ class Tracer:
         self.fast: dict[int, tuple[bool, int, Any] | None] = {}
 
     def _compile(self, nr: int) -> tuple[bool, int, Any] | None:
+        from contain.sandbox.supervise.policy import ready_answer
+
         out: tuple[bool, int, Any] | None = None
-        name = self.name_of(nr)
-        rules = self.policy.rules.get(name)
-        rule = self.policy.default if rules is None else rules[0]
-        if self.recorder is None and (rules is None or (len(rules) == 1 and not rule.args)):
-            rep = self.report
-            if rule.action == "allow":
-                out = (False, 0, None)
-            elif rule.action == "log":
-                out = (False, 0, rep.emitter(name, nr, "log", rule=rule.where))
-            elif rule.action == "deny":
-                out = (True, -rule.errno, rep.emitter(name, nr, "deny", errno=rule.errno,
-                                                      rule=rule.where))
-            elif rule.action == "emulate" and rule.handler == "return":
-                err = int(rule.options.get("errno", 0))
-                val = -err if err else int(rule.options.get("value", 0))
-                out = (True, val, rep.emitter(name, nr, "emulate", handler="return",
-                                              result=val, rule=rule.where))
+        ready = None if self.recorder is not None else \
+            ready_answer(self.policy, self.report, self.name_of(nr), nr)
+        if ready is not None:
+            goes_on, val, err, emit = ready
+            out = (not goes_on, -err if err else val, emit)
         self.fast[nr] = out
         return out
 
